@@ -1,0 +1,36 @@
+# dbsync: `make run` starts the service on a demo database, `make test` runs the checks.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INSTALLED := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install services migrate lint bench
+
+run: migrate
+	python manage.py demo
+	@echo "dbsync: API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	honcho start
+
+test: services
+	ruff check .
+	ruff format --check .
+	mypy
+	pytest
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+services: install
+	python scripts/ensure_services.py
+
+migrate: services
+	python manage.py migrate --noinput -v0
+
+bench: services
+	python bench/reflect.py

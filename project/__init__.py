@@ -1,0 +1,1 @@
+"""Django project of dbsync: settings, URLs and the WSGI entry point."""

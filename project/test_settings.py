@@ -1,0 +1,16 @@
+"""Settings for the test suite: the same services, other Redis databases than a running dbsync."""
+
+from project.settings import *  # noqa: F403
+from project.settings import REDIS_URL, _redis_url
+
+CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
+CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": _redis_url(REDIS_URL, 10),
+        "KEY_PREFIX": "dbsync-test",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

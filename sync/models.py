@@ -1,0 +1,129 @@
+"""Models of registered databases, their schemas and tables, and the reflection history."""
+
+from django.db import models
+from django.db.models import Q
+
+from sync.credentials import redact_url
+
+
+class Database(models.Model):
+    """A PostgreSQL database registered with dbsync."""
+
+    name = models.CharField(max_length=63, unique=True)
+    # Holds the password: never serialize, log or print it; use redacted_url.
+    url = models.TextField()
+    # Identity of what the URL pointed at when first reflected: oids mean nothing elsewhere.
+    server_identifier = models.CharField(max_length=32, blank=True)
+    database_oid = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    imported_at = models.DateTimeField(null=True, blank=True)
+    reflected_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+
+class LiveQuerySet(models.QuerySet):
+    def live(self) -> "LiveQuerySet":
+        return self.filter(dropped_at__isnull=True)
+
+
+class Schema(models.Model):
+    """A schema (namespace) of a registered database, identified by its oid."""
+
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="schemas")
+    oid = models.BigIntegerField()
+    name = models.CharField(max_length=63)
+    dropped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LiveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["database", "oid"],
+                condition=Q(dropped_at__isnull=True),
+                name="schema_live_oid_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Table(models.Model):
+    """A relation (table, view, ...) of a registered database, identified by its oid."""
+
+    class Kind(models.TextChoices):
+        TABLE = "table"
+        PARTITIONED_TABLE = "partitioned_table"
+        VIEW = "view"
+        MATERIALIZED_VIEW = "materialized_view"
+        FOREIGN_TABLE = "foreign_table"
+
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="tables")
+    schema = models.ForeignKey(Schema, on_delete=models.CASCADE, related_name="tables")
+    oid = models.BigIntegerField()
+    name = models.CharField(max_length=63)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    dropped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LiveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["database", "oid"],
+                condition=Q(dropped_at__isnull=True),
+                name="table_live_oid_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ReflectionRun(models.Model):
+    """One reflection of a database: what started it, how it ended, what it changed."""
+
+    class Trigger(models.TextChoices):
+        COMMAND = "command"
+        TASK = "task"
+        IMPORT = "import"
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        SUCCESS = "success"
+        FAILED = "failed"
+        REFUSED = "refused"
+
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    added = models.IntegerField(default=0)
+    renamed = models.IntegerField(default=0)
+    moved = models.IntegerField(default=0)
+    dropped = models.IntegerField(default=0)
+    recreated = models.IntegerField(default=0)
+    unchanged = models.IntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["database", "-started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.database} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"

@@ -1,0 +1,337 @@
+"""Diff a catalog snapshot against the models by oid and apply the difference in one transaction."""
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any, NamedTuple
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from sync import catalog, names
+from sync.catalog import CatalogRelation, Identity, Snapshot
+from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
+from sync.models import Database, ReflectionRun, Schema, Table
+from sync.names import QualifiedName
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaRow(NamedTuple):
+    id: int
+    oid: int
+    name: str
+
+
+class TableRow(NamedTuple):
+    id: int
+    oid: int
+    schema_id: int
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The live model rows of one database, as plain tuples."""
+
+    schemas: list[SchemaRow]
+    tables: list[TableRow]
+
+    def forget_oids(self) -> "ModelState":
+        """Return the state with oids that match nothing, so rows match by name alone."""
+        return ModelState(
+            schemas=[row._replace(oid=-row.id) for row in self.schemas],
+            tables=[row._replace(oid=-row.id) for row in self.tables],
+        )
+
+
+@dataclass
+class Counts:
+    added: int = 0
+    renamed: int = 0
+    moved: int = 0
+    dropped: int = 0
+    recreated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class Changes:
+    """What to write so that the models match the snapshot."""
+
+    new_schemas: list[tuple[int, str]] = field(default_factory=list)  # (oid, name)
+    changed_schemas: list[SchemaRow] = field(default_factory=list)  # id, new oid, new name
+    dropped_schema_ids: list[int] = field(default_factory=list)
+    new_tables: list[CatalogRelation] = field(default_factory=list)
+    changed_tables: list[tuple[int, CatalogRelation]] = field(default_factory=list)  # (id, new)
+    dropped_table_ids: list[int] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+    names: dict[int, QualifiedName] = field(default_factory=dict)  # oid -> name
+
+
+@dataclass(frozen=True)
+class ReflectionResult:
+    database: str
+    counts: Counts
+    duration_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
+
+
+def load_state(database_id: int) -> ModelState:
+    """Read the live schema and table rows of a database in two queries."""
+    schemas = Schema.objects.live().filter(database_id=database_id).order_by()
+    tables = Table.objects.live().filter(database_id=database_id).order_by()
+    return ModelState(
+        schemas=[SchemaRow(*row) for row in schemas.values_list("id", "oid", "name")],
+        tables=[
+            TableRow(*row) for row in tables.values_list("id", "oid", "schema_id", "name", "kind")
+        ],
+    )
+
+
+def diff(snapshot: Snapshot, state: ModelState) -> Changes:
+    """Return the changes that bring the model state to the snapshot, matched by oid."""
+    changes = Changes()
+    renamed_schema_oids = diff_schemas(snapshot, state, changes)
+    diff_tables(snapshot, state, changes, renamed_schema_oids)
+    return changes
+
+
+def diff_schemas(snapshot: Snapshot, state: ModelState, changes: Changes) -> set[int]:
+    """Fill in the schema changes; return the oids of renamed schemas."""
+    counts = changes.counts
+    live = {row.oid: row for row in state.schemas}
+    # Rows whose oid is gone may come back under the same name (dropped and recreated).
+    vanished = {row.name: row for row in state.schemas if row.oid not in snapshot.schemas}
+    renamed: set[int] = set()
+    for oid, name in snapshot.schemas.items():
+        row = live.get(oid)
+        if row is None:
+            old = vanished.pop(name, None)
+            if old is None:
+                changes.new_schemas.append((oid, name))
+                counts.added += 1
+            else:
+                changes.changed_schemas.append(SchemaRow(old.id, oid, name))
+                counts.recreated += 1
+        elif row.name != name:
+            changes.changed_schemas.append(SchemaRow(row.id, oid, name))
+            counts.renamed += 1
+            renamed.add(oid)
+        else:
+            counts.unchanged += 1
+    changes.dropped_schema_ids = [row.id for row in vanished.values()]
+    counts.dropped += len(changes.dropped_schema_ids)
+    return renamed
+
+
+def diff_tables(
+    snapshot: Snapshot, state: ModelState, changes: Changes, renamed_schema_oids: set[int]
+) -> None:
+    """Fill in the table changes and the names to cache."""
+    counts = changes.counts
+    schema_names = snapshot.schemas
+    schema_oid_of = {row.id: row.oid for row in state.schemas}
+    old_schema_name_of = {row.id: row.name for row in state.schemas}
+    live = {row.oid: row for row in state.tables}
+    present = {relation.oid for relation in snapshot.relations}
+    vanished = {
+        (old_schema_name_of[row.schema_id], row.name): row
+        for row in state.tables
+        if row.oid not in present
+    }
+    for relation in snapshot.relations:
+        qualified = (schema_names[relation.schema_oid], relation.name)
+        row = live.get(relation.oid)
+        if row is None:
+            old = vanished.pop(qualified, None)
+            if old is None:
+                changes.new_tables.append(relation)
+                counts.added += 1
+            else:
+                changes.changed_tables.append((old.id, relation))
+                counts.recreated += 1
+        elif schema_oid_of[row.schema_id] != relation.schema_oid:
+            changes.changed_tables.append((row.id, relation))
+            counts.moved += 1
+        elif row.name != relation.name or row.kind != relation.kind:
+            changes.changed_tables.append((row.id, relation))
+            counts.renamed += 1
+        else:
+            counts.unchanged += 1
+            if relation.schema_oid not in renamed_schema_oids:
+                continue
+        changes.names[relation.oid] = qualified
+    changes.dropped_table_ids = [row.id for row in vanished.values()]
+    counts.dropped += len(changes.dropped_table_ids)
+
+
+def apply(database_id: int, changes: Changes, now: datetime) -> None:
+    """Write the changes with a bounded number of set-based statements.
+
+    Raw SQL over unnest() arrays: one statement per kind of change whatever the number of
+    objects, where bulk_create/bulk_update would build a model instance per object.
+    """
+    schema_table, table_table = Schema._meta.db_table, Table._meta.db_table
+    with connection.cursor() as cursor:
+        # Drops first, so that their oids leave the live-row unique index.
+        for db_table, ids in (
+            (table_table, changes.dropped_table_ids),
+            (schema_table, changes.dropped_schema_ids),
+        ):
+            if ids:
+                cursor.execute(
+                    f"UPDATE {db_table} SET dropped_at = %s WHERE id = ANY(%s::bigint[])",
+                    [now, ids],
+                )
+        if changes.changed_schemas:
+            ids, oids, schema_names = columns(changes.changed_schemas, 3)
+            park_oids(cursor, schema_table, ids)
+            cursor.execute(
+                f"UPDATE {schema_table} AS s SET oid = u.oid, name = u.name"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, oid, name)"
+                " WHERE s.id = u.id",
+                [ids, oids, schema_names],
+            )
+        if changes.new_schemas:
+            oids, schema_names = columns(changes.new_schemas, 2)
+            cursor.execute(
+                f"INSERT INTO {schema_table} (database_id, oid, name)"
+                " SELECT %s, u.oid, u.name FROM unnest(%s::bigint[], %s::text[]) AS u(oid, name)",
+                [database_id, oids, schema_names],
+            )
+        if changes.changed_tables:
+            ids = [table_id for table_id, _ in changes.changed_tables]
+            oids, schema_oids, table_names, kinds = columns(
+                (relation for _, relation in changes.changed_tables), 4
+            )
+            park_oids(cursor, table_table, ids)
+            cursor.execute(
+                f"UPDATE {table_table} AS t"
+                " SET oid = u.oid, schema_id = s.id, name = u.name, kind = u.kind"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+                "      AS u(id, oid, schema_oid, name, kind)"
+                f" JOIN {schema_table} AS s"
+                "   ON s.database_id = %s AND s.oid = u.schema_oid AND s.dropped_at IS NULL"
+                " WHERE t.id = u.id",
+                [ids, oids, schema_oids, table_names, kinds, database_id],
+            )
+        if changes.new_tables:
+            oids, schema_oids, table_names, kinds = columns(changes.new_tables, 4)
+            cursor.execute(
+                f"INSERT INTO {table_table} (database_id, schema_id, oid, name, kind)"
+                " SELECT %s, s.id, u.oid, u.name, u.kind"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+                "      AS u(oid, schema_oid, name, kind)"
+                f" JOIN {schema_table} AS s"
+                "   ON s.database_id = %s AND s.oid = u.schema_oid AND s.dropped_at IS NULL",
+                [database_id, oids, schema_oids, table_names, kinds, database_id],
+            )
+
+
+def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Transpose rows into `width` column lists, the shape unnest() takes."""
+    transposed = [list(column) for column in zip(*rows, strict=True)]
+    return transposed or [[] for _ in range(width)]
+
+
+def park_oids(cursor: Any, db_table: str, ids: list[int]) -> None:
+    # Rows about to take new oids first step aside, so that two of them trading oids (a
+    # database restored in place) never collide in the live-row unique index mid-statement.
+    cursor.execute(f"UPDATE {db_table} SET oid = -id WHERE id = ANY(%s::bigint[])", [ids])
+
+
+def identity_fields(database: Database, identity: Identity, accept_new: bool) -> dict[str, Any]:
+    """Return the identity to store; raise IdentityChanged if it moved and that is not accepted."""
+    same = database.database_oid in (None, identity.database_oid) and (
+        not database.server_identifier
+        or not identity.server_identifier
+        or database.server_identifier == identity.server_identifier
+    )
+    if not same and not accept_new:
+        raise IdentityChanged(
+            f"database {database.name!r} now points at another database or server "
+            f"(database oid {database.database_oid} -> {identity.database_oid}, "
+            f"system identifier {database.server_identifier or '?'} -> "
+            f"{identity.server_identifier or '?'}): its oids no longer match, so nothing was "
+            f"applied. If this is intended, run: manage.py reflect {database.name} "
+            "--accept-new-identity"
+        )
+    return {"database_oid": identity.database_oid, "server_identifier": identity.server_identifier}
+
+
+def reflect(
+    database_id: int,
+    trigger: str = ReflectionRun.Trigger.COMMAND,
+    accept_new_identity: bool = False,
+) -> ReflectionResult:
+    """Bring the models of a database in step with its catalog, in one transaction.
+
+    The row lock on the database serializes reflections of it across processes, and the
+    catalog is read under that lock, so the later of two runs sees the earlier one's result.
+    """
+    started_at = timezone.now()
+    clock = time.perf_counter()
+    try:
+        with transaction.atomic():
+            database = lock_database(database_id)
+            snapshot = catalog.read_snapshot(database.id, database.url)
+            identity = identity_fields(database, snapshot.identity, accept_new_identity)
+            state = load_state(database.id)
+            if accept_new_identity:
+                state = state.forget_oids()
+            changes = diff(snapshot, state)
+            apply(database.id, changes, started_at)
+            finished_at = timezone.now()
+            Database.objects.filter(pk=database.id).update(
+                reflected_at=finished_at, last_error="", last_error_at=None, **identity
+            )
+            ReflectionRun.objects.create(
+                database_id=database.id,
+                trigger=trigger,
+                started_at=started_at,
+                finished_at=finished_at,
+                outcome=ReflectionRun.Outcome.SUCCESS,
+                **asdict(changes.counts),
+            )
+            transaction.on_commit(partial(names.remember, database.id, changes.names))
+    except (CatalogUnavailable, IdentityChanged) as error:
+        record_failure(database_id, trigger, started_at, error)
+        raise
+    duration_ms = round((time.perf_counter() - clock) * 1000)
+    logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
+    return ReflectionResult(database.name, changes.counts, duration_ms)
+
+
+def lock_database(database_id: int) -> Database:
+    try:
+        return Database.objects.select_for_update().get(pk=database_id)
+    except Database.DoesNotExist:
+        raise UnknownDatabase(f"no database with id {database_id}") from None
+
+
+def record_failure(database_id: int, trigger: str, started_at: datetime, error: Exception) -> None:
+    """Record a failed reflection on the database and in its history."""
+    outcome = (
+        ReflectionRun.Outcome.REFUSED
+        if isinstance(error, IdentityChanged)
+        else ReflectionRun.Outcome.FAILED
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        Database.objects.filter(pk=database_id).update(last_error=str(error), last_error_at=now)
+        ReflectionRun.objects.create(
+            database_id=database_id,
+            trigger=trigger,
+            started_at=started_at,
+            finished_at=now,
+            outcome=outcome,
+            error=str(error),
+        )
+    logger.warning("reflection of database %s %s: %s", database_id, outcome, error)
