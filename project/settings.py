@@ -125,6 +125,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 0)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 1)
+SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 2)  # in-flight locks, beside the cache
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -134,6 +135,25 @@ CACHES = {
     }
 }
 
+# Celery. Limits nest: a task's hard time limit < the in-flight lock's lifetime < the broker's
+# visibility timeout, so a lock never lapses under a running task and a message of a dead
+# worker comes back only once its lock is long gone.
+SYNC_TASK_SOFT_TIME_LIMIT = 240
+SYNC_TASK_TIME_LIMIT = 300
+SYNC_LOCK_TTL = 360
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": 1,
+    "socket_timeout": 10,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: do not hoard messages
+CELERY_TIMEZONE = "UTC"
+
 # Synchronisation.
 SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
@@ -142,6 +162,24 @@ SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 
 # The admin user that `make run` creates for the demo.
 DEMO_ADMIN_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "dbsync-demo")
+
+REST_FRAMEWORK = {
+    # Token first: an anonymous API client is told (401, WWW-Authenticate) how to log in.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["sync.permissions.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_PAGINATION_CLASS": "sync.api.StrictLimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sync.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "dbsync API",
+    "DESCRIPTION": "Schemas, tables and views of registered PostgreSQL databases.",
+    "VERSION": "1",
+}
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"

@@ -5,6 +5,7 @@ from project.settings import REDIS_URL, _redis_url
 
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
+SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 10)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -14,3 +15,5 @@ CACHES = {
     }
 }
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The test worker runs in a thread of the test process: no connection may outlive a task.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -1,13 +1,19 @@
 """Fixtures: scratch PostgreSQL databases to reflect, registered with dbsync."""
 
+import base64
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from psycopg2 import sql
+from rest_framework.test import APIClient
 
 from sync import demo, registry
 from sync.models import Database
@@ -94,4 +100,64 @@ def registered(db: None, user_db: ScratchDatabase) -> Database:
 
 @pytest.fixture(autouse=True)
 def clear_cache() -> None:
+    """Start every test with no recency keys, locks, back-offs or cached names."""
     cache.clear()
+
+
+@pytest.fixture(scope="session")
+def celery_config() -> dict[str, Any]:
+    """Run the test worker against the real Redis broker (the test databases of it)."""
+    return {
+        "broker_url": settings.CELERY_BROKER_URL,
+        "result_backend": settings.CELERY_RESULT_BACKEND,
+        "broker_transport_options": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "worker_prefetch_multiplier": 1,
+    }
+
+
+@pytest.fixture(scope="session")
+def celery_includes() -> list[str]:
+    return ["sync.tasks"]
+
+
+@pytest.fixture(scope="session")
+def celery_worker_pool() -> str:
+    return "solo"
+
+
+@pytest.fixture
+def worker(celery_session_worker: Any) -> Any:
+    """A real Celery worker consuming the real broker, in a thread of the test process."""
+    celery_session_worker.app.control.purge()
+    return celery_session_worker
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def make_user(username: str, staff: bool = False) -> User:
+    return User.objects.create_user(username, password=f"{username}-pw", is_staff=staff)
+
+
+def client_for(user: User | None) -> APIClient:
+    """Return an API client that logs in with HTTP Basic, as a script would."""
+    client = APIClient()
+    if user is not None:
+        token = base64.b64encode(f"{user.username}:{user.username}-pw".encode()).decode()
+        client.credentials(HTTP_AUTHORIZATION=f"Basic {token}")
+    return client
+
+
+@pytest.fixture
+def reader(db: None) -> APIClient:
+    return client_for(make_user("reader"))
+
+
+@pytest.fixture
+def staff(db: None) -> APIClient:
+    return client_for(make_user("operator", staff=True))

@@ -1,4 +1,4 @@
-"""The Celery app, configured from Django settings."""
+"""The Celery app, configured from Django settings (the CELERY_ names)."""
 
 import os
 

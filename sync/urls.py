@@ -1,0 +1,12 @@
+"""API routes of the sync app, mounted under /api/v1/."""
+
+from rest_framework.routers import DefaultRouter
+
+from sync import views
+
+router = DefaultRouter()
+router.register("databases", views.DatabaseViewSet, basename="database")
+router.register("schemas", views.SchemaViewSet, basename="schema")
+router.register("tables", views.TableViewSet, basename="table")
+
+urlpatterns = router.urls

@@ -1,0 +1,138 @@
+"""REST API viewsets. List views never reflect: they ask the freshness gate and answer at once."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from sync import freshness
+from sync.api import query_bool, query_int
+from sync.freshness import Freshness
+from sync.models import Database, Schema, Table
+from sync.serializers import (
+    DatabaseDetailSerializer,
+    DatabaseSerializer,
+    SchemaSerializer,
+    TableSerializer,
+)
+
+
+def with_freshness(response: Response, database: Database, state: Freshness) -> Response:
+    """Say how fresh the listed rows are: when last reflected, and what is under way."""
+    reflected_at = database.reflected_at
+    response["X-Reflected-At"] = reflected_at.isoformat() if reflected_at else "never"
+    response["X-Reflection-Status"] = str(state.status)
+    return response
+
+
+DATABASE_PARAMETER = OpenApiParameter("database", int, description="id of the database")
+INCLUDE_DROPPED = OpenApiParameter("include_dropped", bool, description="list dropped objects")
+
+
+class ListedDatabaseMixin:
+    """Consult the freshness gate for the listed database and say so in the response headers.
+
+    get_queryset calls listed() (as the design note has it); list() adds the headers.
+    """
+
+    listed_database: Database
+    listed_freshness: Freshness
+
+    def listed(self, database: Database) -> Database:
+        self.listed_database = database
+        self.listed_freshness = freshness.ensure_fresh(database)
+        return database
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)  # type: ignore[misc]
+        return with_freshness(response, self.listed_database, self.listed_freshness)
+
+
+class DatabaseViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Registered databases. Registering one checks that it answers first."""
+
+    queryset = Database.objects.all()
+
+    def get_serializer_class(self) -> type[DatabaseSerializer]:
+        return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = super().get_serializer_context()
+        if self.action == "retrieve":
+            context["status"] = freshness.status_of(self.get_object()).status
+        return context
+
+    @extend_schema(request=None, responses={202: dict})
+    @action(detail=True, methods=["post"])
+    def reflect(self, request: Request, pk: str | None = None) -> Response:
+        """Queue a reflection now (or report the one already queued or running)."""
+        state = freshness.request_reflection(self.get_object())
+        return Response(
+            {"task_id": state.task_id, "status": str(state.status)},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+@extend_schema(parameters=[DATABASE_PARAMETER, INCLUDE_DROPPED])
+class SchemaViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+    """Schemas of a database. Listing queues a reflection when the last one is not recent."""
+
+    serializer_class = SchemaSerializer
+
+    def get_queryset(self) -> QuerySet[Schema]:
+        schemas = Schema.objects.all()
+        if self.action != "list":
+            return schemas
+        database_id = query_int(self.request, "database", required=True)
+        database = self.listed(get_object_or_404(Database, pk=database_id))
+        schemas = schemas.filter(database=database)
+        return schemas if query_bool(self.request, "include_dropped") else schemas.live()
+
+
+@extend_schema(
+    parameters=[
+        DATABASE_PARAMETER,
+        OpenApiParameter("schema", int, description="id of the schema (implies its database)"),
+        OpenApiParameter("kind", str, enum=Table.Kind.values),
+        OpenApiParameter("search", str, description="part of the name, any case"),
+        INCLUDE_DROPPED,
+    ]
+)
+class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+    """Tables, views and other relations. Listing queues a reflection when not recent."""
+
+    serializer_class = TableSerializer
+
+    def get_queryset(self) -> QuerySet[Table]:
+        tables = Table.objects.select_related("schema")
+        if self.action != "list":
+            return tables
+        schema_id = query_int(self.request, "schema")
+        if schema_id is not None:
+            schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
+            tables = tables.filter(schema=schema)
+            database = schema.database
+        else:
+            database_id = query_int(self.request, "database", required=True)
+            database = get_object_or_404(Database, pk=database_id)
+        tables = tables.filter(database=self.listed(database))
+        kind = self.request.query_params.get("kind")
+        if kind:
+            if kind not in Table.Kind.values:
+                raise ValidationError({"kind": [f"must be one of {', '.join(Table.Kind.values)}"]})
+            tables = tables.filter(kind=kind)
+        search = self.request.query_params.get("search")
+        if search:
+            tables = tables.filter(name__icontains=search)
+        return tables if query_bool(self.request, "include_dropped") else tables.live()

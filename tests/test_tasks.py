@@ -1,0 +1,238 @@
+"""The freshness gate and the reflect_db_objects task, with a real broker and a real worker."""
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+from celery.signals import after_task_publish
+from django.db import connection
+
+from sync import recency, reflection, tasks
+from sync.models import Database, ReflectionRun, Table
+from tests.conftest import client_for, make_user, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASK_NAME = "sync.tasks.reflect_db_objects"
+
+
+@pytest.fixture
+def published() -> Iterator[list[str]]:
+    """Collect the ids of reflect_db_objects messages the broker accepted."""
+    ids: list[str] = []
+
+    def count(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+        if sender == TASK_NAME and headers:
+            ids.append(headers["id"])
+
+    after_task_publish.connect(count, weak=False)
+    yield ids
+    after_task_publish.disconnect(count)
+
+
+@pytest.fixture
+def reader_client(db: None):
+    return client_for(make_user("reader"))
+
+
+@pytest.fixture
+def fresh(registered: Database, user_db) -> Database:
+    """A registered database reflected once, its recency key set."""
+    user_db.execute("CREATE TABLE existing (id int)")
+    reflection.reflect(registered.id)
+    recency.mark_recent(registered.id, registered.created_at)
+    registered.refresh_from_db()
+    return registered
+
+
+def table_names(client, database: Database) -> list[str]:
+    response = client.get(f"/api/v1/tables/?database={database.id}")
+    assert response.status_code == 200
+    return sorted(row["name"] for row in response.json()["results"])
+
+
+class HeldDatabaseRow:
+    """Hold the row lock of a database from another connection, so reflections of it wait."""
+
+    def __init__(self, database: Database) -> None:
+        params = connection.get_connection_params()
+        self.connection = psycopg2.connect(**params)
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", [database.id])
+
+    def release(self) -> None:
+        self.connection.rollback()
+        self.connection.close()
+
+
+def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
+    worker, fresh, user_db, reader_client, published
+):
+    user_db.execute("CREATE TABLE arrived_later (id int)")
+    first = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+    assert first["X-Reflection-Status"] == "fresh"
+    assert published == []
+
+    recency.expire(fresh.id)
+    expired = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+
+    # Answered at once with the rows as they were, and one reflection queued.
+    assert [row["name"] for row in expired.json()["results"]] == ["existing"]
+    assert expired["X-Reflection-Status"] == "queued"
+    wait_until(lambda: "arrived_later" in table_names(reader_client, fresh), what="the new table")
+    assert (
+        reader_client.get(f"/api/v1/tables/?database={fresh.id}")["X-Reflection-Status"] == "fresh"
+    )
+    assert len(published) == 1
+
+
+def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
+    worker, fresh, user_db, published
+):
+    user_db.execute("CREATE TABLE burst (id int)")
+    recency.expire(fresh.id)
+    user = make_user("burst")
+    start = threading.Barrier(50)
+    statuses: list[str] = []
+
+    def list_tables() -> None:
+        client = client_for(user)
+        start.wait()
+        response = client.get(f"/api/v1/tables/?database={fresh.id}")
+        statuses.append(f"{response.status_code} {response['X-Reflection-Status']}")
+        connection.close()
+
+    threads = [threading.Thread(target=list_tables) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(statuses) == 50
+    assert all(status.startswith("200 ") for status in statuses)
+    assert len(published) == 1
+    wait_until(lambda: Table.objects.live().filter(name="burst").exists(), what="the reflection")
+    assert ReflectionRun.objects.filter(database=fresh, trigger="task").count() == 1
+
+
+def test_list_answers_when_the_broker_is_down(fresh, reader_client, published):
+    recency.expire(fresh.id)
+    app = tasks.reflect_db_objects.app
+    app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    try:
+        down = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+    finally:
+        app.conf.broker_write_url = None
+
+    assert down.status_code == 200
+    assert [row["name"] for row in down.json()["results"]] == ["existing"]
+    assert down["X-Reflection-Status"] == "unavailable"
+    assert published == []
+    # Nothing was left holding the lock: once the broker is back, the next list queues.
+    back = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+    assert back["X-Reflection-Status"] == "queued"
+
+
+def test_list_answers_when_the_cache_is_down(fresh, reader_client, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    response = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+
+    assert response.status_code == 200
+    assert [row["name"] for row in response.json()["results"]] == ["existing"]
+    assert response["X-Reflection-Status"] == "unavailable"
+
+
+def test_two_reflections_at_once_end_in_the_same_state_as_one(registered, user_db):
+    user_db.execute(
+        "CREATE SCHEMA a; CREATE TABLE a.one (id int); CREATE VIEW a.two AS SELECT 1 AS x"
+    )
+    start = threading.Barrier(2)
+    results: list[dict[str, Any]] = []
+
+    def run() -> None:
+        start.wait()
+        results.append(reflection.reflect(registered.id).as_dict())
+        connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(result["added"] for result in results) == [0, 4]
+    assert sorted(Table.objects.live().values_list("name", flat=True)) == ["one", "two"]
+    assert Table.objects.count() == 2
+
+
+def test_a_redelivered_message_is_a_no_op(registered, user_db):
+    user_db.execute("CREATE TABLE t (id int)")
+    token = "redelivered-token"
+    assert recency.acquire(registered.id, token)
+    assert tasks.reflect_db_objects.apply((registered.id,), task_id=token).get() == "reflected"
+
+    again = tasks.reflect_db_objects.apply((registered.id,), task_id=token).get()
+
+    assert again == "fresh"
+    assert ReflectionRun.objects.filter(database=registered).count() == 1
+
+
+def test_a_message_whose_lock_is_held_by_another_run_is_a_no_op(registered):
+    assert recency.acquire(registered.id, "the-other-run")
+
+    outcome = tasks.reflect_db_objects.apply((registered.id,), task_id="a-duplicate").get()
+
+    assert outcome == "duplicate"
+    assert recency.holder(registered.id) == (recency.LockState.QUEUED, "the-other-run")
+    assert not ReflectionRun.objects.exists()
+
+
+def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, fresh):
+    staff = client_for(make_user("operator", staff=True))
+    held = HeldDatabaseRow(fresh)
+    try:
+        first = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
+        wait_until(
+            lambda: (
+                recency.holder(fresh.id) == (recency.LockState.RUNNING, first.json()["task_id"])
+            ),
+            what="the task to start",
+        )
+        second = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
+    finally:
+        held.release()
+
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json()["status"] == "queued"
+    assert second.json() == {"task_id": first.json()["task_id"], "status": "running"}
+    wait_until(lambda: recency.holder(fresh.id) is None, what="the task to finish")
+    assert ReflectionRun.objects.filter(database=fresh, trigger="task").count() == 1
+
+
+def test_an_unreachable_database_is_backed_off_not_hammered(worker, db, reader_client, published):
+    database = Database.objects.create(name="down", url="postgresql://u:pw@127.0.0.1:1/gone")
+
+    first = reader_client.get(f"/api/v1/schemas/?database={database.id}")
+    wait_until(lambda: recency.backing_off(database.id), what="the back-off")
+    later = reader_client.get(f"/api/v1/schemas/?database={database.id}")
+
+    assert first["X-Reflection-Status"] == "queued"
+    assert later["X-Reflection-Status"] == "failed"
+    assert len(set(published)) == 1  # the worker's retry is the same task, not a new one
+    database.refresh_from_db()
+    assert "Connection refused" in database.last_error
+    assert ReflectionRun.objects.get(database=database).outcome == "failed"
+
+
+def test_backoff_grows_and_is_capped():
+    waits = [tasks.backoff_seconds(retry) for retry in range(8)]
+    assert waits[:4] == [10, 20, 40, 80]
+    assert waits[-1] == tasks.RETRY_CAP_SECONDS
