@@ -153,6 +153,7 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: do not hoard messages
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # Synchronisation.
 SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)

@@ -1,6 +1,11 @@
 """The freshness gate and the reflect_db_objects task, with a real broker and a real worker."""
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +15,7 @@ from celery.signals import after_task_publish
 from django.db import connection
 
 from sync import recency, reflection, tasks
-from sync.models import Database, ReflectionRun, Table
+from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import client_for, make_user, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -236,3 +241,80 @@ def test_backoff_grows_and_is_capped():
     waits = [tasks.backoff_seconds(retry) for retry in range(8)]
     assert waits[:4] == [10, 20, 40, 80]
     assert waits[-1] == tasks.RETRY_CAP_SECONDS
+
+
+def test_a_worker_killed_mid_reflection_leaves_no_partial_state(registered, user_db, reader_client):
+    user_db.execute("CREATE SCHEMA half; CREATE TABLE half.done (id int)")
+    token = "killed-mid-run"
+    assert recency.acquire(registered.id, token)
+    blocker = psycopg2.connect(**connection.get_connection_params())
+    with blocker.cursor() as cursor:
+        # Reads go on, the table insert waits: the worker is stopped between two writes.
+        cursor.execute("LOCK TABLE sync_table IN EXCLUSIVE MODE")
+    worker_process = start_worker_process(queue="killable")
+    try:
+        tasks.reflect_db_objects.apply_async((registered.id,), task_id=token, queue="killable")
+        wait_until(
+            lambda: backends_in("INSERT INTO sync_table", waiting=True) == 1,
+            timeout=60,
+            what="the worker to block mid-reflection",
+        )
+        os.killpg(worker_process.pid, signal.SIGKILL)
+        worker_process.wait(timeout=10)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        if worker_process.poll() is None:
+            os.killpg(worker_process.pid, signal.SIGKILL)
+    # Its server process notices the dead client at its next write and rolls back.
+    wait_until(lambda: backends_in("INSERT INTO sync_table") == 0, what="the rollback")
+
+    # Its schema insert went with it; the lock says running until it lapses.
+    assert not Schema.objects.filter(database=registered).exists()
+    listed = reader_client.get(f"/api/v1/schemas/?database={registered.id}")
+    assert (listed.status_code, listed["X-Reflection-Status"]) == (200, "running")
+    recency.lock_client().pexpire(recency.lock_key(registered.id), 1)  # the lock lapses
+    time.sleep(0.05)
+    again = reader_client.get(f"/api/v1/schemas/?database={registered.id}")
+    assert again["X-Reflection-Status"] == "queued"
+
+
+def start_worker_process(queue: str) -> subprocess.Popen[bytes]:
+    """Start a real `celery worker` process on the test database, consuming one queue."""
+    params = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.test_settings",
+        "DATABASE_URL": f"postgresql://{params['USER']}@{params['HOST']}:{params['PORT']}/"
+        f"{params['NAME']}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        queue,
+        "--without-mingle",
+        "--without-gossip",
+        "--loglevel",
+        "WARNING",
+    ]
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def backends_in(query_prefix: str, waiting: bool = False) -> int:
+    """Count the other server processes running a statement, or waiting for a lock in one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND query LIKE %s AND state <> 'idle'"
+            " AND (NOT %s OR wait_event_type = 'Lock')",
+            [query_prefix + "%", waiting],
+        )
+        (count,) = cursor.fetchone()
+    return int(count)
