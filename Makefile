@@ -8,6 +8,7 @@ export PATH := $(BIN):$(PATH)
 .PHONY: run test install services migrate lint bench
 
 run: migrate
+	python manage.py collectstatic --noinput -v0
 	python manage.py demo
 	@echo "dbsync: API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
 	honcho start

@@ -1,9 +1,24 @@
 """App configuration of sync."""
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def after_migrate(**_: Any) -> None:
+    """Install the beat schedule and register the databases named in settings."""
+    from sync import registry
+    from worker.schedule import install_schedule
+
+    install_schedule()
+    registry.register_configured()
 
 
 class SyncConfig(AppConfig):
     name = "sync"
     default_auto_field = "django.db.models.BigAutoField"
     verbose_name = "Database sync"
+
+    def ready(self) -> None:
+        post_migrate.connect(after_migrate, sender=self)

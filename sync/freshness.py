@@ -8,15 +8,22 @@ import logging
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from celery import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from sync import recency, tasks
+from sync import recency
 from sync.models import Database
 from sync.recency import LockState
 
 logger = logging.getLogger(__name__)
+
+
+# Published by name: the gate sits above the tasks and must not import them.
+REFLECT_TASK = "sync.tasks.reflect_db_objects"
+IMPORT_TASK = "sync.tasks.import_database"
 
 
 class Status(StrEnum):
@@ -25,6 +32,7 @@ class Status(StrEnum):
     RUNNING = "running"
     FAILED = "failed"
     UNAVAILABLE = "unavailable"
+    STALE = "stale"  # not recent, nothing queued: only where asking must not queue
 
 
 LOCK_STATUS = {
@@ -38,6 +46,7 @@ LOCK_STATUS = {
 class Freshness:
     status: Status
     task_id: str | None = None
+    queued_now: bool = False  # this call published the task (rather than found one)
 
 
 def ensure_fresh(database: Database) -> Freshness:
@@ -50,7 +59,7 @@ def ensure_fresh(database: Database) -> Freshness:
             return Freshness(LOCK_STATUS[held[0]], held[1])
         if recency.backing_off(database.id):
             return Freshness(Status.FAILED)
-        return publish(database, force=False)
+        return publish(database, REFLECT_TASK, {"force": False})
     except (RedisError, OSError):
         logger.warning("reflection state of %s unavailable: cache down", database.name)
         return Freshness(Status.UNAVAILABLE)
@@ -58,10 +67,22 @@ def ensure_fresh(database: Database) -> Freshness:
 
 def request_reflection(database: Database) -> Freshness:
     """Queue a reflection now, fresh or not, unless one is already queued or running."""
-    held = recency.holder(database.id)
-    if held is not None:
-        return Freshness(LOCK_STATUS[held[0]], held[1])
-    return publish(database, force=True)
+    return request(database, REFLECT_TASK, {"force": True})
+
+
+def request_import(database: Database) -> Freshness:
+    """Queue the import of a database now, unless a reflection of it is queued or running."""
+    return request(database, IMPORT_TASK, {})
+
+
+def request(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
+    try:
+        held = recency.holder(database.id)
+        if held is not None:
+            return Freshness(LOCK_STATUS[held[0]], held[1])
+        return publish(database, task, kwargs)
+    except (RedisError, OSError):
+        return Freshness(Status.UNAVAILABLE)
 
 
 def status_of(database: Database) -> Freshness:
@@ -74,26 +95,34 @@ def status_of(database: Database) -> Freshness:
             return Freshness(Status.FRESH)
         if recency.backing_off(database.id) or database.last_error:
             return Freshness(Status.FAILED)
-        return Freshness(Status.QUEUED if database.reflected_at is None else Status.FRESH)
+        return Freshness(Status.STALE)
     except (RedisError, OSError):
         return Freshness(Status.UNAVAILABLE)
 
 
-def publish(database: Database, force: bool) -> Freshness:
+def publish(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
     """Take the in-flight lock and publish one task; whoever loses the race reports the winner."""
     token = uuid.uuid4().hex
     if not recency.acquire(database.id, token):
         held = recency.holder(database.id)
         return Freshness(LOCK_STATUS[held[0]], held[1]) if held else Freshness(Status.QUEUED)
-    task = tasks.reflect_db_objects
     try:
         # A connection of its own and no retries: a dead broker fails this request at once.
-        with task.app.connection_for_write() as connection:
-            task.apply_async(
-                (database.id,), {"force": force}, task_id=token, connection=connection, retry=False
+        with current_app.connection_for_write() as connection:
+            current_app.send_task(
+                task, (database.id,), kwargs, task_id=token, connection=connection, retry=False
             )
     except (BrokerError, RedisError, OSError):
         recency.release(database.id, token)
-        logger.warning("could not queue a reflection of %s: broker unavailable", database.name)
+        logger.warning("could not queue %s for %s: broker unavailable", task, database.name)
         return Freshness(Status.UNAVAILABLE)
-    return Freshness(Status.QUEUED, token)
+    return Freshness(Status.QUEUED, token, queued_now=True)
+
+
+def renew_expired() -> dict[str, int]:
+    """Pass every registered database through the gate: queue those whose key expired."""
+    outcome: dict[str, int] = {}
+    for database in Database.objects.all():
+        status = ensure_fresh(database).status
+        outcome[status] = outcome.get(status, 0) + 1
+    return outcome

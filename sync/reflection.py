@@ -2,7 +2,7 @@
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import partial
@@ -266,10 +266,16 @@ def identity_fields(database: Database, identity: Identity, accept_new: bool) ->
     return {"database_oid": identity.database_oid, "server_identifier": identity.server_identifier}
 
 
+STEPS = ("reading the catalog", "comparing with the models", "writing the changes", "done")
+
+Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what comes next)
+
+
 def reflect(
     database_id: int,
     trigger: str = ReflectionRun.Trigger.COMMAND,
     accept_new_identity: bool = False,
+    progress: Progress | None = None,
 ) -> ReflectionResult:
     """Bring the models of a database in step with its catalog, in one transaction.
 
@@ -278,19 +284,31 @@ def reflect(
     """
     started_at = timezone.now()
     clock = time.perf_counter()
+
+    def step(done: int) -> None:
+        if progress is not None:
+            progress(done, len(STEPS) - 1, STEPS[done])
+
     try:
         with transaction.atomic():
             database = lock_database(database_id)
+            step(0)
             snapshot = catalog.read_snapshot(database.id, database.url)
             identity = identity_fields(database, snapshot.identity, accept_new_identity)
+            step(1)
             state = load_state(database.id)
             if accept_new_identity:
                 state = state.forget_oids()
             changes = diff(snapshot, state)
+            step(2)
             apply(database.id, changes, started_at)
             finished_at = timezone.now()
             Database.objects.filter(pk=database.id).update(
-                reflected_at=finished_at, last_error="", last_error_at=None, **identity
+                imported_at=database.imported_at or finished_at,
+                reflected_at=finished_at,
+                last_error="",
+                last_error_at=None,
+                **identity,
             )
             ReflectionRun.objects.create(
                 database_id=database.id,
@@ -304,6 +322,7 @@ def reflect(
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
+    step(3)
     duration_ms = round((time.perf_counter() - clock) * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
     return ReflectionResult(database.name, changes.counts, duration_ms)

@@ -6,7 +6,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from sync import recency, reflection
+from sync import freshness, importing, recency, reflection, registry, retention
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import ReflectionRun
 from sync.recency import LockState
@@ -24,7 +24,7 @@ def backoff_seconds(retries: int) -> int:
 
 
 @shared_task(
-    name="sync.tasks.reflect_db_objects",
+    name=freshness.REFLECT_TASK,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -60,3 +60,33 @@ def reflect_db_objects(self: Task, database_id: int, force: bool = False) -> str
     finally:
         if not retrying:
             recency.release(database_id, token)
+
+
+@shared_task(
+    name=freshness.IMPORT_TASK,
+    bind=True,
+    soft_time_limit=30 * 60,
+    time_limit=31 * 60,
+)
+def import_database(self: Task, database_id: int | None = None) -> dict[str, object]:
+    """Import the databases never imported (or one), reporting done/total as task state."""
+
+    def progress(done: int, total: int, current: str) -> None:
+        meta = {"done": done, "total": total, "current": current}
+        self.update_state(state="PROGRESS", meta=meta)
+
+    registry.register_configured()
+    report = importing.import_databases(self.request.id, only=database_id, progress=progress)
+    return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
+
+
+@shared_task(name="sync.tasks.renew_databases", soft_time_limit=60, time_limit=90)
+def renew_databases() -> dict[str, int]:
+    """Queue a reflection of every database whose recency key expired (deduplicated)."""
+    return freshness.renew_expired()
+
+
+@shared_task(name="sync.tasks.purge_dropped", soft_time_limit=600, time_limit=660)
+def purge_dropped() -> dict[str, int]:
+    """Delete objects dropped, and history recorded, before the retention period."""
+    return retention.purge_expired()

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -11,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import freshness
+from sync import freshness, health
 from sync.api import query_bool, query_int
 from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
@@ -78,6 +79,11 @@ class DatabaseViewSet(
     def reflect(self, request: Request, pk: str | None = None) -> Response:
         """Queue a reflection now (or report the one already queued or running)."""
         state = freshness.request_reflection(self.get_object())
+        if state.status == freshness.Status.UNAVAILABLE:
+            return Response(
+                {"detail": "The task queue is unavailable; nothing was queued. Try again later."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
         return Response(
             {"task_id": state.task_id, "status": str(state.status)},
             status=status.HTTP_202_ACCEPTED,
@@ -136,3 +142,12 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         if search:
             tables = tables.filter(name__icontains=search)
         return tables if query_bool(self.request, "include_dropped") else tables.live()
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Answer 200 when every part is up, 503 naming the parts that are down."""
+    states = health.report()
+    down = [part for part, state in states.items() if state != "ok"]
+    return JsonResponse(
+        {"status": "down" if down else "ok", "parts": states}, status=503 if down else 200
+    )

@@ -1,6 +1,11 @@
 """Fixtures: scratch PostgreSQL databases to reflect, registered with dbsync."""
 
 import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -9,9 +14,11 @@ from typing import Any
 
 import psycopg2
 import pytest
+from celery.signals import after_task_publish
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.db import connection
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
@@ -161,3 +168,48 @@ def reader(db: None) -> APIClient:
 @pytest.fixture
 def staff(db: None) -> APIClient:
     return client_for(make_user("operator", staff=True))
+
+
+@pytest.fixture
+def published() -> Iterator[list[str]]:
+    """Collect the ids of the messages of dbsync's tasks that the broker accepted."""
+    ids: list[str] = []
+
+    def count(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+        if sender and sender.startswith("sync.tasks.") and headers:
+            ids.append(headers["id"])
+
+    after_task_publish.connect(count, weak=False)
+    yield ids
+    after_task_publish.disconnect(count)
+
+
+def process_environment() -> dict[str, str]:
+    """Return the environment for a dbsync process that works on the test database."""
+    params = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.test_settings",
+        "DATABASE_URL": f"postgresql://{params['USER']}@{params['HOST']}:{params['PORT']}/"
+        f"{params['NAME']}",
+    }
+
+
+def start_worker_process(queue: str) -> subprocess.Popen[bytes]:
+    """Start a real `celery worker` process on the test database, consuming one queue."""
+    command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo",
+               "-Q", queue, "--events", "--without-mingle", "--without-gossip",
+               "--loglevel", "WARNING"]  # fmt: skip
+    return subprocess.Popen(command, env=process_environment(), start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -2,39 +2,20 @@
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import pytest
-from celery.signals import after_task_publish
+from celery import current_app
 from django.db import connection
 
 from sync import recency, reflection, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import client_for, make_user, wait_until
+from tests.conftest import client_for, make_user, start_worker_process, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-TASK_NAME = "sync.tasks.reflect_db_objects"
-
-
-@pytest.fixture
-def published() -> Iterator[list[str]]:
-    """Collect the ids of reflect_db_objects messages the broker accepted."""
-    ids: list[str] = []
-
-    def count(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-        if sender == TASK_NAME and headers:
-            ids.append(headers["id"])
-
-    after_task_publish.connect(count, weak=False)
-    yield ids
-    after_task_publish.disconnect(count)
 
 
 @pytest.fixture
@@ -124,7 +105,7 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
 
 def test_list_answers_when_the_broker_is_down(fresh, reader_client, published):
     recency.expire(fresh.id)
-    app = tasks.reflect_db_objects.app
+    app = current_app
     app.conf.broker_write_url = "redis://127.0.0.1:1/0"
     try:
         down = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
@@ -277,34 +258,6 @@ def test_a_worker_killed_mid_reflection_leaves_no_partial_state(registered, user
     time.sleep(0.05)
     again = reader_client.get(f"/api/v1/schemas/?database={registered.id}")
     assert again["X-Reflection-Status"] == "queued"
-
-
-def start_worker_process(queue: str) -> subprocess.Popen[bytes]:
-    """Start a real `celery worker` process on the test database, consuming one queue."""
-    params = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.test_settings",
-        "DATABASE_URL": f"postgresql://{params['USER']}@{params['HOST']}:{params['PORT']}/"
-        f"{params['NAME']}",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
-        "worker",
-        "--pool",
-        "solo",
-        "-Q",
-        queue,
-        "--without-mingle",
-        "--without-gossip",
-        "--loglevel",
-        "WARNING",
-    ]
-    return subprocess.Popen(command, env=env, start_new_session=True)
 
 
 def backends_in(query_prefix: str, waiting: bool = False) -> int:

@@ -1,0 +1,154 @@
+"""The Django admin: register databases, watch their state, queue imports and reflections."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from sync import freshness, registry
+from sync.exceptions import SyncError
+from sync.freshness import Freshness, Status
+from sync.models import Database, ReflectionRun, Schema, Table
+
+
+class DatabaseForm(forms.ModelForm):
+    """Take a URL write-only: it is never shown back, and it must answer before it is saved."""
+
+    new_url = forms.CharField(
+        label="URL",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="postgresql://user:password@host:port/database. Leave empty to keep the "
+        "current one. dbsync connects once before saving.",
+    )
+
+    class Meta:
+        model = Database
+        fields = ["name"]
+
+    def clean_name(self) -> str:
+        try:
+            return registry.validate_name(self.cleaned_data["name"])
+        except SyncError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean_new_url(self) -> str:
+        url = self.cleaned_data.get("new_url", "")
+        if not url and self.instance.pk is None:
+            raise forms.ValidationError("A new database needs its URL.")
+        if url:
+            try:
+                registry.check_connection(url)
+            except SyncError as error:
+                raise forms.ValidationError(str(error)) from None
+        return url
+
+    def save(self, commit: bool = True) -> Database:
+        if self.cleaned_data.get("new_url"):
+            self.instance.url = self.cleaned_data["new_url"]
+        return super().save(commit=commit)
+
+
+@admin.register(Database)
+class DatabaseAdmin(admin.ModelAdmin):
+    form = DatabaseForm
+    list_display = ["name", "location", "status", "reflected_at", "schema_count", "table_count",
+                    "last_error"]  # fmt: skip
+    search_fields = ["name"]
+    readonly_fields = ["location", "status", "created_at", "imported_at", "reflected_at",
+                       "last_error", "last_error_at", "history"]  # fmt: skip
+    actions = ["import_now", "reflect_now"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Database]:
+        live_schemas = Q(schemas__dropped_at__isnull=True)
+        live_tables = Q(tables__dropped_at__isnull=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                live_schemas=Count("schemas", filter=live_schemas, distinct=True),
+                live_tables=Count("tables", filter=live_tables, distinct=True),
+            )
+        )
+
+    @admin.display(description="location")
+    def location(self, database: Database) -> str:
+        return database.redacted_url
+
+    @admin.display(description="status")
+    def status(self, database: Database) -> str:
+        state = freshness.status_of(database)
+        return f"{state.status} (task {state.task_id})" if state.task_id else str(state.status)
+
+    @admin.display(description="schemas", ordering="live_schemas")
+    def schema_count(self, database: Database) -> int:
+        return int(getattr(database, "live_schemas", 0))
+
+    @admin.display(description="tables", ordering="live_tables")
+    def table_count(self, database: Database) -> int:
+        return int(getattr(database, "live_tables", 0))
+
+    @admin.display(description="reflection history")
+    def history(self, database: Database) -> str:
+        url = reverse("admin:sync_reflectionrun_changelist") + f"?database__id__exact={database.pk}"
+        return format_html('<a href="{}">{} runs</a>', url, database.runs.count())
+
+    @admin.action(description="Import now")
+    def import_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
+        for database in queryset:
+            self.report(request, database, freshness.request_import(database), "import")
+
+    @admin.action(description="Reflect now")
+    def reflect_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
+        for database in queryset:
+            self.report(request, database, freshness.request_reflection(database), "reflection")
+
+    def report(self, request: HttpRequest, database: Database, state: Freshness, what: str) -> None:
+        if state.status == Status.UNAVAILABLE:
+            level, text = messages.ERROR, "the task queue is unavailable; nothing was queued"
+        elif state.queued_now:
+            level, text = messages.SUCCESS, f"{what} queued (task {state.task_id})"
+        else:
+            level = messages.INFO
+            text = f"not queued again: a reflection is {state.status} (task {state.task_id})"
+        self.message_user(request, f"{database}: {text}.", level)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Reflected state is written by reflection only: the admin shows it."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Schema)
+class SchemaAdmin(ReadOnlyAdmin):
+    list_display = ["name", "database", "oid", "dropped_at"]
+    list_filter = ["database", ("dropped_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name"]
+
+
+@admin.register(Table)
+class TableAdmin(ReadOnlyAdmin):
+    list_display = ["name", "schema", "database", "kind", "oid", "dropped_at"]
+    list_filter = ["database", "kind", ("dropped_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "schema__name"]
+    list_select_related = ["schema", "database"]
+
+
+@admin.register(ReflectionRun)
+class ReflectionRunAdmin(ReadOnlyAdmin):
+    list_display = ["database", "trigger", "started_at", "finished_at", "outcome", "added",
+                    "renamed", "moved", "dropped", "recreated", "unchanged"]  # fmt: skip
+    list_filter = ["database", "outcome", "trigger"]
+    date_hierarchy = "started_at"

@@ -1,0 +1,62 @@
+"""The full import of registered databases that were never reflected, with progress."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from sync import recency, reflection
+from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
+from sync.models import Database, ReflectionRun
+from sync.recency import LockState
+
+logger = logging.getLogger(__name__)
+
+# A new database that does not answer is tried again on a later beat tick, not before.
+FAILED_IMPORT_BACKOFF_SECONDS = 60
+
+Progress = Callable[[int, int, str], None]  # (done, total, database being imported)
+
+
+@dataclass
+class ImportReport:
+    imported: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in flight elsewhere, or backing off
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def import_databases(
+    token: str, only: int | None = None, progress: Progress | None = None
+) -> ImportReport:
+    """Import every database never imported (or just `only`), one after the other.
+
+    Each claims the database's in-flight lock for `token` (free, or taken for this task when
+    it was queued), so it never runs beside a queued or running reflection of the database.
+    """
+    pending = Database.objects.filter(imported_at__isnull=True)
+    if only is not None:
+        pending = Database.objects.filter(pk=only)
+    targets = list(pending.order_by("name").values_list("id", "name"))
+    report = ImportReport()
+    for done, (database_id, name) in enumerate(targets):
+        if progress:
+            progress(done, len(targets), name)
+        waiting = only is None and recency.backing_off(database_id)
+        lock_ttl = settings.SYNC_LOCK_TTL
+        if waiting or not recency.claim(database_id, token, LockState.RUNNING, lock_ttl):
+            report.skipped.append(name)
+            continue
+        try:
+            reflection.reflect(database_id, trigger=ReflectionRun.Trigger.IMPORT)
+            recency.mark_recent(database_id, timezone.now())
+            report.imported.append(name)
+        except (CatalogUnavailable, IdentityChanged, UnknownDatabase) as error:
+            recency.back_off(database_id, FAILED_IMPORT_BACKOFF_SECONDS)
+            report.failed[name] = str(error)
+        finally:
+            recency.release(database_id, token)
+    if progress:
+        progress(len(targets), len(targets), "")
+    return report

@@ -1,0 +1,91 @@
+"""The admin as an operator uses it: register, watch, and queue imports and reflections."""
+
+import pytest
+from django.test import Client
+
+from sync import recency
+from sync.models import Database
+from tests.conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHANGELIST = "/admin/sync/database/"
+
+
+@pytest.fixture
+def operator() -> Client:
+    client = Client()
+    user = make_user("operator", staff=True)
+    user.is_superuser = True
+    user.save()
+    assert client.login(username="operator", password="operator-pw")
+    return client
+
+
+def run_action(client: Client, action: str, database: Database) -> list[str]:
+    response = client.post(
+        CHANGELIST, {"action": action, "_selected_action": [database.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    return [str(message) for message in response.context["messages"]]
+
+
+@pytest.mark.parametrize("action", ["import_now", "reflect_now"])
+def test_an_action_queues_one_task_and_says_so(operator, registered, published, action):
+    first = run_action(operator, action, registered)
+    second = run_action(operator, action, registered)
+
+    assert len(published) == 1
+    assert recency.holder(registered.id) is not None
+    assert "queued (task" in first[0]
+    assert "not queued again" in second[0]
+
+
+def test_a_non_staff_user_is_refused(registered):
+    make_user("reader")
+    client = Client()
+    client.login(username="reader", password="reader-pw")
+
+    response = client.post(
+        CHANGELIST, {"action": "reflect_now", "_selected_action": [registered.pk]}
+    )
+
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+    assert recency.holder(registered.id) is None
+
+
+def test_registering_checks_the_connection_and_hides_the_password(operator, user_db):
+    bad = operator.post(
+        "/admin/sync/database/add/",
+        {"name": "shop", "new_url": "postgresql://u:hunter2@127.0.0.1:1/shop"},
+    )
+    assert bad.status_code == 200
+    assert "Connection refused" in bad.content.decode()
+    assert "hunter2" not in bad.content.decode()
+    assert not Database.objects.exists()
+
+    url = user_db.url.replace("postgres@", "postgres:s3cret@")
+    good = operator.post("/admin/sync/database/add/", {"name": "shop", "new_url": url})
+    assert good.status_code == 302
+    database = Database.objects.get(name="shop")
+    assert database.url == url
+
+    page = operator.get(f"/admin/sync/database/{database.pk}/change/").content.decode()
+    assert "s3cret" not in page
+    assert "postgres:***@" in page
+
+
+def test_a_blank_url_on_change_keeps_the_current_one(operator, registered):
+    response = operator.post(
+        f"/admin/sync/database/{registered.pk}/change/", {"name": "renamed", "new_url": ""}
+    )
+    assert response.status_code == 302
+    registered.refresh_from_db()
+    assert (registered.name, registered.url) == ("renamed", registered.url)
+
+
+def test_reflected_objects_are_listed_read_only(operator, registered):
+    for page in ("/admin/sync/schema/", "/admin/sync/table/", "/admin/sync/reflectionrun/"):
+        assert operator.get(page).status_code == 200
+    assert operator.get("/admin/sync/table/add/").status_code == 403

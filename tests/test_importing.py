@@ -1,0 +1,118 @@
+"""The import of new databases and the beat jobs around it, run as Celery tasks."""
+
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from celery import current_app
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from sync import recency, reflection, tasks
+from sync.models import Database, ReflectionRun, Schema, Table
+from tests.conftest import ScratchDatabase, create_scratch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_new_registration_is_imported_by_the_next_import_run(registered, user_db):
+    user_db.execute("CREATE TABLE arrived (id int)")
+    states: list[dict[str, Any]] = []
+
+    backend = current_app.backend
+
+    def remember_state(task_id: str, meta: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(meta, dict):
+            states.append({"state": state, **meta})
+        return original(task_id, meta, state, *args, **kwargs)
+
+    original, backend.store_result = backend.store_result, remember_state  # observe, then store
+    try:
+        report = tasks.import_database.apply().get()
+    finally:
+        backend.store_result = original
+
+    assert report == {"imported": ["userdb"], "skipped": [], "failed": {}}
+    assert Table.objects.live().filter(name="arrived").exists()
+    registered.refresh_from_db()
+    assert registered.imported_at is not None
+    assert recency.is_recent(registered.id)
+    assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
+    # Imported databases are not imported again.
+    assert tasks.import_database.apply().get()["imported"] == []
+
+
+def test_import_skips_a_database_whose_reflection_is_in_flight(registered):
+    assert recency.acquire(registered.id, "someone-else")
+    report = tasks.import_database.apply().get()
+    assert report["skipped"] == ["userdb"]
+    assert not ReflectionRun.objects.exists()
+
+
+def test_import_of_an_unreachable_database_backs_off(db):
+    Database.objects.create(name="down", url="postgresql://u:hunter2@127.0.0.1:1/x")
+
+    report = tasks.import_database.apply().get()
+
+    assert list(report["failed"]) == ["down"]
+    assert "hunter2" not in report["failed"]["down"]
+    assert tasks.import_database.apply().get()["skipped"] == ["down"]  # backing off
+
+
+def test_renew_queues_exactly_the_expired_databases(
+    db, scratch_factory: list[ScratchDatabase], published: list[str]
+):
+    databases = []
+    for name in ("fresh", "expired", "also-expired"):
+        scratch = create_scratch()
+        scratch_factory.append(scratch)
+        databases.append(Database.objects.create(name=name, url=scratch.url))
+    recency.mark_recent(databases[0].id, timezone.now())
+
+    first = tasks.renew_databases.apply().get()
+    second = tasks.renew_databases.apply().get()
+
+    queued_for = {recency.holder(database.id) is not None for database in databases[1:]}
+    assert len(published) == 2
+    assert queued_for == {True}
+    assert recency.holder(databases[0].id) is None
+    assert first == {"fresh": 1, "queued": 2}
+    assert second == {"fresh": 1, "queued": 2}  # already queued: nothing published again
+
+
+def test_purge_deletes_only_what_was_dropped_before_the_retention_period(registered, user_db):
+    user_db.execute("CREATE SCHEMA gone; CREATE TABLE gone.old (id int); CREATE TABLE keep (x int)")
+    reflection.reflect(registered.id)
+    user_db.execute("DROP SCHEMA gone CASCADE")
+    reflection.reflect(registered.id)
+    long_ago = timezone.now() - timedelta(days=31)
+    Table.objects.filter(name="old").update(dropped_at=long_ago)
+    Schema.objects.filter(name="gone").update(dropped_at=long_ago)
+    ReflectionRun.objects.update(started_at=long_ago)
+
+    counts = tasks.purge_dropped.apply().get()
+
+    assert not Table.objects.filter(name="old").exists()
+    assert not Schema.objects.filter(name="gone").exists()
+    assert Table.objects.filter(name="keep").exists()
+    assert counts["runs"] == 2
+
+
+def test_import_database_command_registers_and_imports(user_db):
+    user_db.execute("CREATE TABLE t (id int)")
+    out = StringIO()
+    call_command("import_database", "shop", user_db.url, stdout=out)
+    assert "import: 3/3 done" in out.getvalue()
+    assert Database.objects.get(name="shop").imported_at is not None
+    assert Table.objects.live().filter(name="t").exists()
+
+
+def test_import_database_of_an_unreachable_url_registers_nothing(db):
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "import_database", "shop", "postgresql://u:hunter2@127.0.0.1:1/x", stdout=StringIO()
+        )
+    assert "hunter2" not in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert not Database.objects.exists()
