@@ -137,9 +137,12 @@ def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
 
 def begin_read_only(connection: Connection, isolation: str = "REPEATABLE READ") -> None:
     """Make the connection's current transaction read-only and bounded in time."""
-    connection.exec_driver_sql(f"SET TRANSACTION ISOLATION LEVEL {isolation}, READ ONLY")
-    timeout_ms = settings.SYNC_STATEMENT_TIMEOUT * 1000
-    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+    timeout_ms = int(settings.SYNC_STATEMENT_TIMEOUT * 1000)
+    # One round trip for both: on-the-fly reads pay it on every request.
+    connection.exec_driver_sql(
+        f"SET TRANSACTION ISOLATION LEVEL {isolation}, READ ONLY;"
+        f" SET LOCAL statement_timeout = {timeout_ms}"
+    )
 
 
 def read_snapshot(key: int, url: str) -> Snapshot:

@@ -29,3 +29,33 @@ class CatalogUnavailable(SyncError):
     """The registered database could not be reached or its catalog could not be read."""
 
     http_status = 503
+
+
+class TableNotFound(SyncError):
+    """The relation is gone, or no longer has the name it was asked for by."""
+
+    http_status = 404
+
+
+class InvalidPage(SyncError):
+    """A page's limit or offset is out of bounds."""
+
+    http_status = 400
+
+
+class ReadFailed(SyncError):
+    """The database answered but could not read the relation (a view's error, a privilege)."""
+
+    http_status = 502
+
+
+class ReadTimedOut(ReadFailed):
+    """A read ran longer than SYNC_STATEMENT_TIMEOUT and the database cancelled it."""
+
+    http_status = 503
+
+
+class WriteRefused(ReadFailed):
+    """Reading the relation tried to write (a view calling a writing function): refused."""
+
+    http_status = 403

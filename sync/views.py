@@ -1,5 +1,6 @@
 """REST API viewsets. List views never reflect: they ask the freshness gate and answer at once."""
 
+from dataclasses import asdict
 from typing import Any
 
 from django.db.models import QuerySet
@@ -12,8 +13,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import freshness, health
+from sync import browse, freshness, health, live
 from sync.api import query_bool, query_int
+from sync.exceptions import InvalidPage
 from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
@@ -32,6 +34,7 @@ def with_freshness(response: Response, database: Database, state: Freshness) -> 
     return response
 
 
+DEFAULT_RECORDS_LIMIT = 50
 DATABASE_PARAMETER = OpenApiParameter("database", int, description="id of the database")
 INCLUDE_DROPPED = OpenApiParameter("include_dropped", bool, description="list dropped objects")
 
@@ -121,7 +124,7 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TableSerializer
 
     def get_queryset(self) -> QuerySet[Table]:
-        tables = Table.objects.select_related("schema")
+        tables = Table.objects.select_related("schema", "database")
         if self.action != "list":
             return tables
         schema_id = query_int(self.request, "schema")
@@ -142,6 +145,31 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         if search:
             tables = tables.filter(name__icontains=search)
         return tables if query_bool(self.request, "include_dropped") else tables.live()
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True)
+    def columns(self, request: Request, pk: str | None = None) -> Response:
+        """Columns of the table, read from its database now (never stored)."""
+        columns = browse.read_columns(self.get_object())
+        return Response({"columns": [asdict(column) for column in columns]})
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description=f"rows, 1 to {live.MAX_LIMIT}; 50"),
+            OpenApiParameter("offset", int, description="rows to skip; 0"),
+        ],
+        responses={200: dict},
+    )
+    @action(detail=True)
+    def records(self, request: Request, pk: str | None = None) -> Response:
+        """A page of the table's rows, read from its database now (never stored)."""
+        limit = query_int(request, "limit")
+        offset = query_int(request, "offset")
+        limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
+        if not 1 <= limit <= live.MAX_LIMIT:
+            raise InvalidPage(f"limit must be from 1 to {live.MAX_LIMIT}, got {limit}")
+        page = browse.read_records(self.get_object(), limit, offset or 0)
+        return Response(asdict(page))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

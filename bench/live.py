@@ -1,0 +1,261 @@
+"""Benchmark on-the-fly reads (first page, columns) beside the same SQL run bare; print JSON."""
+
+import os
+import sys
+from pathlib import Path
+
+# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
+os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_live")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")  # not used by this benchmark
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import django
+
+django.setup()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psycopg2  # noqa: E402
+import sqlalchemy  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+from psycopg2.extensions import connection as PgConnection  # noqa: E402
+from sqlalchemy import event  # noqa: E402
+
+from sync import catalog, demo, live  # noqa: E402
+
+BENCH_DATABASE = "dbsync_bench_live"  # kept between runs
+ROWS = 1_000_000
+KEY = 990_001  # the engine's key in sync.catalog's cache; no registered database is involved
+LIMIT = 50
+MARKER = f"dbsync bench: live reads, {ROWS} rows"  # the table's comment once it is complete
+
+DDL = """
+DROP TABLE IF EXISTS public.items;
+CREATE TABLE public.items (
+    id bigint PRIMARY KEY,
+    name text NOT NULL,
+    price numeric(10, 2),
+    created_at timestamptz NOT NULL,
+    tags text[],
+    active boolean NOT NULL
+);
+INSERT INTO public.items
+SELECT g, 'item ' || g, (g % 100000) / 100.0,
+       timestamptz '2026-01-01 00:00+00' + g * interval '1 second',
+       ARRAY['tag' || g % 7, 'tag' || g % 11], g % 3 = 0
+FROM generate_series(1, {rows}) AS g;
+ANALYZE public.items;
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def server_url(dbname: str) -> str:
+    return demo.server_url(dbname).set(drivername="postgresql").render_as_string(False)
+
+
+def connect(dbname: str, autocommit: bool = True) -> PgConnection:
+    pg = psycopg2.connect(server_url(dbname), application_name="dbsync-bench-live")
+    pg.autocommit = autocommit
+    return pg
+
+
+def ensure_database() -> str:
+    """Create the bench database and its table of ROWS rows unless a complete one is kept."""
+    admin = connect("postgres")
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DATABASE])
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DATABASE)))
+    admin.close()
+    pg = connect(BENCH_DATABASE)
+    with pg.cursor() as cursor:
+        cursor.execute("SELECT obj_description(to_regclass('public.items'), 'pg_class')")
+        row = cursor.fetchone()
+        if row is None or row[0] != MARKER:
+            log(f"building public.items with {ROWS:,} rows in {BENCH_DATABASE}")
+            started = time.perf_counter()
+            cursor.execute(sql.SQL(DDL).format(rows=sql.Literal(ROWS)))
+            cursor.execute(
+                sql.SQL("COMMENT ON TABLE public.items IS {}").format(sql.Literal(MARKER))
+            )
+            log(f"built in {time.perf_counter() - started:.1f} s")
+    pg.close()
+    return server_url(BENCH_DATABASE)
+
+
+@contextmanager
+def captured(url: str) -> Iterator[list[tuple[str, Any]]]:
+    """Collect the statements and parameters that sync.live sends through its engine."""
+    statements: list[tuple[str, Any]] = []
+    engine = catalog.engine(KEY, url)
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def bare_statement(pg: PgConnection, statement: str, parameters: Any) -> Callable[[], Any]:
+    """Return a call that runs one statement on a plain autocommit connection."""
+    parameters = dict(parameters) if hasattr(parameters, "keys") else parameters
+
+    def run() -> Any:
+        with pg.cursor() as cursor:
+            cursor.execute(statement, parameters)
+            return cursor.fetchall()
+
+    return run
+
+
+def bare_transaction(pg: PgConnection, statements: list[tuple[str, Any]]) -> Callable[[], None]:
+    """Return a call that sends what sync.live sends: the pool's ping, then the transaction."""
+    steps = [(s, dict(p) if hasattr(p, "keys") else p) for s, p in statements]
+
+    def run() -> None:
+        pg.autocommit = True  # as SQLAlchemy pings a psycopg2 connection
+        with pg.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        pg.autocommit = False
+        with pg.cursor() as cursor:
+            for statement, parameters in steps:
+                cursor.execute(statement, parameters)
+                if cursor.description is not None:
+                    cursor.fetchall()
+        pg.commit()
+
+    return run
+
+
+def timed(function: Callable[[], Any]) -> float:
+    """Return the milliseconds one call takes."""
+    started = time.perf_counter()
+    function()
+    return (time.perf_counter() - started) * 1000
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
+    return {"median_ms": round(statistics.median(values), 3), "p99_ms": round(p99, 3)}
+
+
+def measure(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int) -> dict[str, Any]:
+    """Time every call in turn, interleaved so that drift hits them all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_number in range(warmup + iterations):
+        for name, call in calls.items():
+            elapsed = timed(call)
+            if round_number >= warmup:
+                samples[name].append(elapsed)
+    result: dict[str, Any] = {name: spread(values) for name, values in samples.items()}
+    ours = result["sync_live"]["median_ms"]
+    for bare in ("bare_sql", "bare_same_round_trips"):
+        result[f"vs_{bare}"] = round(ours / result[bare]["median_ms"], 2)
+    return result
+
+
+def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
+    with captured(url) as statements:
+        page = live.read_records(KEY, url, oid, "public", "items", LIMIT, 0)
+    page_select = next(s for s in statements if s[0].lstrip().startswith('SELECT "public"'))
+    calls = {
+        "sync_live": lambda: live.read_records(KEY, url, oid, "public", "items", LIMIT, 0),
+        "bare_sql": bare_statement(connect(BENCH_DATABASE), *page_select),
+        "bare_same_round_trips": bare_transaction(connect(BENCH_DATABASE, False), statements),
+    }
+    result = measure(calls, iterations, warmup)
+    result["statements"] = len(statements)
+    result["count"] = page.count
+    result["count_is_estimate"] = page.count_is_estimate
+    result["page_select"] = " ".join(page_select[0].split())
+    return result
+
+
+def columns(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
+    with captured(url) as statements:
+        listed = live.read_columns(KEY, url, oid)
+    query = next(s for s in statements if "FROM pg_class c" in s[0])
+    calls = {
+        "sync_live": lambda: live.read_columns(KEY, url, oid),
+        "bare_sql": bare_statement(connect(BENCH_DATABASE), *query),
+        "bare_same_round_trips": bare_transaction(connect(BENCH_DATABASE, False), statements),
+    }
+    result = measure(calls, iterations, warmup)
+    result["statements"] = len(statements)
+    result["columns"] = len(listed)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    pg = connect(BENCH_DATABASE)
+    with pg.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        (server_version,) = cursor.fetchone()
+    pg.close()
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": server_version,
+        "sqlalchemy": sqlalchemy.__version__,
+        "psycopg2": psycopg2.__version__.split()[0],
+        "cpus": os.cpu_count(),
+    }
+
+
+def targets(page: dict[str, Any], listed: dict[str, Any]) -> dict[str, bool]:
+    result = {"first_page_median_under_20_ms": page["sync_live"]["median_ms"] < 20}
+    for name, measured in (("first_page", page), ("columns", listed)):
+        for bare in ("bare_sql", "bare_same_round_trips"):
+            result[f"{name}_within_1_3x_{bare}"] = measured[f"vs_{bare}"] <= 1.3
+    return result
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    return parser.parse_args()
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    url = ensure_database()
+    pg = connect(BENCH_DATABASE)
+    with pg.cursor() as cursor:
+        cursor.execute("SELECT 'public.items'::regclass::oid")
+        (oid,) = cursor.fetchone()
+    pg.close()
+    page = first_page(url, oid, arguments.iterations, arguments.warmup)
+    listed = columns(url, oid, arguments.iterations, arguments.warmup)
+    report = {
+        "benchmark": "sync.live on-the-fly reads",
+        "database": BENCH_DATABASE,
+        "rows": ROWS,
+        "limit": LIMIT,
+        "iterations": arguments.iterations,
+        "machine": machine(),
+        "first_page": page,
+        "columns": listed,
+        "targets": targets(page, listed),
+    }
+    catalog.engine(KEY, url).dispose()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
