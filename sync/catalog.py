@@ -2,28 +2,20 @@
 
 import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, Row, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from sync.credentials import redact_url, scrub
-from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL
+from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL, SyncError
 
-# relkind -> Table.Kind value; anything else (indexes, sequences, types) is not listed.
-RELATION_KINDS = {
-    "r": "table",
-    "p": "partitioned_table",
-    "v": "view",
-    "m": "materialized_view",
-    "f": "foreign_table",
-}
-
-IDENTITY_QUERY = text(
-    """
+IDENTITY_SQL = """
     SELECT d.oid AS database_oid,
            d.datname AS database_name,
            CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
@@ -31,20 +23,51 @@ IDENTITY_QUERY = text(
            END AS server_identifier
     FROM pg_database d
     WHERE d.datname = current_database()
+"""
+IDENTITY_QUERY = text(IDENTITY_SQL)
+
+# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones.
+LISTED_SCHEMAS = """
+    n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+"""
+
+# relkind -> Table.Kind value; other relations (indexes, sequences, types) are not listed.
+KIND = """
+    CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
+                   WHEN 'm' THEN 'materialized_view' WHEN 'f' THEN 'foreign_table' END
+"""
+LISTED_RELKINDS = "c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+
+# One round trip for the whole catalog: schemas without relations come back with NULLs.
+# Columns 3 to 6 are a CatalogRelation as they stand.
+CATALOG_QUERY = text(
+    f"""
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}
+    FROM pg_namespace n
+    LEFT JOIN pg_class c ON c.relnamespace = n.oid AND {LISTED_RELKINDS}
+    WHERE {LISTED_SCHEMAS}
     """
 )
 
-# One round trip for the whole catalog: schemas without relations come back with NULLs.
-CATALOG_QUERY = text(
-    """
-    SELECT n.oid AS schema_oid, n.nspname AS schema_name,
-           c.oid AS oid, c.relname AS name, c.relkind AS relkind
-    FROM pg_namespace n
-    LEFT JOIN pg_class c
-           ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-      AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-      AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+# An order-free digest of what CATALOG_QUERY returns, computed by the server: equal digests
+# of the catalog and of the models mean there is nothing to apply, without moving the rows.
+# The models' side is reflection.MODELS_FINGERPRINT; both hash the same text per object.
+FINGERPRINT_QUERY = text(
+    f"""
+    SELECT identity.*, digest.objects, digest.digest
+    FROM ({IDENTITY_SQL}) AS identity, (
+        SELECT count(*) AS objects,
+               coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text AS digest
+        FROM (
+            SELECT concat_ws('/', n.oid, n.nspname) AS item
+            FROM pg_namespace n WHERE {LISTED_SCHEMAS}
+            UNION ALL
+            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND})
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {LISTED_RELKINDS} AND {LISTED_SCHEMAS}
+        ) AS objects
+    ) AS digest
     """
 )
 
@@ -66,6 +89,11 @@ class Identity:
     database_oid: int
     database_name: str
     server_identifier: str  # empty where the role may not read pg_control_system()
+
+
+class Fingerprint(NamedTuple):
+    objects: int
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -147,22 +175,42 @@ def begin_read_only(connection: Connection, isolation: str = "REPEATABLE READ") 
 
 def read_snapshot(key: int, url: str) -> Snapshot:
     """Read the identity and every schema and relation of the database in one snapshot."""
+    with read_only(key, url) as connection:
+        identity = identity_of(connection.execute(IDENTITY_QUERY).one())
+        rows = connection.execute(CATALOG_QUERY).all()
+    return Snapshot(
+        identity=identity,
+        schemas={row[0]: row[1] for row in rows},
+        relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
+    )
+
+
+def read_fingerprint(key: int, url: str) -> tuple[Identity, Fingerprint]:
+    """Read the identity and the fingerprint of the catalog in one statement, without rows."""
+    with read_only(key, url) as connection:
+        row = connection.execute(FINGERPRINT_QUERY).one()
+    return identity_of(row), Fingerprint(row.objects, row.digest)
+
+
+@contextmanager
+def read_only(
+    key: int, url: str, failure: Callable[[DBAPIError], SyncError] | None = None
+) -> Iterator[Connection]:
+    """Yield a pooled connection in a read-only snapshot bounded by the statement timeout.
+
+    A driver error becomes failure(error), by default CatalogUnavailable.
+    """
     try:
         with engine(key, url).connect() as connection, connection.begin():
             begin_read_only(connection)
-            identity_row = connection.execute(IDENTITY_QUERY).one()
-            rows = connection.execute(CATALOG_QUERY).all()
+            yield connection
     except DBAPIError as error:
-        raise unavailable(url, error) from error
-    schemas: dict[int, str] = {}
-    relations: list[CatalogRelation] = []
-    for schema_oid, schema_name, oid, name, relkind in rows:
-        schemas[schema_oid] = schema_name
-        if oid is not None:
-            relations.append(CatalogRelation(oid, schema_oid, name, RELATION_KINDS[relkind]))
-    identity = Identity(
-        database_oid=identity_row.database_oid,
-        database_name=identity_row.database_name,
-        server_identifier=identity_row.server_identifier or "",
+        raise (failure(error) if failure else unavailable(url, error)) from error
+
+
+def identity_of(row: Row[Any]) -> Identity:
+    return Identity(
+        database_oid=row.database_oid,
+        database_name=row.database_name,
+        server_identifier=row.server_identifier or "",
     )
-    return Snapshot(identity=identity, schemas=schemas, relations=relations)

@@ -1,12 +1,12 @@
 """Read columns and records of a user's relation on the fly, never stored, never written."""
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, NamedTuple, TypeAlias
 
 from django.conf import settings
@@ -31,7 +31,7 @@ from sqlalchemy.sql import quoted_name
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement, Executable, Select, TableClause
 
-from sync.catalog import begin_read_only, engine, unavailable
+from sync.catalog import read_only, unavailable
 from sync.credentials import redact_url, scrub
 from sync.exceptions import (
     InvalidPage,
@@ -230,15 +230,9 @@ def read_records(
     )
 
 
-@contextmanager
-def _read_only(key: int, url: str, subject: str) -> Iterator[Connection]:
-    """Yield a pooled connection in a read-only transaction bounded by the statement timeout."""
-    try:
-        with engine(key, url).connect() as connection, connection.begin():
-            begin_read_only(connection)
-            yield connection
-    except DBAPIError as error:
-        raise _failure(url, subject, error) from error
+def _read_only(key: int, url: str, subject: str) -> AbstractContextManager[Connection]:
+    """Return a read-only, time-bounded connection whose errors name what was being read."""
+    return read_only(key, url, failure=partial(_failure, url, subject))
 
 
 def _failure(url: str, subject: str, error: DBAPIError) -> SyncError:

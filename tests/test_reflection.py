@@ -275,6 +275,19 @@ def test_database_whose_identity_changed_is_refused(
     assert ReflectionRun.objects.filter(database=registered).first().outcome == "refused"
 
 
+def test_an_identical_database_restored_in_place_is_refused_too(
+    registered, user_db, scratch_factory: list[ScratchDatabase]
+):
+    user_db.execute("CREATE TABLE original (id int)")
+    replacement = create_scratch(template=user_db.name)  # same objects, same oids
+    scratch_factory.append(replacement)
+    reflect(registered)
+    Database.objects.filter(pk=registered.pk).update(url=replacement.url)
+
+    with pytest.raises(IdentityChanged):
+        reflect(registered)
+
+
 def test_accepting_a_new_identity_matches_rows_by_name(
     registered, user_db, scratch_factory: list[ScratchDatabase]
 ):
@@ -303,7 +316,8 @@ def test_name_cache_holds_new_name_after_rename(
     with django_capture_on_commit_callbacks(execute=True):
         reflect(registered)
     oid = user_db.oid_of("s.old")
-    assert names.lookup(registered.id, oid) == ("s", "old")
+    assert names.lookup(registered.id, oid) is None  # a new name is cached when first read
+    names.remember(registered.id, {oid: ("s", "old")})
 
     user_db.execute("ALTER TABLE s.old RENAME TO new; ALTER SCHEMA s RENAME TO t")
     with django_capture_on_commit_callbacks(execute=True):
