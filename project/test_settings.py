@@ -6,14 +6,7 @@ from project.settings import REDIS_URL, _redis_url
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
 SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 10)
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": _redis_url(REDIS_URL, 10),
-        "KEY_PREFIX": "dbsync-test",
-        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-    }
-}
+CACHES["default"] |= {"LOCATION": _redis_url(REDIS_URL, 10), "KEY_PREFIX": "dbsync-test"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The test worker runs in a thread of the test process: no connection may outlive a task.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

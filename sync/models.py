@@ -37,10 +37,10 @@ class LiveQuerySet(models.QuerySet):
         return self.filter(dropped_at__isnull=True)
 
 
-class Schema(models.Model):
-    """A schema (namespace) of a registered database, identified by its oid."""
+class ReflectedObject(models.Model):
+    """An object of a registered database, identified by its oid there while it lives."""
 
-    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="schemas")
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="%(class)ss")
     oid = models.BigIntegerField()
     name = models.CharField(max_length=63)
     dropped_at = models.DateTimeField(null=True, blank=True)
@@ -48,12 +48,13 @@ class Schema(models.Model):
     objects = LiveQuerySet.as_manager()
 
     class Meta:
+        abstract = True
         ordering = ["name", "id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["database", "oid"],
                 condition=Q(dropped_at__isnull=True),
-                name="schema_live_oid_unique",
+                name="%(class)s_live_oid_unique",
             )
         ]
 
@@ -61,8 +62,12 @@ class Schema(models.Model):
         return self.name
 
 
-class Table(models.Model):
-    """A relation (table, view, ...) of a registered database, identified by its oid."""
+class Schema(ReflectedObject):
+    """A schema (namespace) of a registered database."""
+
+
+class Table(ReflectedObject):
+    """A relation (table, view, ...) of a registered database."""
 
     class Kind(models.TextChoices):
         TABLE = "table"
@@ -77,25 +82,7 @@ class Table(models.Model):
         Database, on_delete=models.CASCADE, related_name="tables", db_constraint=False
     )
     schema = models.ForeignKey(Schema, on_delete=models.CASCADE, related_name="tables")
-    oid = models.BigIntegerField()
-    name = models.CharField(max_length=63)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    dropped_at = models.DateTimeField(null=True, blank=True)
-
-    objects = LiveQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name", "id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["database", "oid"],
-                condition=Q(dropped_at__isnull=True),
-                name="table_live_oid_unique",
-            )
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class ReflectionRun(models.Model):

@@ -6,11 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import pytest
@@ -24,6 +25,49 @@ from rest_framework.test import APIClient
 
 from sync import demo, registry
 from sync.models import Database
+
+T = TypeVar("T")
+
+
+# Identifiers that break code which does not quote them, or quotes them wrongly.
+ODD_NAMES = {
+    "double-quote": 'say "hi"',
+    "single-quote": "it's",
+    "space": "with space",
+    "dot": "a.b",
+    "mixed-case": "MixedCase",
+    "non-ascii": "données_ñandú_日本",
+    "percent": "100% sure",
+    "bind-markers": ":name %(x)s ?",
+    "reserved-word": "select",
+    "63-bytes": "x" * 63,
+    "63-bytes-multibyte": "é" * 31 + "x",
+}
+
+
+def quote(name: str) -> str:
+    """Return the name as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_together(count: int, work: Callable[[], T]) -> list[T]:
+    """Run work in `count` threads released at the same instant; return their results."""
+    start = threading.Barrier(count)
+    results: list[T] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(work())
+        finally:
+            connection.close()  # each thread has its own connection to the service database
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def server_url(dbname: str) -> str:

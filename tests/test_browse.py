@@ -4,6 +4,7 @@ import pytest
 
 from sync import names, recency, reflection
 from sync.models import Database, Table
+from tests.conftest import quote
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -12,7 +13,7 @@ ODD = 'Ünïcode "quoted" name.with dots'
 
 @pytest.fixture
 def odd_table(registered, user_db) -> Table:
-    quoted = '"' + ODD.replace('"', '""') + '"'
+    quoted = quote(ODD)
     user_db.execute(
         f"CREATE SCHEMA {quoted};"
         f" CREATE TABLE {quoted}.{quoted} (id int PRIMARY KEY, label text NOT NULL DEFAULT 'x');"
@@ -65,7 +66,7 @@ def test_a_table_renamed_since_the_last_reflection_is_still_read_and_a_reflectio
     reader, registered, user_db, odd_table, published
 ):
     names.remember(registered.id, {odd_table.oid: (ODD, ODD)})
-    quoted = '"' + ODD.replace('"', '""') + '"'
+    quoted = quote(ODD)
     user_db.execute(f"ALTER TABLE {quoted}.{quoted} RENAME TO renamed")
 
     response = reader.get(f"/api/v1/tables/{odd_table.id}/records/?limit=1")
@@ -80,7 +81,7 @@ def test_a_table_renamed_since_the_last_reflection_is_still_read_and_a_reflectio
 def test_a_dropped_table_is_a_404_and_a_reflection_is_queued(
     reader, registered, user_db, odd_table, published
 ):
-    quoted = '"' + ODD.replace('"', '""') + '"'
+    quoted = quote(ODD)
     user_db.execute(f"DROP TABLE {quoted}.{quoted}")
 
     records = reader.get(f"/api/v1/tables/{odd_table.id}/records/")

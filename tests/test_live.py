@@ -24,28 +24,10 @@ from sync.live import (
     read_columns,
     read_records,
 )
-from tests.conftest import ScratchDatabase, admin_connection
+from tests.conftest import ODD_NAMES, ScratchDatabase, admin_connection, quote
 
 # Keys of engines in sync.catalog's per-process cache; far above the ids of registered databases.
 _keys = itertools.count(900_000)
-
-ODD_NAMES = {
-    "double-quote": 'say "hi"',
-    "single-quote": "it's",
-    "space": "with space",
-    "dot": "a.b",
-    "mixed-case": "MixedCase",
-    "non-ascii": "données_ñandú_日本",
-    "percent": "100% sure",
-    "bind-markers": ":name %(x)s ?",
-    "reserved-word": "select",
-    "63-bytes": "x" * 63,
-    "63-bytes-multibyte": "é" * 31 + "x",
-}
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def scalar(scratch: ScratchDatabase, statement: str) -> Any:

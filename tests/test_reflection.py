@@ -9,7 +9,7 @@ from django.db import connection
 from sync import names, reflection
 from sync.exceptions import CatalogUnavailable, IdentityChanged
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import ScratchDatabase, create_scratch
+from tests.conftest import ODD_NAMES, ScratchDatabase, create_scratch, quote
 
 pytestmark = pytest.mark.django_db
 
@@ -191,21 +191,9 @@ def test_second_reflection_without_change_writes_nothing(registered, user_db):
     assert sum(counts[key] for key in ("added", "renamed", "moved", "dropped", "recreated")) == 0
 
 
-ODD_NAMES = {
-    "double-quote": 'say "hi"',
-    "single-quote": "it's",
-    "space": "with space",
-    "dot": "a.b",
-    "mixed-case": "MixedCase",
-    "non-ascii": "données_ñandú_日本",
-    "63-bytes": "x" * 63,
-    "63-bytes-multibyte": "é" * 31 + "x",
-}
-
-
 @pytest.mark.parametrize("name", ODD_NAMES.values(), ids=ODD_NAMES.keys())
 def test_odd_identifiers_are_reflected_exactly(registered, user_db, name):
-    quoted = '"' + name.replace('"', '""') + '"'
+    quoted = quote(name)
     user_db.execute(f"CREATE SCHEMA {quoted}; CREATE TABLE {quoted}.{quoted} (id int)")
 
     reflect(registered)

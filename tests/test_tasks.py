@@ -2,9 +2,7 @@
 
 import os
 import signal
-import threading
 import time
-from typing import Any
 
 import psycopg2
 import pytest
@@ -13,7 +11,13 @@ from django.db import connection
 
 from sync import recency, reflection, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import client_for, make_user, start_worker_process, wait_until
+from tests.conftest import (
+    client_for,
+    make_user,
+    run_together,
+    start_worker_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,21 +84,12 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
     user_db.execute("CREATE TABLE burst (id int)")
     recency.expire(fresh.id)
     user = make_user("burst")
-    start = threading.Barrier(50)
-    statuses: list[str] = []
 
-    def list_tables() -> None:
-        client = client_for(user)
-        start.wait()
-        response = client.get(f"/api/v1/tables/?database={fresh.id}")
-        statuses.append(f"{response.status_code} {response['X-Reflection-Status']}")
-        connection.close()
+    def list_tables() -> str:
+        response = client_for(user).get(f"/api/v1/tables/?database={fresh.id}")
+        return f"{response.status_code} {response['X-Reflection-Status']}"
 
-    threads = [threading.Thread(target=list_tables) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = run_together(50, list_tables)
 
     assert len(statuses) == 50
     assert all(status.startswith("200 ") for status in statuses)
@@ -140,19 +135,7 @@ def test_two_reflections_at_once_end_in_the_same_state_as_one(registered, user_d
     user_db.execute(
         "CREATE SCHEMA a; CREATE TABLE a.one (id int); CREATE VIEW a.two AS SELECT 1 AS x"
     )
-    start = threading.Barrier(2)
-    results: list[dict[str, Any]] = []
-
-    def run() -> None:
-        start.wait()
-        results.append(reflection.reflect(registered.id).as_dict())
-        connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = run_together(2, lambda: reflection.reflect(registered.id).as_dict())
 
     assert sorted(result["added"] for result in results) == [0, 4]
     assert sorted(Table.objects.live().values_list("name", flat=True)) == ["one", "two"]
