@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # Published by name: the gate sits above the tasks and must not import them.
 REFLECT_TASK = "sync.tasks.reflect_db_objects"
 IMPORT_TASK = "sync.tasks.import_database"
+PUBLISH_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
 
 
 class Status(StrEnum):
@@ -107,8 +108,9 @@ def publish(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
         held = recency.holder(database.id)
         return Freshness(LOCK_STATUS[held[0]], held[1]) if held else Freshness(Status.QUEUED)
     try:
-        # A connection of its own and no retries: a dead broker fails this request at once.
-        with current_app.connection_for_write() as connection:
+        # A connection of its own, tight timeouts and no retries: a dead or stuck broker
+        # costs this request at most a second or two, and then an "unavailable" status.
+        with current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS) as connection:
             current_app.send_task(
                 task, (database.id,), kwargs, task_id=token, connection=connection, retry=False
             )

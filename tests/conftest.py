@@ -257,3 +257,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class HeldDatabaseRow:
+    """Hold the row lock of a database from another connection, so reflections of it wait."""
+
+    def __init__(self, database: Database) -> None:
+        params = connection.get_connection_params()
+        self.connection = psycopg2.connect(**params)
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", [database.id])
+
+    def release(self) -> None:
+        self.connection.rollback()
+        self.connection.close()

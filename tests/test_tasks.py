@@ -12,6 +12,7 @@ from django.db import connection
 from sync import recency, reflection, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
+    HeldDatabaseRow,
     client_for,
     make_user,
     run_together,
@@ -41,20 +42,6 @@ def table_names(client, database: Database) -> list[str]:
     response = client.get(f"/api/v1/tables/?database={database.id}")
     assert response.status_code == 200
     return sorted(row["name"] for row in response.json()["results"])
-
-
-class HeldDatabaseRow:
-    """Hold the row lock of a database from another connection, so reflections of it wait."""
-
-    def __init__(self, database: Database) -> None:
-        params = connection.get_connection_params()
-        self.connection = psycopg2.connect(**params)
-        with self.connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", [database.id])
-
-    def release(self) -> None:
-        self.connection.rollback()
-        self.connection.close()
 
 
 def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
