@@ -112,7 +112,14 @@ def publish(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
         # costs this request at most a second or two, and then an "unavailable" status.
         with current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS) as connection:
             current_app.send_task(
-                task, (database.id,), kwargs, task_id=token, connection=connection, retry=False
+                task,
+                (database.id,),
+                kwargs,
+                task_id=token,
+                connection=connection,
+                retry=False,
+                # Nobody waits on a reflection's result: do not subscribe to it.
+                ignore_result=task == REFLECT_TASK,
             )
     except (BrokerError, RedisError, OSError):
         recency.release(database.id, token)

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 import psycopg2
 import pytest
+from celery import current_app
 from celery.signals import after_task_publish
+from celery.worker import state as worker_state
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
@@ -153,6 +155,23 @@ def registered(db: None, user_db: ScratchDatabase) -> Database:
 def clear_cache() -> None:
     """Start every test with no recency keys, locks, back-offs or cached names."""
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def settle_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on committed data, let the tasks it queued go before its data is flushed.
+
+    The test worker lives for the whole session: a reflection it runs while the tables are
+    truncated would deadlock with the truncation.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if not (marker and marker.kwargs.get("transaction")):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so torn down after this
+    yield
+    current_app.control.purge()
+    wait_until(lambda: not worker_state.active_requests, timeout=60, what="running tasks")
 
 
 @pytest.fixture(scope="session")
