@@ -299,7 +299,9 @@ def naive_schemas(database_id: int, snapshot: Snapshot) -> dict[int, Schema]:
 
 def naive_reflect(database_id: int, url: str) -> None:
     """The baseline: one get_or_create (one query or more) per schema and relation."""
-    snapshot = catalog.read_snapshot(database_id, url)
+    snapshot = catalog.read_catalog(database_id, url).snapshot
+    if snapshot is None:
+        raise RuntimeError("read_catalog without a known fingerprint always reads the catalog")
     with transaction.atomic():
         schemas = naive_schemas(database_id, snapshot)
         for relation in snapshot.relations:

@@ -24,7 +24,6 @@ IDENTITY_SQL = """
     FROM pg_database d
     WHERE d.datname = current_database()
 """
-IDENTITY_QUERY = text(IDENTITY_SQL)
 
 # The schemas dbsync lists: not the system's, not TOAST's, not temporary ones.
 LISTED_SCHEMAS = """
@@ -50,9 +49,8 @@ CATALOG_QUERY = text(
     """
 )
 
-# An order-free digest of what CATALOG_QUERY returns, computed by the server: equal digests
-# of the catalog and of the models mean there is nothing to apply, without moving the rows.
-# The models' side is reflection.MODELS_FINGERPRINT; both hash the same text per object.
+# The identity, and an order-free digest of what CATALOG_QUERY returns, computed by the server:
+# a digest equal to the one of the catalog last applied means nothing to do, no rows moved.
 FINGERPRINT_QUERY = text(
     f"""
     SELECT identity.*, digest.objects, digest.digest
@@ -95,12 +93,23 @@ class Fingerprint(NamedTuple):
     objects: int
     digest: str
 
+    @property
+    def text(self) -> str:
+        return f"{self.objects}:{self.digest}"
+
 
 @dataclass(frozen=True)
 class Snapshot:
     identity: Identity
     schemas: dict[int, str]  # oid -> name
     relations: list[CatalogRelation]
+
+
+@dataclass(frozen=True)
+class CatalogRead:
+    identity: Identity
+    fingerprint: Fingerprint
+    snapshot: Snapshot | None  # None when the fingerprint was the known one
 
 
 def validate_url(url: str) -> str:
@@ -173,23 +182,23 @@ def begin_read_only(connection: Connection, isolation: str = "REPEATABLE READ") 
     )
 
 
-def read_snapshot(key: int, url: str) -> Snapshot:
-    """Read the identity and every schema and relation of the database in one snapshot."""
+def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
+    """Read the identity, the fingerprint and, unless it is `known`, the whole catalog.
+
+    All in one read-only snapshot, so that the fingerprint is exactly that of the rows read.
+    """
     with read_only(key, url) as connection:
-        identity = identity_of(connection.execute(IDENTITY_QUERY).one())
+        row = connection.execute(FINGERPRINT_QUERY).one()
+        identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
+        if fingerprint.text == known:
+            return CatalogRead(identity, fingerprint, None)
         rows = connection.execute(CATALOG_QUERY).all()
-    return Snapshot(
+    snapshot = Snapshot(
         identity=identity,
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )
-
-
-def read_fingerprint(key: int, url: str) -> tuple[Identity, Fingerprint]:
-    """Read the identity and the fingerprint of the catalog in one statement, without rows."""
-    with read_only(key, url) as connection:
-        row = connection.execute(FINGERPRINT_QUERY).one()
-    return identity_of(row), Fingerprint(row.objects, row.digest)
+    return CatalogRead(identity, fingerprint, snapshot)
 
 
 @contextmanager

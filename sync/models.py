@@ -15,6 +15,9 @@ class Database(models.Model):
     # Identity of what the URL pointed at when first reflected: oids mean nothing elsewhere.
     server_identifier = models.CharField(max_length=32, blank=True)
     database_oid = models.BigIntegerField(null=True, blank=True)
+    # Fingerprint of the catalog as last applied (catalog.Fingerprint.text), in the same
+    # transaction as the rows: while the catalog's is the same, there is nothing to apply.
+    catalog_fingerprint = models.CharField(max_length=80, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     imported_at = models.DateTimeField(null=True, blank=True)
     reflected_at = models.DateTimeField(null=True, blank=True)

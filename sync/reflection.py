@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sync import catalog, names
-from sync.catalog import CatalogRelation, Fingerprint, Identity, Snapshot
+from sync.catalog import CatalogRelation, Identity, Snapshot
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun, Schema, Table
 from sync.names import QualifiedName
@@ -92,18 +92,6 @@ TABLES_QUERY = (
     "SELECT id, oid, schema_id, name, kind FROM sync_table"
     " WHERE database_id = %s AND dropped_at IS NULL"
 )
-# The same digest as catalog.FINGERPRINT_QUERY, of the live rows: the same text per object.
-MODELS_FINGERPRINT = """
-    SELECT count(*), coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text
-    FROM (
-        SELECT concat_ws('/', oid, name) AS item
-        FROM sync_schema WHERE database_id = %(database)s AND dropped_at IS NULL
-        UNION ALL
-        SELECT concat_ws('/', t.oid, s.oid, t.name, t.kind)
-        FROM sync_table t JOIN sync_schema s ON s.id = t.schema_id
-        WHERE t.database_id = %(database)s AND t.dropped_at IS NULL
-    ) AS objects
-"""
 
 
 def load_state(database_id: int) -> ModelState:
@@ -114,13 +102,6 @@ def load_state(database_id: int) -> ModelState:
         cursor.execute(TABLES_QUERY, [database_id])
         tables = list(map(TableRow._make, cursor.fetchall()))
     return ModelState(schemas=schemas, tables=tables)
-
-
-def models_fingerprint(database_id: int) -> Fingerprint:
-    with connection.cursor() as cursor:
-        cursor.execute(MODELS_FINGERPRINT, {"database": database_id})
-        objects, digest = cursor.fetchone()
-    return Fingerprint(objects, digest)
 
 
 def diff(snapshot: Snapshot, state: ModelState) -> Changes:
@@ -330,7 +311,7 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, identity = compute_changes(database, accept_new_identity, step)
+            changes, stored = compute_changes(database, accept_new_identity, step)
             step(2)
             apply(database.id, changes, started_at)
             finished_at = timezone.now()
@@ -339,7 +320,7 @@ def reflect(
                 reflected_at=finished_at,
                 last_error="",
                 last_error_at=None,
-                **identity,
+                **stored,
             )
             ReflectionRun.objects.create(
                 database_id=database.id,
@@ -362,21 +343,20 @@ def reflect(
 def compute_changes(
     database: Database, accept_new_identity: bool, step: Callable[[int], None]
 ) -> tuple[Changes, dict[str, Any]]:
-    """Return what to apply, and the identity to store; IdentityChanged if it moved."""
+    """Return what to apply, and the identity and fingerprint to store on the database."""
     step(0)
-    if database.reflected_at is not None and not accept_new_identity:
-        # Most runs change nothing: compare digests before moving any rows.
-        identity_now, fingerprint = catalog.read_fingerprint(database.id, database.url)
-        identity = identity_fields(database, identity_now, accept_new=False)
-        if fingerprint == models_fingerprint(database.id):
-            return Changes(counts=Counts(unchanged=fingerprint.objects)), identity
-    snapshot = catalog.read_snapshot(database.id, database.url)
-    identity = identity_fields(database, snapshot.identity, accept_new_identity)
+    # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
+    known = "" if accept_new_identity else database.catalog_fingerprint
+    read = catalog.read_catalog(database.id, database.url, known=known)
+    stored = identity_fields(database, read.identity, accept_new_identity)
+    stored["catalog_fingerprint"] = read.fingerprint.text
+    if read.snapshot is None:
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(snapshot, state), identity
+    return diff(read.snapshot, state), stored
 
 
 @contextmanager
