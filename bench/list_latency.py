@@ -20,7 +20,6 @@ import base64  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import secrets  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -38,7 +37,6 @@ from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
-import psycopg2  # noqa: E402
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -50,6 +48,7 @@ from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
+from bench.common import connect, log, machine  # noqa: E402
 from sync import demo, recency, registry  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import ReflectionRun, Table  # noqa: E402
@@ -64,17 +63,6 @@ MARKER = "dbsync bench: list latency"
 BENCH_USER = "bench_list_reader"
 CONTROL_ID = -1  # no database has this id: the fresh phase deletes its recency key instead
 FINISHED = ("task-succeeded", "task-failed", "task-rejected", "task-revoked", "task-retried")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def connect(dbname: str) -> PgConnection:
-    url = demo.server_url(dbname).set(drivername="postgresql").render_as_string(False)
-    pg = psycopg2.connect(url, application_name="dbsync-bench-list")
-    pg.autocommit = True
-    return pg
 
 
 def check_isolation() -> None:
@@ -515,25 +503,6 @@ def targets(fresh: dict[str, Any], expired: dict[str, Any]) -> dict[str, Any]:
         "counts_consistent": tasks["tasks_published"] == tasks["tasks_received_by_worker"]
         and fresh["drained"]
         and expired["drained"],
-    }
-
-
-def machine() -> dict[str, Any]:
-    pg = connect("postgres")
-    try:
-        with pg.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            (server_version,) = cursor.fetchone() or ("?",)
-    finally:
-        pg.close()
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "django": django.get_version(),
-        "postgresql": server_version,
-        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }
 
 

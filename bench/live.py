@@ -17,20 +17,18 @@ django.setup()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
-import psycopg2  # noqa: E402
-import sqlalchemy  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
-from sync import catalog, demo, live  # noqa: E402
+from bench.common import connect, log, machine, server_url  # noqa: E402
+from sync import catalog, live  # noqa: E402
 
 BENCH_DATABASE = "dbsync_bench_live"  # kept between runs
 ROWS = 1_000_000
@@ -55,20 +53,6 @@ SELECT g, 'item ' || g, (g % 100000) / 100.0,
 FROM generate_series(1, {rows}) AS g;
 ANALYZE public.items;
 """
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def server_url(dbname: str) -> str:
-    return demo.server_url(dbname).set(drivername="postgresql").render_as_string(False)
-
-
-def connect(dbname: str, autocommit: bool = True) -> PgConnection:
-    pg = psycopg2.connect(server_url(dbname), application_name="dbsync-bench-live")
-    pg.autocommit = autocommit
-    return pg
 
 
 def ensure_database() -> str:
@@ -199,22 +183,6 @@ def columns(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
     result["statements"] = len(statements)
     result["columns"] = len(listed)
     return result
-
-
-def machine() -> dict[str, Any]:
-    pg = connect(BENCH_DATABASE)
-    with pg.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        (server_version,) = cursor.fetchone()
-    pg.close()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "postgresql": server_version,
-        "sqlalchemy": sqlalchemy.__version__,
-        "psycopg2": psycopg2.__version__.split()[0],
-        "cpus": os.cpu_count(),
-    }
 
 
 def targets(page: dict[str, Any], listed: dict[str, Any]) -> dict[str, bool]:

@@ -17,7 +17,6 @@ django.setup()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -25,7 +24,6 @@ from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
-import psycopg2  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -34,7 +32,8 @@ from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 
-from sync import catalog, demo, names, registry  # noqa: E402
+from bench.common import connect, log, machine, server_url  # noqa: E402
+from sync import catalog, names, registry  # noqa: E402
 from sync.catalog import Snapshot  # noqa: E402
 from sync.models import Database, Schema, Table  # noqa: E402
 from sync.reflection import Counts, reflect  # noqa: E402
@@ -96,22 +95,6 @@ METHOD = {
     "no_change_runs_per_repetition": NO_CHANGE_PER_REPETITION,
     "statistics": "*_ms is the median, *_min_ms the minimum, of *_samples samples",
 }
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def server_url(dbname: str) -> str:
-    """Return a URL, password included, to a database on the service database's server."""
-    url = demo.server_url(dbname).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
-
-
-def connect(dbname: str, autocommit: bool = True) -> PgConnection:
-    pg = psycopg2.connect(server_url(dbname), application_name="dbsync-bench")
-    pg.autocommit = autocommit
-    return pg
 
 
 def query_sql(template: str, n: int) -> sql.Composable:
@@ -363,25 +346,6 @@ def measure(n: int, repetitions: int, naive_repetitions: int) -> dict[str, Any]:
     result = summary(samples, n, repetitions)
     log(f"{n:,} relations: {json.dumps(result)}")
     return result
-
-
-def machine() -> dict[str, Any]:
-    pg = connect("postgres")
-    try:
-        with pg.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            (server_version,) = cursor.fetchone() or ("?",)
-    finally:
-        pg.close()
-    return {
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "django": django.get_version(),
-        "postgresql": server_version,
-        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
-    }
 
 
 def targets(results: list[dict[str, Any]]) -> dict[str, bool | None]:
