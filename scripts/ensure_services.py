@@ -83,7 +83,8 @@ def ensure_postgres(db: dict[str, Any]) -> None:
         return
     if host not in LOCAL_HOSTS:
         raise ServiceError(f"PostgreSQL at {host}:{port} does not answer (DATABASE_URL)")
-    if shutil.which("pg_ctlcluster") is None:
+    installed_now = shutil.which("pg_ctlcluster") is None
+    if installed_now:
         apt_install("postgresql")
     versions = sorted(Path(p).name for p in glob.glob("/etc/postgresql/*"))
     if not versions:
@@ -91,8 +92,10 @@ def ensure_postgres(db: dict[str, Any]) -> None:
         if not installed:
             raise ServiceError("PostgreSQL is installed but no server version was found")
         run("pg_createcluster", installed[-1], "main", "--port", str(port))
-        versions = [installed[-1]]
-    trust_loopback(versions[-1])
+        versions, installed_now = [installed[-1]], True
+    if installed_now:
+        # Only a cluster made here: an existing one keeps the authentication it was given.
+        trust_loopback(versions[-1])
     print(f"starting PostgreSQL {versions[-1]} on port {port} ...", flush=True)
     run("pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start")
     wait_for(host, port, "PostgreSQL")
