@@ -197,7 +197,7 @@ def read_records(
     exact_count_limit: int = EXACT_COUNT_LIMIT,
 ) -> Page:
     """Return a page of the relation's rows and its row count, read in one snapshot."""
-    _check_page(limit, offset)
+    check_page(limit, offset)
     subject = _display(schema, name)
     with _read_only(key, url, subject) as connection:
         rows = _relation_rows(connection, url, oid)
@@ -261,7 +261,7 @@ def _relation_rows(connection: Connection, url: str, oid: int) -> Sequence[Row[A
     return rows
 
 
-def _check_page(limit: int, offset: int) -> None:
+def check_page(limit: int, offset: int) -> None:
     """Raise InvalidPage unless 1 <= limit <= MAX_LIMIT and offset >= 0."""
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidPage(f"limit must be between 1 and {MAX_LIMIT}, got {limit}")

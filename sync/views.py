@@ -15,7 +15,6 @@ from rest_framework.response import Response
 
 from sync import browse, freshness, health, live
 from sync.api import query_bool, query_int
-from sync.exceptions import InvalidPage
 from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
@@ -164,11 +163,10 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     def records(self, request: Request, pk: str | None = None) -> Response:
         """A page of the table's rows, read from its database now (never stored)."""
         limit = query_int(request, "limit")
-        offset = query_int(request, "offset")
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
-        if not 1 <= limit <= live.MAX_LIMIT:
-            raise InvalidPage(f"limit must be from 1 to {live.MAX_LIMIT}, got {limit}")
-        page = browse.read_records(self.get_object(), limit, offset or 0)
+        offset = query_int(request, "offset") or 0
+        live.check_page(limit, offset)  # before anything is looked up
+        page = browse.read_records(self.get_object(), limit, offset)
         return Response(asdict(page))
 
 
