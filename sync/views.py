@@ -129,12 +129,14 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         schema_id = query_int(self.request, "schema")
         if schema_id is not None:
             schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
-            tables = tables.filter(schema=schema)
-            database = schema.database
+            tables, database = tables.filter(schema=schema), schema.database
         else:
             database_id = query_int(self.request, "database", required=True)
             database = get_object_or_404(Database, pk=database_id)
-        tables = tables.filter(database=self.listed(database))
+        return self.filtered(tables.filter(database=self.listed(database)))
+
+    def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
+        """Apply the kind, search and include_dropped parameters of the query string."""
         kind = self.request.query_params.get("kind")
         if kind:
             if kind not in Table.Kind.values:
