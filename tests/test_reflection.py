@@ -191,6 +191,24 @@ def test_second_reflection_without_change_writes_nothing(registered, user_db):
     assert sum(counts[key] for key in ("added", "renamed", "moved", "dropped", "recreated")) == 0
 
 
+def test_the_fingerprint_of_the_applied_catalog_is_kept_and_follows_changes(registered, user_db):
+    user_db.execute("CREATE TABLE a (id int)")
+    reflect(registered)
+    registered.refresh_from_db()
+    first = registered.catalog_fingerprint
+    assert first.startswith("2:")  # public and a
+
+    user_db.execute("ALTER TABLE a RENAME TO b")  # same count, another name
+    assert reflect(registered)["renamed"] == 1
+    registered.refresh_from_db()
+    assert registered.catalog_fingerprint not in ("", first)
+
+    user_db.execute("ALTER TABLE b RENAME TO a")  # back to the first catalog
+    assert reflect(registered)["renamed"] == 1
+    registered.refresh_from_db()
+    assert registered.catalog_fingerprint == first
+
+
 @pytest.mark.parametrize("name", ODD_NAMES.values(), ids=ODD_NAMES.keys())
 def test_odd_identifiers_are_reflected_exactly(registered, user_db, name):
     quoted = quote(name)
