@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from sync import freshness, registry
+from sync import catalog, freshness, registry
 from sync.exceptions import SyncError
 from sync.freshness import Freshness, Status
 from sync.models import Database, ReflectionRun, Schema, Table
@@ -42,7 +42,7 @@ class DatabaseForm(forms.ModelForm):
             raise forms.ValidationError("A new database needs its URL.")
         if url:
             try:
-                registry.check_connection(url)
+                catalog.check_connection(url)
             except SyncError as error:
                 raise forms.ValidationError(str(error)) from None
         return url

@@ -11,6 +11,7 @@ from django.conf import settings
 from sqlalchemy import Connection, Engine, Row, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import NullPool
 
 from sync.credentials import redact_url, scrub
 from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL, SyncError
@@ -100,7 +101,6 @@ class Fingerprint(NamedTuple):
 
 @dataclass(frozen=True)
 class Snapshot:
-    identity: Identity
     schemas: dict[int, str]  # oid -> name
     relations: list[CatalogRelation]
 
@@ -150,19 +150,35 @@ def engine(key: int, url: str) -> Engine:
             return cached[1]
         if cached is not None:
             cached[1].dispose()
-        new_engine = create_engine(
-            make_url(validate_url(url)).set(drivername="postgresql+psycopg2"),
-            pool_size=2,
-            max_overflow=4,
-            pool_pre_ping=True,
-            pool_recycle=600,
-            connect_args={
-                "connect_timeout": settings.SYNC_CONNECT_TIMEOUT,
-                "application_name": "dbsync",
-            },
+        new_engine = create_user_engine(
+            url, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=600
         )
         _engines[key] = (url, new_engine)
         return new_engine
+
+
+def create_user_engine(url: str, **options: Any) -> Engine:
+    """Create an engine for a registered database's URL, through psycopg2, timeouts set."""
+    return create_engine(
+        make_url(validate_url(url)).set(drivername="postgresql+psycopg2"),
+        connect_args={
+            "connect_timeout": settings.SYNC_CONNECT_TIMEOUT,
+            "application_name": "dbsync",
+        },
+        **options,
+    )
+
+
+def check_connection(url: str) -> None:
+    """Connect once to the URL; raise CatalogUnavailable with a safe message if that fails."""
+    probe = create_user_engine(url, poolclass=NullPool)
+    try:
+        with probe.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as error:
+        raise unavailable(url, error) from None
+    finally:
+        probe.dispose()
 
 
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
@@ -194,7 +210,6 @@ def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
             return CatalogRead(identity, fingerprint, None)
         rows = connection.execute(CATALOG_QUERY).all()
     snapshot = Snapshot(
-        identity=identity,
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )

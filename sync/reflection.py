@@ -86,10 +86,11 @@ class ReflectionResult:
 
 
 SCHEMAS_QUERY = (
-    "SELECT id, oid, name FROM sync_schema WHERE database_id = %s AND dropped_at IS NULL"
+    f"SELECT id, oid, name FROM {Schema._meta.db_table}"
+    " WHERE database_id = %s AND dropped_at IS NULL"
 )
 TABLES_QUERY = (
-    "SELECT id, oid, schema_id, name, kind FROM sync_table"
+    f"SELECT id, oid, schema_id, name, kind FROM {Table._meta.db_table}"
     " WHERE database_id = %s AND dropped_at IS NULL"
 )
 
@@ -165,9 +166,8 @@ def diff_tables(
                 changes.new_tables.append(relation)
                 counts.added += 1
                 continue
-            else:
-                changes.changed_tables.append((old.id, relation))
-                counts.recreated += 1
+            changes.changed_tables.append((old.id, relation))
+            counts.recreated += 1
         elif schema_oid_of[row.schema_id] != relation.schema_oid:
             changes.changed_tables.append((row.id, relation))
             counts.moved += 1

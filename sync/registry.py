@@ -4,12 +4,8 @@ import re
 
 from django.conf import settings
 from django.db import transaction
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
-from sync.catalog import unavailable, validate_url
+from sync import catalog
 from sync.exceptions import InvalidDatabaseURL, UnknownDatabase
 from sync.models import Database
 
@@ -24,28 +20,12 @@ def validate_name(name: str) -> str:
     return name
 
 
-def check_connection(url: str) -> None:
-    """Connect once to the URL; raise CatalogUnavailable with a safe message if that fails."""
-    probe = create_engine(
-        make_url(validate_url(url)).set(drivername="postgresql+psycopg2"),
-        poolclass=NullPool,
-        connect_args={"connect_timeout": settings.SYNC_CONNECT_TIMEOUT},
-    )
-    try:
-        with probe.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except DBAPIError as error:
-        raise unavailable(url, error) from None
-    finally:
-        probe.dispose()
-
-
 def register(name: str, url: str, check: bool = False) -> tuple[Database, bool]:
     """Register a database, or update the URL of one already registered under that name."""
     validate_name(name)
-    validate_url(url)
+    catalog.validate_url(url)
     if check:
-        check_connection(url)
+        catalog.check_connection(url)
     with transaction.atomic():
         return Database.objects.update_or_create(name=name, defaults={"url": url})
 

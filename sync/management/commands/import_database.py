@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from sync import reflection, registry
+from sync import catalog, reflection, registry
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, url: str, **options: Any) -> None:
         show = self.bar if self.stdout.isatty() else self.line
         try:
-            registry.check_connection(url)
+            catalog.check_connection(url)
             # One transaction: a failed import leaves no half-made registration behind.
             with transaction.atomic():
                 database, _ = registry.register(name, url)
