@@ -2,19 +2,21 @@
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
-from sqlalchemy import Connection, Engine, Row, create_engine, text
+from psycopg2.extensions import TRANSACTION_STATUS_INERROR, TRANSACTION_STATUS_INTRANS
+from sqlalchemy import Connection, Engine, Row, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
 from sync.credentials import redact_url, scrub
-from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL, SyncError
+from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL
 
 IDENTITY_SQL = """
     SELECT d.oid AS database_oid,
@@ -72,6 +74,18 @@ FINGERPRINT_QUERY = text(
 
 
 SUPPORTED_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg2"}
+
+# Sent before the statement of an on-the-fly read, in the same Query message: the server runs
+# the message as one implicit transaction, so the read is read-only and time-bounded without a
+# BEGIN or a COMMIT of its own, in one round trip, and a pooler in transaction mode keeps it whole.
+READ_ONLY_PRELUDE = (
+    "SET TRANSACTION READ ONLY;"
+    " SELECT set_config('statement_timeout', %(dbsync_statement_timeout_ms)s, true); "
+)
+
+OPEN_TRANSACTION = (TRANSACTION_STATUS_INTRANS, TRANSACTION_STATUS_INERROR)
+
+T = TypeVar("T")
 
 
 class CatalogRelation(NamedTuple):
@@ -150,9 +164,13 @@ def engine(key: int, url: str) -> Engine:
             return cached[1]
         if cached is not None:
             cached[1].dispose()
+        # Autocommit: an on-the-fly read is one Query message, its own transaction (see
+        # read_once). No ping before every checkout: a read on a connection the server dropped
+        # is tried once more instead (see _once_more_if_dropped), free when all is well.
         new_engine = create_user_engine(
-            url, pool_size=2, max_overflow=4, pool_pre_ping=True, pool_recycle=600
+            url, pool_size=2, max_overflow=4, pool_recycle=600, isolation_level="AUTOCOMMIT"
         )
+        event.listen(new_engine, "reset", _end_transaction)
         _engines[key] = (url, new_engine)
         return new_engine
 
@@ -188,22 +206,19 @@ def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     return CatalogUnavailable(f"{redact_url(url)}: {scrub(detail, url)}")
 
 
-def begin_read_only(connection: Connection, isolation: str = "REPEATABLE READ") -> None:
-    """Make the connection's current transaction read-only and bounded in time."""
-    timeout_ms = int(settings.SYNC_STATEMENT_TIMEOUT * 1000)
-    # One round trip for both: on-the-fly reads pay it on every request.
-    connection.exec_driver_sql(
-        f"SET TRANSACTION ISOLATION LEVEL {isolation}, READ ONLY;"
-        f" SET LOCAL statement_timeout = {timeout_ms}"
-    )
-
-
 def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
     """Read the identity, the fingerprint and, unless it is `known`, the whole catalog.
 
     All in one read-only snapshot, so that the fingerprint is exactly that of the rows read.
     """
-    with read_only(key, url) as connection:
+    try:
+        return _once_more_if_dropped(partial(_read_catalog, engine(key, url), known))
+    except DBAPIError as error:
+        raise unavailable(url, error) from error
+
+
+def _read_catalog(source: Engine, known: str) -> CatalogRead:
+    with source.connect() as connection, _snapshot(connection):
         row = connection.execute(FINGERPRINT_QUERY).one()
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
@@ -217,19 +232,74 @@ def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
 
 
 @contextmanager
-def read_only(
-    key: int, url: str, failure: Callable[[DBAPIError], SyncError] | None = None
-) -> Iterator[Connection]:
-    """Yield a pooled connection in a read-only snapshot bounded by the statement timeout.
+def _snapshot(connection: Connection) -> Iterator[None]:
+    """Hold a read-only, time-bounded REPEATABLE READ transaction on an autocommit connection.
 
-    A driver error becomes failure(error), by default CatalogUnavailable.
+    Begun and ended by hand, in SQL: switching the connection out of autocommit would cost a
+    call into the driver on every read. On an error, _end_transaction rolls it back.
     """
+    connection.exec_driver_sql(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
+        f" SET LOCAL statement_timeout = {_statement_timeout_ms()}"
+    )
+    yield
+    connection.exec_driver_sql("COMMIT")
+
+
+def _end_transaction(dbapi_connection: Any, record: Any, reset: Any) -> None:
+    """Roll back a transaction left open, before the connection goes back to the pool.
+
+    The driver's own rollback does nothing on an autocommit connection: it does not know of a
+    transaction begun in SQL (see _snapshot).
+    """
+    if dbapi_connection.info.transaction_status in OPEN_TRANSACTION:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("ROLLBACK")
+
+
+def read_once(
+    key: int,
+    url: str,
+    sql: str,
+    parameters: Mapping[str, Any],
+    failure: Callable[[DBAPIError], Exception] | None = None,
+) -> Sequence[Row[Any]]:
+    """Return the rows of one SQL string, read read-only and time-bounded in one round trip.
+
+    sql is in psycopg2's paramstyle, as a statement compiled for this dialect is; it may hold
+    several statements, of which the last gives the rows. A driver error becomes
+    failure(error), by default CatalogUnavailable.
+    """
+    message = READ_ONLY_PRELUDE + sql
+    values = {**parameters, "dbsync_statement_timeout_ms": str(_statement_timeout_ms())}
     try:
-        with engine(key, url).connect() as connection, connection.begin():
-            begin_read_only(connection)
-            yield connection
+        return _once_more_if_dropped(partial(_run_alone, engine(key, url), message, values))
     except DBAPIError as error:
         raise (failure(error) if failure else unavailable(url, error)) from error
+
+
+def _run_alone(source: Engine, message: str, values: dict[str, Any]) -> Sequence[Row[Any]]:
+    """Send one Query message on an autocommit connection: it is its own transaction."""
+    with source.connect() as connection:
+        return connection.exec_driver_sql(message, values).all()
+
+
+def _once_more_if_dropped(read: Callable[[], T]) -> T:
+    """Call read, and once more if the pooled connection it used had been closed by the server.
+
+    The failed connection invalidates the pool, so the second call connects anew; a read has
+    no effect to repeat.
+    """
+    try:
+        return read()
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    return read()
+
+
+def _statement_timeout_ms() -> int:
+    return int(settings.SYNC_STATEMENT_TIMEOUT * 1000)
 
 
 def identity_of(row: Row[Any]) -> Identity:

@@ -1,8 +1,15 @@
-"""Read columns and records of a user's relation on the fly, never stored, never written."""
+"""Read columns and records of a user's relation on the fly, never stored, never written.
+
+Each read is one round trip: one statement, in a read-only transaction of its own with the
+statement timeout (see catalog.read_once). A page is read by a statement built from the
+relation's shape (its name, kind, columns and key), kept per process and checked by the server
+in the same statement: a shape that changed is read again from the catalog, never trusted.
+"""
 
 import math
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+import os
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, time
 from decimal import Decimal
@@ -13,25 +20,27 @@ from django.conf import settings
 from psycopg2 import errors as pg_errors
 from sqlalchemy import (
     ARRAY,
-    Connection,
+    Float,
     Row,
     Text,
     bindparam,
+    case,
     cast,
     column,
     func,
+    literal_column,
     select,
     table,
     text,
     true,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import quoted_name
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement, ColumnElement, Executable, Select, TableClause
+from sqlalchemy.sql.expression import ClauseElement, ColumnElement, TableClause
 
-from sync.catalog import read_only, unavailable
+from sync.catalog import read_once, unavailable
 from sync.credentials import redact_url, scrub
 from sync.exceptions import (
     InvalidPage,
@@ -49,15 +58,29 @@ EXACT_COUNT_LIMIT = 10_000
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 
+_DIALECT = psycopg2_dialect.dialect()
+
+# The estimate of a relation's rows (pg_class c), or -1 where the catalog keeps none: views,
+# foreign and partitioned tables, tables never analysed.
+ESTIMATE = "CASE WHEN c.relkind IN ('r', 'm') AND c.reltuples >= 0 THEN c.reltuples ELSE -1 END"
+
+# What the statements reading a relation (pg_class c) are built from, as a digest: its schema,
+# name and kind, its columns' numbers, names and types, and its primary key. A type's category
+# and base type cannot change, so its oid stands for them.
+SHAPE = """md5(CAST(json_build_array(
+    c.relnamespace, c.relname, c.relkind,
+    (SELECT json_agg(json_build_array(a.attnum, a.attname, a.atttypid) ORDER BY a.attnum)
+     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT CAST(i.indkey AS text) FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+) AS text))"""
+
 # One catalog query by oid. A relation without columns still gives one row (with NULL
 # attributes), so no row at all means the oid is gone. Subqueries rather than joins keep its
 # planning short. The type category decides how a value is read (see _expression); a domain
 # has its base type's category, and an array's element category is read from its base type.
-RELATION_QUERY = text(
-    """
+RELATION_QUERY = """
     SELECT n.nspname AS schema_name, c.relname AS relation_name, c.relkind,
-           CASE WHEN c.relkind IN ('r', 'm') AND c.reltuples >= 0 THEN c.reltuples END
-               AS estimate,
+           {shape} AS shape,
            a.attnum AS position, a.attname AS name,
            format_type(a.atttypid, a.atttypmod) AS type,
            NOT a.attnotnull AS nullable,
@@ -83,16 +106,24 @@ RELATION_QUERY = text(
     LEFT JOIN pg_type t ON t.oid = a.atttypid
     WHERE c.oid = CAST(:oid AS oid) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
     ORDER BY a.attnum
-    """
-)
+"""
 
-NAME_QUERY = text(
-    """
+NAME_QUERY = """
     SELECT n.nspname AS schema_name, c.relname AS relation_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = CAST(:oid AS oid) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-    """
-)
+"""
+
+
+def _compiled(statement: ClauseElement) -> str:
+    """Return a statement as the SQL string psycopg2 is sent, every identifier quoted."""
+    return str(statement.compile(dialect=_DIALECT))
+
+
+COLUMNS_SQL = _compiled(text(RELATION_QUERY.format(shape="NULL")))
+SHAPE_OF_OID = f"(SELECT {SHAPE} FROM pg_class c WHERE c.oid = CAST(:oid AS oid))"
+SHAPE_SQL = _compiled(text(RELATION_QUERY.format(shape=SHAPE_OF_OID)))
+NAME_SQL = _compiled(text(NAME_QUERY))
 
 # Type categories PostgreSQL writes itself, through to_json: dates and times in ISO 8601 with
 # their offset, infinity and years outside 1..9999 included (a Python datetime holds neither),
@@ -103,6 +134,13 @@ WRITTEN_BY_POSTGRES = frozenset({"D", "T"})
 # (uuid[], inet[], money[], an enum's) is read as text[].
 DRIVER_ARRAYS = frozenset(
     {1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1028, 1231, 199, 3807}
+)
+NUMERIC, NUMERIC_ARRAY = 1700, 1231
+# Types, by oid, whose values psycopg2 gives as they go to JSON, NULLs included: bool, "char",
+# name, int8, int2, int4, text, oid, bpchar, varchar, and arrays of these.
+AS_THE_DRIVER_GIVES = frozenset(
+    {16, 18, 19, 20, 21, 23, 25, 26, 1042, 1043}
+    | {1000, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1028}
 )
 
 
@@ -137,33 +175,50 @@ class _Attribute(NamedTuple):
     key_position: int | None
 
 
-class _Explain(Executable, ClauseElement):
-    """EXPLAIN (FORMAT JSON) of a statement: the planner's estimate, nothing run."""
+@dataclass(frozen=True)
+class _Shape:
+    """What the statements that read a relation are built from, and its digest (see SHAPE)."""
 
-    inherit_cache = False
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
+    schema: str
+    name: str
+    relkind: str
+    attributes: tuple[_Attribute, ...]
+    digest: str
 
 
 @dataclass(frozen=True)
 class _Statements:
-    page: Select[Any]  # with :page_limit and :page_offset
-    bounded_count: Select[Any]  # counts at most :count_cap rows
-    estimate: _Explain
+    # A page (:page_limit, :page_offset), each row followed by the checked meta: an array of
+    # the estimate and of the rows counted up to :count_cap, when it was not above :count_limit.
+    page: str
+    check: str  # the checked meta alone, for an empty page
+    estimate: str  # EXPLAIN of all rows: the planner's estimate, nothing run
     ordered_by: tuple[str, ...]
-    iso_intervals: bool  # SET IntervalStyle before the page is read
+    width: int  # columns read of the relation: the meta comes after them
+    # Per column, what makes its values JSON, or None where the driver's value is JSON already.
+    renderers: tuple[Callable[[Any], JSONValue] | None, ...]
 
 
-@compiles(_Explain, "postgresql")
-def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+class _ShapeChanged(Exception):
+    """The relation no longer has the shape a statement was built from."""
+
+
+# Shapes read from the catalog, by (engine key, URL, oid); every read checks its own.
+_shapes: dict[tuple[int, str, int], _Shape] = {}
+_shapes_lock = threading.Lock()
+MAX_SHAPES = 4096
+
+
+def _forget_shapes_after_fork() -> None:
+    _shapes.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shapes_after_fork)
 
 
 def read_columns(key: int, url: str, oid: int) -> list[Column]:
     """Return the columns of the relation with this oid, read from the catalog now."""
-    with _read_only(key, url, f"the columns of relation {oid}") as connection:
-        rows = _relation_rows(connection, url, oid)
+    rows = _relation_rows(key, url, oid, COLUMNS_SQL, f"the columns of relation {oid}")
     return [
         Column(
             position=row.position,
@@ -180,9 +235,9 @@ def read_columns(key: int, url: str, oid: int) -> list[Column]:
 
 def live_name(key: int, url: str, oid: int) -> QualifiedName | None:
     """Return the current (schema, name) of the relation with this oid, or None if it is gone."""
-    with _read_only(key, url, f"the name of relation {oid}") as connection:
-        row = connection.execute(NAME_QUERY, {"oid": oid}).first()
-    return None if row is None else (row.schema_name, row.relation_name)
+    failure = partial(_failure, url, f"the name of relation {oid}")
+    rows = read_once(key, url, NAME_SQL, {"oid": oid}, failure)
+    return (rows[0].schema_name, rows[0].relation_name) if rows else None
 
 
 def read_records(
@@ -196,32 +251,94 @@ def read_records(
     *,
     exact_count_limit: int = EXACT_COUNT_LIMIT,
 ) -> Page:
-    """Return a page of the relation's rows and its row count, read in one snapshot."""
+    """Return a page of the relation's rows and its row count, read in one snapshot.
+
+    TableNotFound if the relation is gone or is no longer called schema.name.
+    """
     check_page(limit, offset)
     subject = _display(schema, name)
-    with _read_only(key, url, subject) as connection:
-        rows = _relation_rows(connection, url, oid)
-        first = rows[0]
-        if (first.schema_name, first.relation_name) != (schema, name):
-            current = _display(first.schema_name, first.relation_name)
-            raise TableNotFound(f"{redact_url(url)}: relation {oid} is {current}, not {subject}")
-        attributes = tuple(
+    read = partial(_read_page, key, url, oid, subject, limit, offset, exact_count_limit)
+    cached = _shapes.get((key, url, oid))
+    if cached is not None and (cached.schema, cached.name) == (schema, name):
+        try:
+            return read(cached, stale_errors=True)
+        except _ShapeChanged:
+            pass
+    shape = _read_shape(key, url, oid, subject)
+    if (shape.schema, shape.name) != (schema, name):
+        current = _display(shape.schema, shape.name)
+        raise TableNotFound(f"{redact_url(url)}: relation {oid} is {current}, not {subject}")
+    try:
+        return read(shape, stale_errors=False)
+    except _ShapeChanged:
+        raise ReadFailed(f"{redact_url(url)}: {subject} changed while it was read") from None
+
+
+def _read_shape(key: int, url: str, oid: int, subject: str) -> _Shape:
+    """Read the relation's shape from the catalog and keep it; TableNotFound if it is gone."""
+    rows = _relation_rows(key, url, oid, SHAPE_SQL, subject)
+    first = rows[0]
+    shape = _Shape(
+        schema=first.schema_name,
+        name=first.relation_name,
+        relkind=first.relkind,
+        attributes=tuple(
             _Attribute(
                 row.name, row.category, row.element_category, row.base_type, row.key_position
             )
             for row in rows
             if row.position is not None
-        )
-        statements = _statements(schema, name, first.relkind, attributes)
-        if statements.iso_intervals:
-            connection.exec_driver_sql("SET LOCAL IntervalStyle = 'iso_8601'")
-        bounds = {"page_limit": limit, "page_offset": offset}
-        values = connection.execute(statements.page, bounds).all()
-        count, estimated = _count(connection, statements, first.estimate, exact_count_limit)
-    width = len(attributes)  # a relation without columns is read as SELECT true
+        ),
+        digest=first.shape,
+    )
+    with _shapes_lock:
+        if len(_shapes) >= MAX_SHAPES:
+            _shapes.clear()
+        _shapes[(key, url, oid)] = shape
+    return shape
+
+
+def _read_page(
+    key: int,
+    url: str,
+    oid: int,
+    subject: str,
+    limit: int,
+    offset: int,
+    exact_limit: int,
+    shape: _Shape,
+    *,
+    stale_errors: bool,
+) -> Page:
+    """Read a page with the statement built from shape; _ShapeChanged if it no longer holds.
+
+    With stale_errors, an error that a changed relation would give (an unknown name, a type
+    that no longer fits) counts as a changed shape too.
+    """
+    statements = _statements(shape.schema, shape.name, shape.relkind, shape.attributes)
+    failure = partial(_page_failure, url, subject, stale_errors)
+    parameters = {
+        "oid": oid,
+        "shape": shape.digest,
+        "page_limit": limit,
+        "page_offset": offset,
+        "count_limit": exact_limit,
+        "count_cap": exact_limit + 1,
+    }
+    values = read_once(key, url, statements.page, parameters, failure)
+    width = statements.width
+    if values:
+        meta = values[0][width]
+    else:  # past the last row, or no rows at all
+        checked = read_once(key, url, statements.check, parameters, failure)
+        meta = checked[0][0] if checked else None
+    if meta is None:
+        raise _ShapeChanged
+    count, estimated = _count(key, url, statements, meta, exact_limit, failure)
+    read = len(shape.attributes)  # a relation without columns is read as SELECT true
     return Page(
-        columns=tuple(attribute.name for attribute in attributes),
-        rows=[[_render(value) for value in row[:width]] for row in values],
+        columns=tuple(attribute.name for attribute in shape.attributes),
+        rows=_rendered(values, read, statements.renderers),
         count=count,
         count_is_estimate=estimated,
         ordered_by=statements.ordered_by,
@@ -230,9 +347,21 @@ def read_records(
     )
 
 
-def _read_only(key: int, url: str, subject: str) -> AbstractContextManager[Connection]:
-    """Return a read-only, time-bounded connection whose errors name what was being read."""
-    return read_only(key, url, failure=partial(_failure, url, subject))
+def _relation_rows(key: int, url: str, oid: int, sql: str, subject: str) -> Sequence[Row[Any]]:
+    """Return the relation's catalog rows, one a column; raise TableNotFound if it is gone."""
+    rows = read_once(key, url, sql, {"oid": oid}, partial(_failure, url, subject))
+    if not rows:
+        raise TableNotFound(f"{redact_url(url)}: no table or view has oid {oid} any more")
+    return rows
+
+
+def _page_failure(url: str, subject: str, stale_errors: bool, error: DBAPIError) -> Exception:
+    """Return the error to raise for a driver error met while reading a page."""
+    code = getattr(error.orig, "pgcode", None) or ""
+    # Class 42: undefined table or column, a cast or a function that does not fit the type.
+    if stale_errors and code.startswith("42"):
+        return _ShapeChanged()
+    return _failure(url, subject, error)
 
 
 def _failure(url: str, subject: str, error: DBAPIError) -> SyncError:
@@ -253,14 +382,6 @@ def _failure(url: str, subject: str, error: DBAPIError) -> SyncError:
     return ReadFailed(f"{where}: reading {subject} failed: {detail}")
 
 
-def _relation_rows(connection: Connection, url: str, oid: int) -> Sequence[Row[Any]]:
-    """Return the relation's catalog rows, one a column; raise TableNotFound if it is gone."""
-    rows = connection.execute(RELATION_QUERY, {"oid": oid}).all()
-    if not rows:
-        raise TableNotFound(f"{redact_url(url)}: no table or view has oid {oid} any more")
-    return rows
-
-
 def check_page(limit: int, offset: int) -> None:
     """Raise InvalidPage unless 1 <= limit <= MAX_LIMIT and offset >= 0."""
     if not 1 <= limit <= MAX_LIMIT:
@@ -273,9 +394,8 @@ def _display(schema: str, name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, name))
 
 
-# Statements depend only on the relation's shape, so they are built once per shape and
-# process: SQLAlchemy then finds their compiled form without rebuilding and re-hashing the tree.
-# Immutable constructs keyed by everything they are built from: the cache cannot go stale.
+# Statements depend only on the relation's shape, so they are built and compiled once per
+# shape and process, keyed by everything they are built from: the cache cannot go stale.
 @lru_cache(maxsize=256)
 def _statements(
     schema: str, name: str, relkind: str, attributes: tuple[_Attribute, ...]
@@ -287,16 +407,33 @@ def _statements(
     )
     ordered_by = _ordering(relkind, attributes)
     expressions = [_expression(relation, attribute) for attribute in attributes] or [true()]
-    page = select(*expressions).select_from(relation)
-    page = page.order_by(*(relation.c[each] for each in ordered_by))
     rows = select(true()).select_from(relation)
-    bounded = rows.limit(bindparam("count_cap")).subquery()
+    counted = select(func.count()).select_from(rows.limit(bindparam("count_cap")).subquery())
+    estimate = literal_column(ESTIMATE, Float)
+    # Counted only when the estimate is small or missing: a scalar subquery in a CASE branch
+    # not taken is never run, so a large relation is not scanned.
+    small = estimate <= bindparam("count_limit")
+    bounded_count = cast(case((small, counted.scalar_subquery())), Float)
+    # No row, so NULL, unless the relation still has the shape the statement was built from.
+    meta = (
+        select(postgresql.array([estimate, bounded_count]))
+        .select_from(table("pg_class").alias("c"))
+        .where(text("c.oid = CAST(:oid AS oid)"), text(f"{SHAPE} = :shape"))
+        .scalar_subquery()
+    )
+    page = select(*expressions, meta).select_from(relation)
+    page = page.order_by(*(relation.c[each] for each in ordered_by))
+    page = page.limit(bindparam("page_limit")).offset(bindparam("page_offset"))
+    # PostgreSQL writes intervals as ISO 8601 durations with this, months and days kept apart.
+    iso_intervals = any("T" in (a.category, a.element_category) for a in attributes)
+    prelude = "SELECT set_config('IntervalStyle', 'iso_8601', true); " if iso_intervals else ""
     return _Statements(
-        page=page.limit(bindparam("page_limit")).offset(bindparam("page_offset")),
-        bounded_count=select(func.count()).select_from(bounded),
-        estimate=_Explain(rows),
+        page=prelude + _compiled(page),
+        check=_compiled(select(meta)),
+        estimate="EXPLAIN (FORMAT JSON) " + _compiled(rows),
         ordered_by=ordered_by,
-        iso_intervals=any("T" in (a.category, a.element_category) for a in attributes),
+        width=len(expressions),
+        renderers=tuple(_renderer(attribute) for attribute in attributes),
     )
 
 
@@ -325,8 +462,14 @@ def _key_position(attribute: _Attribute) -> int:
 def _expression(relation: TableClause, attribute: _Attribute) -> ColumnElement[Any]:
     """Return how to select a column so that its value reaches JSON exactly."""
     value = relation.c[attribute.name]
-    if WRITTEN_BY_POSTGRES & {attribute.category, attribute.element_category}:
-        expression: ColumnElement[Any] = func.to_json(value)
+    if attribute.category in WRITTEN_BY_POSTGRES:
+        # The JSON string's text: nothing for the driver to parse.
+        expression: ColumnElement[Any] = func.to_json(value).op("#>>")(literal_column("'{}'"))
+    elif attribute.element_category in WRITTEN_BY_POSTGRES:
+        expression = func.to_json(value)  # an array: parsed by the driver into a list
+    elif attribute.base_type in (NUMERIC, NUMERIC_ARRAY):
+        # PostgreSQL writes every digit, never an exponent: nothing left to do in Python.
+        expression = cast(value, ARRAY(Text) if attribute.base_type == NUMERIC_ARRAY else Text)
     elif attribute.category == "R":
         expression = cast(value, Text)  # psycopg2 would build Range objects
     elif attribute.element_category is not None and attribute.base_type not in DRIVER_ARRAYS:
@@ -337,19 +480,55 @@ def _expression(relation: TableClause, attribute: _Attribute) -> ColumnElement[A
 
 
 def _count(
-    connection: Connection, statements: _Statements, estimate: float | None, exact_limit: int
+    key: int,
+    url: str,
+    statements: _Statements,
+    meta: list[float | None],
+    exact_limit: int,
+    failure: Callable[[DBAPIError], Exception],
 ) -> tuple[int, bool]:
-    """Return the relation's row count and whether it is an estimate; never scan it all."""
+    """Return the relation's row count and whether it is an estimate; never scan it all.
+
+    meta is what the page's statement checked: the estimate (see ESTIMATE) and the count of
+    at most exact_limit + 1 rows, made only when the estimate is not above exact_limit.
+    """
+    estimate, counted = meta
     if estimate is not None and estimate > exact_limit:
         return round(estimate), True
-    # Views, foreign and partitioned tables have no reltuples, nor has a never-analysed table
-    # (-1): count at most exact_limit + 1 rows, and ask the planner when there are more.
-    cap = {"count_cap": exact_limit + 1}
-    counted = connection.execute(statements.bounded_count, cap).scalar_one()
+    assert counted is not None  # counted whenever the estimate is not above exact_limit
     if counted <= exact_limit:
-        return counted, False
-    plan = connection.execute(statements.estimate).scalar_one()
-    return max(round(plan[0]["Plan"]["Plan Rows"]), counted), True
+        return int(counted), False
+    # More rows than exact_limit where the catalog keeps no estimate: ask the planner.
+    (plan,) = read_once(key, url, statements.estimate, {}, failure)[0]
+    return max(round(plan[0]["Plan"]["Plan Rows"]), int(counted)), True
+
+
+def _renderer(attribute: _Attribute) -> Callable[[Any], JSONValue] | None:
+    """Return what makes a column's driver values JSON, or None if they are already."""
+    if {attribute.category, attribute.element_category} & WRITTEN_BY_POSTGRES:
+        return None  # strings, or lists of them, written by PostgreSQL
+    if attribute.category == "R" or attribute.base_type in AS_THE_DRIVER_GIVES:
+        return None
+    if attribute.base_type in (NUMERIC, NUMERIC_ARRAY):
+        return None  # read as text
+    if attribute.element_category is not None and attribute.base_type not in DRIVER_ARRAYS:
+        return None  # read as text[]
+    return _render
+
+
+def _rendered(
+    values: Sequence[Row[Any]], width: int, renderers: tuple[Callable[[Any], JSONValue] | None, ...]
+) -> list[list[JSONValue]]:
+    """Return the first width values of each row, made JSON by their column's renderer."""
+    if not any(renderers):
+        return [list(row[:width]) for row in values]
+    return [
+        [
+            value if render is None or value is None else render(value)
+            for value, render in zip(row[:width], renderers, strict=True)
+        ]
+        for row in values
+    ]
 
 
 def _render(value: Any) -> JSONValue:

@@ -5,9 +5,11 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from sync import catalog
@@ -434,3 +436,156 @@ def test_unreachable_database_raises_catalog_unavailable_without_password():
 
     assert "127.0.0.1" in str(raised.value)
     assert "topsecret" not in str(raised.value)
+
+
+# A page is read with a statement kept per relation shape; these change the relation after a
+# first read, so that the kept statement no longer fits it.
+
+
+def test_page_and_column_reads_are_one_statement_each(key, user_db):
+    user_db.execute("CREATE TABLE one_trip (id int PRIMARY KEY); INSERT INTO one_trip VALUES (1)")
+    oid = user_db.oid_of("one_trip")
+    records(key, user_db, "public", "one_trip")  # the first read also reads the shape
+
+    with sent_statements(key, user_db.url) as sent:
+        records(key, user_db, "public", "one_trip")
+        read_columns(key, user_db.url, oid)
+
+    assert len(sent) == 2
+
+
+def test_page_follows_a_type_change_made_after_a_read(key, user_db):
+    user_db.execute(
+        "CREATE TABLE shifting (id int PRIMARY KEY, at bigint); INSERT INTO shifting VALUES (1, 0)"
+    )
+    assert records(key, user_db, "public", "shifting").rows == [[1, 0]]
+
+    user_db.execute(
+        "ALTER TABLE shifting ALTER COLUMN at TYPE timestamptz"
+        " USING timestamptz 'epoch' + at * interval '1 second'"
+    )
+
+    assert records(key, user_db, "public", "shifting").rows == [[1, "1970-01-01T00:00:00+00:00"]]
+
+
+def test_page_follows_a_primary_key_added_after_a_read(key, user_db):
+    user_db.execute(
+        "CREATE TABLE keyed_later (n int NOT NULL); INSERT INTO keyed_later VALUES (2), (1)"
+    )
+    assert records(key, user_db, "public", "keyed_later").ordered_by == ("ctid",)
+
+    user_db.execute("ALTER TABLE keyed_later ADD PRIMARY KEY (n)")
+
+    page = records(key, user_db, "public", "keyed_later")
+    assert (page.ordered_by, page.rows) == (("n",), [[1], [2]])
+
+
+def test_page_follows_a_column_dropped_after_a_read(key, user_db):
+    user_db.execute(
+        "CREATE TABLE thinning (id int, gone text); INSERT INTO thinning VALUES (1, 'x')"
+    )
+    assert records(key, user_db, "public", "thinning").columns == ("id", "gone")
+
+    user_db.execute("ALTER TABLE thinning DROP COLUMN gone")
+
+    page = records(key, user_db, "public", "thinning")
+    assert (page.columns, page.rows) == (("id",), [[1]])
+
+
+def test_name_taken_by_another_table_after_a_read_is_not_read(key, user_db):
+    user_db.execute("CREATE TABLE first (id int); INSERT INTO first VALUES (1)")
+    oid = user_db.oid_of("first")
+    read_records(key, user_db.url, oid, "public", "first", 10, 0)
+
+    user_db.execute("ALTER TABLE first RENAME TO second; CREATE TABLE first (other text)")
+
+    with pytest.raises(
+        TableNotFound, match=re.escape('is "public"."second", not "public"."first"')
+    ):
+        read_records(key, user_db.url, oid, "public", "first", 10, 0)
+    assert read_records(key, user_db.url, oid, "public", "second", 10, 0).rows == [[1]]
+
+
+def test_table_dropped_after_a_read_is_not_found(key, user_db):
+    user_db.execute("CREATE TABLE brief (id int)")
+    oid = user_db.oid_of("brief")
+    read_records(key, user_db.url, oid, "public", "brief", 10, 0)
+
+    user_db.execute("DROP TABLE brief")
+
+    with pytest.raises(TableNotFound):
+        read_records(key, user_db.url, oid, "public", "brief", 10, 0)
+
+
+def test_page_past_the_end_of_a_large_table_gives_its_estimate(key, user_db):
+    user_db.execute(
+        "CREATE TABLE wide_open (n int PRIMARY KEY);"
+        " INSERT INTO wide_open SELECT generate_series(1, 2000); ANALYZE wide_open"
+    )
+
+    beyond = records(key, user_db, "public", "wide_open", offset=5000)
+    small_limit = read_records(
+        key,
+        user_db.url,
+        user_db.oid_of("wide_open"),
+        "public",
+        "wide_open",
+        5,
+        5000,
+        exact_count_limit=100,
+    )
+
+    assert (beyond.rows, beyond.count, beyond.count_is_estimate) == ([], 2000, False)
+    assert (small_limit.rows, small_limit.count, small_limit.count_is_estimate) == ([], 2000, True)
+
+
+def test_read_after_the_server_closed_the_connection_succeeds(key, user_db):
+    user_db.execute("CREATE TABLE steady (id int); INSERT INTO steady VALUES (1)")
+    oid = user_db.oid_of("steady")
+    assert records(key, user_db, "public", "steady").rows == [[1]]
+
+    terminated = scalar(
+        user_db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        f" WHERE datname = '{user_db.name}' AND application_name = 'dbsync'",
+    )
+
+    assert terminated >= 1
+    assert records(key, user_db, "public", "steady").rows == [[1]]
+    assert [column.name for column in read_columns(key, user_db.url, oid)] == ["id"]
+    assert catalog.read_catalog(key, user_db.url).snapshot is not None
+    scalar(
+        user_db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        f" WHERE datname = '{user_db.name}' AND application_name = 'dbsync'",
+    )
+    assert catalog.read_catalog(key, user_db.url).snapshot is not None
+
+
+def test_connection_goes_back_to_the_pool_without_an_open_transaction(key, user_db):
+    engine = catalog.engine(key, user_db.url)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN READ ONLY")  # as a read that failed half-way leaves it
+        held = connection.connection.dbapi_connection
+
+    with engine.connect() as connection:
+        assert connection.connection.dbapi_connection is held
+        status = connection.exec_driver_sql("SELECT now() = statement_timestamp()").scalar()
+
+    assert status is True  # a transaction of its own: the one begun before was ended
+
+
+@contextmanager
+def sent_statements(key: int, url: str) -> Iterator[list[str]]:
+    """Collect the SQL strings sent through the engine of this key: one per round trip."""
+    sent: list[str] = []
+    engine = catalog.engine(key, url)
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
