@@ -17,6 +17,7 @@ django.setup()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -25,7 +26,6 @@ from typing import Any  # noqa: E402
 
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
-from sqlalchemy import event  # noqa: E402
 
 from bench.common import connect, log, machine, server_url  # noqa: E402
 from sync import catalog, live  # noqa: E402
@@ -80,20 +80,32 @@ def ensure_database() -> str:
     return server_url(BENCH_DATABASE)
 
 
+class Sent(logging.Handler):
+    """Collect the Query messages that sync.catalog sends, and their parameters, from its log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.statements: list[tuple[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("read from") and isinstance(record.args, tuple):
+            self.statements.append((str(record.args[1]), record.args[2]))
+
+
 @contextmanager
-def captured(url: str) -> Iterator[list[tuple[str, Any]]]:
-    """Collect the statements and parameters that sync.live sends through its engine."""
-    statements: list[tuple[str, Any]] = []
-    engine = catalog.engine(KEY, url)
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
+def captured() -> Iterator[list[tuple[str, Any]]]:
+    """Collect the statements and parameters that sync.live sends, one per round trip."""
+    handler, logger = Sent(), logging.getLogger("sync.catalog")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # not on standard error
     try:
-        yield statements
+        yield handler.statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def bare(pg: PgConnection, statements: list[tuple[str, Any]]) -> Callable[[], None]:
@@ -144,7 +156,7 @@ def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, An
         return live.read_records(KEY, url, oid, "public", "items", LIMIT, 0)
 
     read()  # the relation's shape is read once per process, and kept
-    with captured(url) as statements:
+    with captured() as statements:
         page = read()
     calls = {
         "sync_live": read,
@@ -165,7 +177,7 @@ def columns(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
     def read() -> list[live.Column]:
         return live.read_columns(KEY, url, oid)
 
-    with captured(url) as statements:
+    with captured() as statements:
         listed = read()
     calls = {"sync_live": read, "same_sql_bare": bare(connect(BENCH_DATABASE), statements)}
     result = measure(calls, iterations, warmup)

@@ -21,7 +21,6 @@ from psycopg2 import errors as pg_errors
 from sqlalchemy import (
     ARRAY,
     Float,
-    Row,
     Text,
     bindparam,
     case,
@@ -57,6 +56,7 @@ MAX_LIMIT = 500
 EXACT_COUNT_LIMIT = 10_000
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+Renderer: TypeAlias = Callable[[Any], JSONValue]  # makes a driver value JSON
 
 _DIALECT = psycopg2_dialect.dialect()
 
@@ -165,6 +165,24 @@ class Page:
     offset: int
 
 
+class _RelationRow(NamedTuple):
+    """A row of RELATION_QUERY: the relation, and one of its columns (all None if it has none)."""
+
+    schema_name: str
+    relation_name: str
+    relkind: str
+    shape: str | None
+    position: int | None
+    name: str
+    type: str
+    nullable: bool
+    default: str | None
+    key_position: int | None
+    base_type: int
+    category: str
+    element_category: str | None
+
+
 class _Attribute(NamedTuple):
     """What reading a column depends on, from its catalog row."""
 
@@ -196,7 +214,7 @@ class _Statements:
     ordered_by: tuple[str, ...]
     width: int  # columns read of the relation: the meta comes after them
     # Per column, what makes its values JSON, or None where the driver's value is JSON already.
-    renderers: tuple[Callable[[Any], JSONValue] | None, ...]
+    renderers: tuple[Renderer | None, ...]
 
 
 class _ShapeChanged(Exception):
@@ -237,7 +255,7 @@ def live_name(key: int, url: str, oid: int) -> QualifiedName | None:
     """Return the current (schema, name) of the relation with this oid, or None if it is gone."""
     failure = partial(_failure, url, f"the name of relation {oid}")
     rows = read_once(key, url, NAME_SQL, {"oid": oid}, failure)
-    return (rows[0].schema_name, rows[0].relation_name) if rows else None
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 def read_records(
@@ -289,7 +307,7 @@ def _read_shape(key: int, url: str, oid: int, subject: str) -> _Shape:
             for row in rows
             if row.position is not None
         ),
-        digest=first.shape,
+        digest=str(first.shape),
     )
     with _shapes_lock:
         if len(_shapes) >= MAX_SHAPES:
@@ -347,12 +365,12 @@ def _read_page(
     )
 
 
-def _relation_rows(key: int, url: str, oid: int, sql: str, subject: str) -> Sequence[Row[Any]]:
+def _relation_rows(key: int, url: str, oid: int, sql: str, subject: str) -> list[_RelationRow]:
     """Return the relation's catalog rows, one a column; raise TableNotFound if it is gone."""
     rows = read_once(key, url, sql, {"oid": oid}, partial(_failure, url, subject))
     if not rows:
         raise TableNotFound(f"{redact_url(url)}: no table or view has oid {oid} any more")
-    return rows
+    return [_RelationRow._make(row) for row in rows]
 
 
 def _page_failure(url: str, subject: str, stale_errors: bool, error: DBAPIError) -> Exception:
@@ -503,7 +521,7 @@ def _count(
     return max(round(plan[0]["Plan"]["Plan Rows"]), int(counted)), True
 
 
-def _renderer(attribute: _Attribute) -> Callable[[Any], JSONValue] | None:
+def _renderer(attribute: _Attribute) -> Renderer | None:
     """Return what makes a column's driver values JSON, or None if they are already."""
     if {attribute.category, attribute.element_category} & WRITTEN_BY_POSTGRES:
         return None  # strings, or lists of them, written by PostgreSQL
@@ -517,7 +535,9 @@ def _renderer(attribute: _Attribute) -> Callable[[Any], JSONValue] | None:
 
 
 def _rendered(
-    values: Sequence[Row[Any]], width: int, renderers: tuple[Callable[[Any], JSONValue] | None, ...]
+    values: Sequence[tuple[Any, ...]],
+    width: int,
+    renderers: tuple[Renderer | None, ...],
 ) -> list[list[JSONValue]]:
     """Return the first width values of each row, made JSON by their column's renderer."""
     if not any(renderers):
