@@ -41,7 +41,6 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.cache import cache  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
@@ -145,8 +144,7 @@ def reset_reflection_state(database_id: int) -> None:
         broker.delete("celery", "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
-    recency.lock_client().delete(recency.lock_key(database_id))
-    cache.delete(recency.backoff_key(database_id))
+    recency.lock_client().delete(recency.lock_key(database_id), recency.backoff_key(database_id))
 
 
 def free_port() -> int:

@@ -4,13 +4,17 @@ Never waits for a reflection and never raises into a view: a cache or broker out
 logged and reported as a status.
 """
 
+import contextlib
 import logging
+import os
+import threading
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from celery import current_app
+from kombu import Producer
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
@@ -25,6 +29,7 @@ logger = logging.getLogger(__name__)
 REFLECT_TASK = "sync.tasks.reflect_db_objects"
 IMPORT_TASK = "sync.tasks.import_database"
 PUBLISH_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+PUBLISH_ERRORS = (BrokerError, RedisError, OSError)
 
 
 class Status(StrEnum):
@@ -55,12 +60,13 @@ def ensure_fresh(database: Database) -> Freshness:
     try:
         if recency.is_recent(database.id):
             return Freshness(Status.FRESH)
-        held = recency.holder(database.id)
-        if held is not None:
+        token = uuid.uuid4().hex
+        held = recency.take(database.id, token)
+        if held is None:
+            return Freshness(Status.FAILED)  # backed off after a failure
+        if held[1] != token:
             return Freshness(LOCK_STATUS[held[0]], held[1])
-        if recency.backing_off(database.id):
-            return Freshness(Status.FAILED)
-        return publish(database, REFLECT_TASK, {"force": False})
+        return publish(database, REFLECT_TASK, {"force": False}, token)
     except (RedisError, OSError):
         logger.warning("reflection state of %s unavailable: cache down", database.name)
         return Freshness(Status.UNAVAILABLE)
@@ -78,10 +84,11 @@ def request_import(database: Database) -> Freshness:
 
 def request(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
     try:
-        held = recency.holder(database.id)
-        if held is not None:
-            return Freshness(LOCK_STATUS[held[0]], held[1])
-        return publish(database, task, kwargs)
+        token = uuid.uuid4().hex
+        if recency.acquire(database.id, token):
+            return publish(database, task, kwargs, token)
+        held = recency.holder(database.id)  # None if it was released meanwhile
+        return Freshness(LOCK_STATUS[held[0]], held[1]) if held else Freshness(Status.QUEUED)
     except (RedisError, OSError):
         return Freshness(Status.UNAVAILABLE)
 
@@ -101,31 +108,72 @@ def status_of(database: Database) -> Freshness:
         return Freshness(Status.UNAVAILABLE)
 
 
-def publish(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
-    """Take the in-flight lock and publish one task; whoever loses the race reports the winner."""
-    token = uuid.uuid4().hex
-    if not recency.acquire(database.id, token):
-        held = recency.holder(database.id)
-        return Freshness(LOCK_STATUS[held[0]], held[1]) if held else Freshness(Status.QUEUED)
+def publish(database: Database, task: str, kwargs: dict[str, Any], token: str) -> Freshness:
+    """Publish one task under the in-flight lock taken for it; free the lock if that fails."""
     try:
-        # A connection of its own, tight timeouts and no retries: a dead or stuck broker
-        # costs this request at most a second or two, and then an "unavailable" status.
-        with current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS) as connection:
-            current_app.send_task(
-                task,
-                (database.id,),
-                kwargs,
-                task_id=token,
-                connection=connection,
-                retry=False,
-                # Nobody waits on a reflection's result: do not subscribe to it.
-                ignore_result=task == REFLECT_TASK,
-            )
-    except (BrokerError, RedisError, OSError):
+        _publisher.send(task, (database.id,), kwargs, token)
+    except PUBLISH_ERRORS:
         recency.release(database.id, token)
         logger.warning("could not queue %s for %s: broker unavailable", task, database.name)
         return Freshness(Status.UNAVAILABLE)
     return Freshness(Status.QUEUED, token, queued_now=True)
+
+
+class _Publisher(threading.local):
+    """This thread's producer on a broker connection of its own, kept from one publish to the next.
+
+    A connection opened for each publish, with its channel and queue declaration, cost
+    milliseconds of a web process's CPU. Tight timeouts and no retries: a dead or stuck broker
+    costs a request a second or two, and then an "unavailable" status.
+    """
+
+    def __init__(self) -> None:
+        self.producer: Producer | None = None
+        self.url = ""
+
+    def send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
+        for on_kept_connection in (self.producer is not None, False):
+            try:
+                self._send(task, args, kwargs, task_id)
+                return
+            except PUBLISH_ERRORS:
+                self.close()
+                # A kept connection may have died with a broker restart: try once anew.
+                if not on_kept_connection:
+                    raise
+
+    def _send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
+        url = current_app.conf.broker_write_url or current_app.conf.broker_url
+        if self.producer is None or url != self.url:
+            self.close()
+            connection = current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS)
+            self.producer, self.url = current_app.amqp.Producer(connection, auto_declare=False), url
+        current_app.send_task(
+            task,
+            args,
+            kwargs,
+            task_id=task_id,
+            producer=self.producer,
+            retry=False,
+            # Nobody waits on a reflection's result: do not subscribe to it.
+            ignore_result=task == REFLECT_TASK,
+        )
+
+    def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(*PUBLISH_ERRORS):
+                self.producer.connection.release()
+            self.producer = None
+
+
+_publisher = _Publisher()
+
+
+def _forget_publisher_after_fork() -> None:
+    _publisher.producer = None  # the parent's socket is not this process's to use
+
+
+os.register_at_fork(after_in_child=_forget_publisher_after_fork)
 
 
 def renew_expired() -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""Per-database reflection state in Redis: the recency key, the in-flight lock, the back-off."""
+"""Per-database reflection state in Redis: the recency key, the in-flight lock, the back-off.
+
+The recency key lives in the Django cache, as the design has it; the lock and the back-off live
+beside it, in Redis itself, so that the gate decides between them in one atomic round trip.
+"""
 
 import functools
 from datetime import datetime
@@ -7,6 +11,7 @@ from enum import StrEnum
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from redis.commands.core import Script
 
 
 class LockState(StrEnum):
@@ -20,12 +25,24 @@ def recency_key(database_id: int) -> str:
 
 
 def backoff_key(database_id: int) -> str:
-    return f"reflection_backoff:{database_id}"
+    return f"dbsync:reflection_backoff:{database_id}"
 
 
 def lock_key(database_id: int) -> str:
     return f"dbsync:reflection_in_flight:{database_id}"
 
+
+BACKING_OFF = "backing-off"
+
+# Whoever holds the lock; else nothing while the back-off lasts; else take it: one round trip
+# for the gate, and no run can slip in between the checks and the taking.
+TAKE = f"""
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+if redis.call('EXISTS', KEYS[2]) == 1 then return '{BACKING_OFF}' end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
 
 # Set state:token only if the lock is free or already holds this token.
 CLAIM = """
@@ -62,7 +79,7 @@ def is_recent(database_id: int) -> bool:
 
 def mark_recent(database_id: int, reflected_at: datetime) -> None:
     cache.set(recency_key(database_id), reflected_at.isoformat(), settings.SYNC_REFLECTION_INTERVAL)
-    cache.delete(backoff_key(database_id))
+    lock_client().delete(backoff_key(database_id))
 
 
 def expire(database_id: int) -> None:
@@ -71,11 +88,23 @@ def expire(database_id: int) -> None:
 
 
 def backing_off(database_id: int) -> bool:
-    return cache.get(backoff_key(database_id)) is not None
+    return bool(lock_client().exists(backoff_key(database_id)))
 
 
 def back_off(database_id: int, seconds: int) -> None:
-    cache.set(backoff_key(database_id), seconds, seconds)
+    lock_client().set(backoff_key(database_id), seconds, ex=seconds)
+
+
+def take(database_id: int, token: str) -> tuple[LockState, str] | None:
+    """Take the free in-flight lock for a run about to be queued, unless backing off.
+
+    Return the state and token of the run holding the lock (this one's if it was taken now),
+    or None while the database is backed off after a failure.
+    """
+    value = f"{LockState.QUEUED}:{token}"
+    keys = (lock_key(database_id), backoff_key(database_id))
+    held = _script(TAKE)(keys=keys, args=(value, settings.SYNC_LOCK_TTL))
+    return None if held == BACKING_OFF else _parsed(held)
 
 
 def acquire(database_id: int, token: str) -> bool:
@@ -87,18 +116,25 @@ def acquire(database_id: int, token: str) -> bool:
 def holder(database_id: int) -> tuple[LockState, str] | None:
     """Return the state and token of the run holding the lock, if any."""
     held = lock_client().get(lock_key(database_id))
-    if not held:
-        return None
-    state, _, token = str(held).partition(":")
-    return LockState(state), token
+    return _parsed(str(held)) if held else None
 
 
 def claim(database_id: int, token: str, state: LockState, seconds: int) -> bool:
     """Move the lock to a new state if this token holds it or it is free; False otherwise."""
-    client = lock_client()
-    result = client.eval(CLAIM, 1, lock_key(database_id), token, f"{state}:{token}", str(seconds))
-    return bool(result)
+    keys = (lock_key(database_id),)
+    return bool(_script(CLAIM)(keys=keys, args=(token, f"{state}:{token}", seconds)))
 
 
 def release(database_id: int, token: str) -> None:
-    lock_client().eval(RELEASE, 1, lock_key(database_id), token)
+    _script(RELEASE)(keys=(lock_key(database_id),), args=(token,))
+
+
+def _parsed(held: str) -> tuple[LockState, str]:
+    state, _, token = held.partition(":")
+    return LockState(state), token
+
+
+@functools.cache
+def _script(source: str) -> Script:
+    """Return the Lua script on this process's lock client: sent by its digest after once."""
+    return lock_client().register_script(source)
