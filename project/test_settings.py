@@ -7,6 +7,8 @@ CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
 SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 10)
 CACHES["default"] |= {"LOCATION": _redis_url(REDIS_URL, 10), "KEY_PREFIX": "dbsync-test"}  # noqa: F405
+# Tests expire the recency key right after a reflection and expect the next list to queue one.
+SYNC_MIN_REFLECTION_GAP = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The test worker runs in a thread of the test process: no connection may outlive a task.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

@@ -10,10 +10,13 @@ import os
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
+from django.utils import timezone
 from kombu import Producer
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
@@ -58,7 +61,7 @@ class Freshness:
 def ensure_fresh(database: Database) -> Freshness:
     """Queue a reflection if the database was not reflected recently; report where it stands."""
     try:
-        if recency.is_recent(database.id):
+        if reflected_moments_ago(database) or recency.is_recent(database.id):
             return Freshness(Status.FRESH)
         token = uuid.uuid4().hex
         held = recency.take(database.id, token)
@@ -70,6 +73,18 @@ def ensure_fresh(database: Database) -> Freshness:
     except (RedisError, OSError):
         logger.warning("reflection state of %s unavailable: cache down", database.name)
         return Freshness(Status.UNAVAILABLE)
+
+
+def reflected_moments_ago(database: Database) -> bool:
+    """Whether the last reflection ended less than SYNC_MIN_REFLECTION_GAP seconds ago.
+
+    A floor under the recency key, read from the row the view already holds: whatever happens
+    to the key, list traffic queues at most one reflection of a database per gap.
+    """
+    if database.reflected_at is None:
+        return False
+    gap = timedelta(seconds=settings.SYNC_MIN_REFLECTION_GAP)
+    return timezone.now() - database.reflected_at < gap
 
 
 def request_reflection(database: Database) -> Freshness:
@@ -99,7 +114,7 @@ def status_of(database: Database) -> Freshness:
         held = recency.holder(database.id)
         if held is not None:
             return Freshness(LOCK_STATUS[held[0]], held[1])
-        if recency.is_recent(database.id):
+        if reflected_moments_ago(database) or recency.is_recent(database.id):
             return Freshness(Status.FRESH)
         if recency.backing_off(database.id) or database.last_error:
             return Freshness(Status.FAILED)

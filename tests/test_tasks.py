@@ -3,11 +3,13 @@
 import os
 import signal
 import time
+from datetime import timedelta
 
 import psycopg2
 import pytest
 from celery import current_app
 from django.db import connection
+from django.utils import timezone
 
 from sync import recency, reflection, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
@@ -62,6 +64,21 @@ def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
     assert (
         reader_client.get(f"/api/v1/tables/?database={fresh.id}")["X-Reflection-Status"] == "fresh"
     )
+    assert len(published) == 1
+
+
+def test_no_reflection_is_queued_within_the_minimum_gap(fresh, reader_client, published, settings):
+    settings.SYNC_MIN_REFLECTION_GAP = 60
+    recency.expire(fresh.id)  # lost moments after the reflection that set it
+
+    within = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+
+    assert within["X-Reflection-Status"] == "fresh"
+    assert published == []
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Database.objects.filter(pk=fresh.id).update(reflected_at=an_hour_ago)
+    after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+    assert after["X-Reflection-Status"] == "queued"
     assert len(published) == 1
 
 
