@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, least: int = 1) -> int:
     raw = os.environ.get(name, "")
     if raw == "":
         return default
@@ -20,8 +20,8 @@ def _env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(
             f"{name} must be a whole number of seconds, got {raw!r}"
         ) from None
-    if value <= 0:
-        raise ImproperlyConfigured(f"{name} must be positive, got {value}")
+    if value < least:
+        raise ImproperlyConfigured(f"{name} must be at least {least}, got {value}")
     return value
 
 
@@ -161,7 +161,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
 # The least time between the end of a reflection and the next that list traffic queues: a
 # recency key lost early (a cache flush, an eviction) cannot set off one per request.
-SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10)
+SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10, least=0)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
