@@ -462,14 +462,14 @@ def measure(run: Run, expire: int) -> tuple[dict[str, Any], list[Sample]]:
     return result, samples
 
 
-def phase(name: str, run: Run) -> dict[str, Any]:
-    """Warm up, then measure: with the key kept fresh, or expired before every request."""
+def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
+    """Warm up with the key fresh, then measure: with it kept fresh, or expired before every
+    request. The warm-up queues nothing, so that the first expiry is measured too."""
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
-    if name == "fresh":
-        recency.mark_recent(database_id, timezone.now())
+    recency.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
-    run_clients(run.target, args.clients, args.warmup, expire, run.budget(args.phase_budget))
+    run_clients(run.target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))
     before = run.events.snapshot()
     last_run = ReflectionRun.objects.order_by("-id").values_list("id", flat=True).first() or 0
@@ -484,15 +484,53 @@ def phase(name: str, run: Run) -> dict[str, Any]:
     result["tasks"] = task_counts(before, run.events.snapshot(), runs, samples, expiries)
     result["drained"] = drained_before and drained_after
     log(f"{name}: p50 {result.get('p50_ms')} ms, p99 {result.get('p99_ms')} ms")
-    return result
+    return result, samples
+
+
+def alternate(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the fresh and the expired phase in turn, round after round, and pool each one's.
+
+    Alternating short rounds spreads the machine's drift (other tenants, frequency changes)
+    over both phases alike, where one long phase after the other would hand it to one.
+    """
+    rounds: dict[str, list[tuple[dict[str, Any], list[Sample]]]] = {"fresh": [], "expired": []}
+    for number in range(1, run.args.rounds + 1):
+        for name, done in rounds.items():
+            log(f"round {number} of {run.args.rounds}")
+            done.append(phase(name, run))
+    return pooled(rounds["fresh"]), pooled(rounds["expired"])
+
+
+def pooled(rounds: list[tuple[dict[str, Any], list[Sample]]]) -> dict[str, Any]:
+    """The latency of all the rounds' requests together, with what each round measured."""
+    samples = [sample for _, round_samples in rounds for sample in round_samples]
+    results = [result for result, _ in rounds]
+    tasks: Counter[str] = Counter()
+    for result in results:
+        tasks.update({k: v for k, v in result["tasks"].items() if isinstance(v, int)})
+    expiries, sent = tasks["expiries"], tasks["tasks_published"]
+    return {
+        **latency([sample.ms for sample in samples]),
+        "status_codes": dict(Counter(str(sample.status) for sample in samples)),
+        "tasks": {
+            **tasks,
+            "task_results": sum((Counter(r["tasks"]["task_results"]) for r in results), Counter()),
+            "tasks_per_expiry": round(sent / expiries, 3) if expiries else None,
+        },
+        "drained": all(result["drained"] for result in results),
+        "p99_ms_by_round": [result.get("p99_ms") for result in results],
+        "rounds": results,
+    }
 
 
 def targets(fresh: dict[str, Any], expired: dict[str, Any]) -> dict[str, Any]:
     ratio = expired["p99_ms"] / fresh["p99_ms"]
+    by_round = zip(expired["p99_ms_by_round"], fresh["p99_ms_by_round"], strict=True)
     tasks = expired["tasks"]
     codes = {**fresh["status_codes"], **expired["status_codes"]}
     return {
         "expired_p99_vs_fresh_p99": round(ratio, 2),
+        "expired_p99_vs_fresh_p99_by_round": [round(e / f, 2) for e, f in by_round],
         "expired_p99_within_1_1x_fresh": ratio <= 1.1,
         "at_most_one_task_per_expiry": tasks["tasks_published"] <= tasks["expiries"]
         and tasks["task_results"].get("duplicate", 0) == 0,
@@ -544,7 +582,7 @@ def serve_and_measure(
                 groups = {"gunicorn": web.pid, "celery": worker.pid}
                 deadline = time.monotonic() + args.time_limit
                 run = Run(target, events, database_id, groups, databases, args, deadline)
-                fresh, expired = phase("fresh", run), phase("expired", run)
+                fresh, expired = alternate(run)
     except RuntimeError:
         for name in ("celery", "gunicorn"):
             if (logs / f"{name}.log").exists():
@@ -558,12 +596,19 @@ def serve_and_measure(
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
-    parser.add_argument("--requests", type=int, default=100, help="measured requests per client")
+    parser.add_argument("--requests", type=int, default=50, help="measured requests per client")
+    parser.add_argument("--rounds", type=int, default=4, help="fresh, then expired: how often")
+    parser.add_argument(
+        "--min-gap",
+        type=int,
+        help="SYNC_MIN_REFLECTION_GAP for gunicorn (default: the setting's); 0 lets every expiry"
+        " queue a reflection as soon as the last one ended",
+    )
     parser.add_argument("--warmup", type=int, default=5, help="warm-up requests per client")
     parser.add_argument("--tables", type=int, default=200, help="tables in the user database")
     parser.add_argument("--gunicorn-workers", type=int, default=2, help="as in the Procfile")
     parser.add_argument("--phase-budget", type=float, default=90, help="seconds per client run")
-    parser.add_argument("--time-limit", type=float, default=240, help="seconds for all phases")
+    parser.add_argument("--time-limit", type=float, default=300, help="seconds for all phases")
     parser.add_argument(
         "--auth",
         choices=["token", "basic"],
@@ -582,6 +627,8 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_terminate)
     started = time.perf_counter()
+    if arguments.min_gap is not None:  # for the gunicorn this script starts
+        os.environ["SYNC_MIN_REFLECTION_GAP"] = str(arguments.min_gap)
     check_isolation()
     database_id = prepare_databases(arguments.tables)
     reset_reflection_state(database_id)
@@ -590,6 +637,10 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine()}
     report["setup"] = {
         "clients": arguments.clients, "requests_per_client": arguments.requests,
+        "rounds": arguments.rounds,
+        "min_reflection_gap_s": int(
+            os.environ.get("SYNC_MIN_REFLECTION_GAP", settings.SYNC_MIN_REFLECTION_GAP)
+        ),
         "warmup_per_client": arguments.warmup, "tables": arguments.tables,
         "gunicorn_workers": arguments.gunicorn_workers, "celery_concurrency": 2,
         "auth": arguments.auth, "path": target.path,
