@@ -147,32 +147,26 @@ class _Publisher(threading.local):
         self.url = ""
 
     def send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
-        for on_kept_connection in (self.producer is not None, False):
-            try:
-                self._send(task, args, kwargs, task_id)
-                return
-            except PUBLISH_ERRORS:
-                self.close()
-                # A kept connection may have died with a broker restart: try once anew.
-                if not on_kept_connection:
-                    raise
-
-    def _send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
+        """Publish a task. After a broker restart, the Redis client reconnects by itself."""
         url = current_app.conf.broker_write_url or current_app.conf.broker_url
         if self.producer is None or url != self.url:
             self.close()
             connection = current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS)
             self.producer, self.url = current_app.amqp.Producer(connection, auto_declare=False), url
-        current_app.send_task(
-            task,
-            args,
-            kwargs,
-            task_id=task_id,
-            producer=self.producer,
-            retry=False,
-            # Nobody waits on a reflection's result: do not subscribe to it.
-            ignore_result=task == REFLECT_TASK,
-        )
+        try:
+            current_app.send_task(
+                task,
+                args,
+                kwargs,
+                task_id=task_id,
+                producer=self.producer,
+                retry=False,
+                # Nobody waits on a reflection's result: do not subscribe to it.
+                ignore_result=task == REFLECT_TASK,
+            )
+        except PUBLISH_ERRORS:
+            self.close()  # the next publish starts on a new connection
+            raise
 
     def close(self) -> None:
         if self.producer is not None:

@@ -134,7 +134,6 @@ def _parsed(held: str) -> tuple[LockState, str]:
     return LockState(state), token
 
 
-@functools.cache
 def _script(source: str) -> Script:
-    """Return the Lua script on this process's lock client: sent by its digest after once."""
+    """Return the Lua script on the lock client: sent by its digest, loaded when missing."""
     return lock_client().register_script(source)

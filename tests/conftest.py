@@ -2,6 +2,7 @@
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -270,6 +271,18 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def start_redis_server(port: int) -> subprocess.Popen[bytes]:
+    """Start a Redis server of a test's own on 127.0.0.1:port, keeping nothing on disk."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed here")
+    return subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def free_port() -> int:

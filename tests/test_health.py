@@ -1,6 +1,5 @@
 """/healthz: 200 when the service database, Redis and the broker answer, 503 naming what is down."""
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -9,7 +8,7 @@ from celery import current_app
 from rest_framework.test import APIClient
 
 from sync import recency
-from tests.conftest import free_port, stop_process, wait_until
+from tests.conftest import free_port, start_redis_server, stop_process, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -26,15 +25,8 @@ def test_healthz_answers_200_when_everything_is_up():
 @pytest.fixture
 def own_redis(settings) -> Iterator[subprocess.Popen[bytes]]:
     """A Redis server of this test's own, used as cache, lock store and broker."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed here")
     port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
     settings.CACHES = {
         "default": {

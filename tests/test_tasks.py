@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import psycopg2
 import pytest
+import redis
 from celery import current_app
 from django.db import connection
 from django.utils import timezone
@@ -16,9 +17,12 @@ from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     HeldDatabaseRow,
     client_for,
+    free_port,
     make_user,
     run_together,
+    start_redis_server,
     start_worker_process,
+    stop_process,
     wait_until,
 )
 
@@ -80,6 +84,36 @@ def test_no_reflection_is_queued_within_the_minimum_gap(fresh, reader_client, pu
     after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
     assert after["X-Reflection-Status"] == "queued"
     assert len(published) == 1
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_client):
+    port = free_port()
+    broker = start_redis_server(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until(lambda: redis_answers(url), what="the broker to start")
+    current_app.conf.broker_write_url = url
+    try:
+        recency.expire(fresh.id)
+        before = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+        stop_process(broker)  # the connection kept for publishing dies with it
+        broker = start_redis_server(port)
+        wait_until(lambda: redis_answers(url), what="the broker to restart")
+        recency.lock_client().delete(recency.lock_key(fresh.id))  # no worker took the first
+        after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
+        queued = redis.Redis.from_url(url).llen("celery")
+    finally:
+        current_app.conf.broker_write_url = None
+        stop_process(broker)
+
+    assert (before["X-Reflection-Status"], after["X-Reflection-Status"]) == ("queued", "queued")
+    assert queued == 1  # the message published after the restart
 
 
 def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
