@@ -269,9 +269,10 @@ def read_records(
     *,
     exact_count_limit: int = EXACT_COUNT_LIMIT,
 ) -> Page:
-    """Return a page of the relation's rows and its row count, read in one snapshot.
+    """Return a page of the relation's rows and its row count, read by one statement.
 
-    TableNotFound if the relation is gone or is no longer called schema.name.
+    TableNotFound if the relation is gone or is no longer called schema.name. The relation's
+    shape is read from the catalog first when this process has not kept it, or it changed.
     """
     check_page(limit, offset)
     subject = _display(schema, name)
