@@ -123,9 +123,10 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TableSerializer
 
     def get_queryset(self) -> QuerySet[Table]:
-        tables = Table.objects.select_related("schema", "database")
         if self.action != "list":
-            return tables
+            return Table.objects.select_related("schema", "database")
+        # A listed row shows its schema's name; its database is known by id alone.
+        tables = Table.objects.select_related("schema")
         schema_id = query_int(self.request, "schema")
         if schema_id is not None:
             schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
