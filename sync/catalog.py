@@ -205,9 +205,13 @@ def check_connection(url: str) -> None:
 
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     """Return a CatalogUnavailable for a driver error, with the password kept out."""
+    return CatalogUnavailable(f"{redact_url(url)}: {error_detail(error, url)}")
+
+
+def error_detail(error: DBAPIError, url: str) -> str:
+    """Return the first line of a driver error's message, with the URL's password kept out."""
     lines = str(error.orig).strip().splitlines() if error.orig else []
-    detail = lines[0] if lines else type(error).__name__
-    return CatalogUnavailable(f"{redact_url(url)}: {scrub(detail, url)}")
+    return scrub(lines[0] if lines else type(error).__name__, url)
 
 
 def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:

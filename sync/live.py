@@ -39,8 +39,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.sql import quoted_name
 from sqlalchemy.sql.expression import ClauseElement, ColumnElement, TableClause
 
-from sync.catalog import read_once, unavailable
-from sync.credentials import redact_url, scrub
+from sync.catalog import error_detail, read_once, unavailable
+from sync.credentials import redact_url
 from sync.exceptions import (
     InvalidPage,
     ReadFailed,
@@ -385,9 +385,7 @@ def _page_failure(url: str, subject: str, stale_errors: bool, error: DBAPIError)
 
 def _failure(url: str, subject: str, error: DBAPIError) -> SyncError:
     """Return the error to raise for a driver error met while reading subject."""
-    where = redact_url(url)
-    lines = str(error.orig).strip().splitlines() if error.orig else []
-    detail = scrub(lines[0] if lines else type(error).__name__, url)
+    where, detail = redact_url(url), error_detail(error, url)
     if isinstance(error.orig, pg_errors.QueryCanceled):
         timeout = settings.SYNC_STATEMENT_TIMEOUT
         return ReadTimedOut(
