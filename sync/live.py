@@ -423,7 +423,8 @@ def _statements(
         _quoted(name), *[column(_quoted(each)) for each in names], schema=_quoted(schema)
     )
     ordered_by = _ordering(relkind, attributes)
-    expressions = [_expression(relation, attribute) for attribute in attributes] or [true()]
+    readings = [_reading(relation, attribute) for attribute in attributes]
+    expressions = [expression for expression, _ in readings] or [true()]
     rows = select(true()).select_from(relation)
     counted = select(func.count()).select_from(rows.limit(bindparam("count_cap")).subquery())
     estimate = literal_column(ESTIMATE, Float)
@@ -450,7 +451,7 @@ def _statements(
         estimate="EXPLAIN (FORMAT JSON) " + _compiled(rows),
         ordered_by=ordered_by,
         width=len(expressions),
-        renderers=tuple(_renderer(attribute) for attribute in attributes),
+        renderers=tuple(render for _, render in readings),
     )
 
 
@@ -476,9 +477,13 @@ def _key_position(attribute: _Attribute) -> int:
     return attribute.key_position or 0
 
 
-def _expression(relation: TableClause, attribute: _Attribute) -> ColumnElement[Any]:
-    """Return how to select a column so that its value reaches JSON exactly."""
+def _reading(
+    relation: TableClause, attribute: _Attribute
+) -> tuple[ColumnElement[Any], Renderer | None]:
+    """Return how to select a column so that its value reaches JSON exactly, and what then
+    makes the driver's value JSON (None where it already is)."""
     value = relation.c[attribute.name]
+    render: Renderer | None = None
     if attribute.category in WRITTEN_BY_POSTGRES:
         # The JSON string's text: nothing for the driver to parse.
         expression: ColumnElement[Any] = func.to_json(value).op("#>>")(literal_column("'{}'"))
@@ -493,7 +498,8 @@ def _expression(relation: TableClause, attribute: _Attribute) -> ColumnElement[A
         expression = cast(value, ARRAY(Text))  # uuid[], money[], enum[]: lists of text
     else:
         expression = value
-    return expression.label(_quoted(attribute.name))
+        render = None if attribute.base_type in AS_THE_DRIVER_GIVES else _render
+    return expression.label(_quoted(attribute.name)), render
 
 
 def _count(
@@ -518,19 +524,6 @@ def _count(
     # More rows than exact_limit where the catalog keeps no estimate: ask the planner.
     (plan,) = read_once(key, url, statements.estimate, {}, failure)[0]
     return max(round(plan[0]["Plan"]["Plan Rows"]), int(counted)), True
-
-
-def _renderer(attribute: _Attribute) -> Renderer | None:
-    """Return what makes a column's driver values JSON, or None if they are already."""
-    if {attribute.category, attribute.element_category} & WRITTEN_BY_POSTGRES:
-        return None  # strings, or lists of them, written by PostgreSQL
-    if attribute.category == "R" or attribute.base_type in AS_THE_DRIVER_GIVES:
-        return None
-    if attribute.base_type in (NUMERIC, NUMERIC_ARRAY):
-        return None  # read as text
-    if attribute.element_category is not None and attribute.base_type not in DRIVER_ARRAYS:
-        return None  # read as text[]
-    return _render
 
 
 def _rendered(
