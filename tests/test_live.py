@@ -544,22 +544,36 @@ def test_read_after_the_server_closed_the_connection_succeeds(key, user_db):
     oid = user_db.oid_of("steady")
     assert records(key, user_db, "public", "steady").rows == [[1]]
 
-    terminated = scalar(
-        user_db,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        f" WHERE datname = '{user_db.name}' AND application_name = 'dbsync'",
-    )
+    terminated = terminate_dbsync_connections(user_db)
 
     assert terminated >= 1
     assert records(key, user_db, "public", "steady").rows == [[1]]
     assert [column.name for column in read_columns(key, user_db.url, oid)] == ["id"]
     assert catalog.read_catalog(key, user_db.url).snapshot is not None
-    scalar(
-        user_db,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-        f" WHERE datname = '{user_db.name}' AND application_name = 'dbsync'",
-    )
+    terminate_dbsync_connections(user_db)
     assert catalog.read_catalog(key, user_db.url).snapshot is not None
+
+
+def test_read_after_the_server_closed_every_pooled_connection_succeeds(key, user_db):
+    user_db.execute("CREATE TABLE restarted (id int); INSERT INTO restarted VALUES (1)")
+    engine = catalog.engine(key, user_db.url)
+    with engine.connect(), engine.connect():
+        pass  # two connections, as many as the pool keeps, now wait in it
+
+    assert terminate_dbsync_connections(user_db) == 2
+    # The first dead connection tells: the pool is emptied, not tried one by one.
+    assert records(key, user_db, "public", "restarted").rows == [[1]]
+
+
+def terminate_dbsync_connections(scratch: ScratchDatabase) -> int:
+    """Close dbsync's connections to the database from the server's side, as a restart would."""
+    return int(
+        scalar(
+            scratch,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            f" WHERE datname = '{scratch.name}' AND application_name = 'dbsync'",
+        )
+    )
 
 
 def test_connection_goes_back_to_the_pool_without_an_open_transaction(key, user_db):
