@@ -48,7 +48,7 @@ from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import connect, log, machine  # noqa: E402
-from sync import demo, recency, registry  # noqa: E402
+from sync import demo, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
@@ -138,13 +138,13 @@ def auth_header(scheme: str) -> str:
 
 
 def reset_reflection_state(database_id: int) -> None:
-    """Empty the bench broker's queue and drop the lock and back-off of the database."""
+    """Empty the bench broker's queue and drop the lease and back-off of the database."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
         broker.delete("celery", "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
-    recency.lock_client().delete(recency.lock_key(database_id), recency.backoff_key(database_id))
+    state.client().delete(state.lease_key(database_id), state.backoff_key(database_id))
 
 
 def free_port() -> int:
@@ -286,7 +286,7 @@ def client(
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
-            recency.expire(expire)  # through Django's cache, from this thread
+            state.expire(expire)  # through Django's cache, from this thread
             samples.append(get(connection, target))
     finally:
         connection.close()
@@ -311,7 +311,7 @@ def drain(events: TaskEvents, database_id: int, timeout: float) -> bool:
     """Wait until no reflection is queued or running and every sent task has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if recency.holder(database_id) is None and events.settled():
+        if state.holder(database_id) is None and events.settled():
             return True
         time.sleep(0.1)
     return False
@@ -467,7 +467,7 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     request. The warm-up queues nothing, so that the first expiry is measured too."""
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
-    recency.mark_recent(database_id, timezone.now())
+    state.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
     run_clients(run.target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))
