@@ -43,10 +43,11 @@ LISTED_SCHEMAS = f"""
              AND obj_description(n.oid, 'pg_namespace') = '{WATCH_SCHEMA_COMMENT}')
 """
 
-# The watch's DDL version counter, or NULL where no watch is installed (or it may not be read).
+# The watch's DDL version counter (0 before the first DDL), or NULL where no watch is installed
+# or the role may not read it.
 VERSION_SQL = f"""
     CASE WHEN has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.ddl_version'), 'SELECT')
-         THEN pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version'))
+         THEN coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version')), 0)
     END
 """
 

@@ -13,7 +13,7 @@ import random
 import selectors
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg2
 from django.conf import settings
@@ -48,10 +48,10 @@ class Watched:
 
     database: Database
     connection: PgConnection | None = None
+    fd: int = -1  # its socket, as registered with the selector (a closed connection has none)
     last_heard: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
-    reconnected: bool = field(default=False)
 
 
 class Listener:
@@ -127,10 +127,17 @@ class Listener:
         try:
             connection = open_listening(database.url)
         except (psycopg2.Error, SyncError) as error:
-            self.failed(item, first_line(error, database.url))
+            detail = first_line(error, database.url)
+            if item.failures == 0:  # the first of a run of failed attempts: say so at once
+                state.record_unreachable(database.id, f"{database.name}: {detail}")
+            self.failed(item, detail)
             return
-        item.connection, item.last_heard = connection, time.monotonic()
-        self.selector.register(connection, selectors.EVENT_READ, database.id)
+        item.connection, item.fd, item.last_heard = (
+            connection,
+            connection.fileno(),
+            time.monotonic(),
+        )
+        self.selector.register(item.fd, selectors.EVENT_READ, database.id)
         logger.info("listening to %s after %d failed attempts", database.name, item.failures)
         item.failures = 0
         # Notices sent while nobody listened are lost: reflect in case there were any.
@@ -193,13 +200,11 @@ class Listener:
             detail,
             item.retry_at - time.monotonic(),
         )
-        if item.failures == 1:
-            state.record_unreachable(item.database.id, f"{item.database.name}: {detail}")
 
     def disconnect(self, item: Watched) -> None:
         if item.connection is None:
             return
-        self.selector.unregister(item.connection)
+        self.selector.unregister(item.fd)
         try:
             item.connection.close()
         except psycopg2.Error:

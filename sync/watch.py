@@ -7,9 +7,11 @@ objects an extension script creates (the extension itself counts once). The payl
 constant: a payload never carries names, so it can never make a user's DDL fail for its size.
 """
 
+import psycopg2
 from django.conf import settings
 from django.utils import timezone
 from psycopg2 import errors as pg_errors
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -121,7 +123,7 @@ def _run(database: Database, url: str | None, script: str) -> None:
     engine = catalog.create_user_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
-            connection.exec_driver_sql(script)
+            _execute(connection, script)
     except DBAPIError as error:
         refused = _refusal(database, error, url)
         if refused is None:
@@ -130,6 +132,18 @@ def _run(database: Database, url: str | None, script: str) -> None:
         raise refused from None
     finally:
         engine.dispose()
+
+
+def _execute(connection: Connection, script: str) -> None:
+    """Run the script on the driver's own cursor, given no parameters, so that its % signs stay
+    as they are; errors are wrapped as SQLAlchemy wraps them."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(script)
+    except psycopg2.Error as error:
+        raise DBAPIError.instance(script, None, error, psycopg2.Error) from error
+    finally:
+        cursor.close()
 
 
 def _refusal(database: Database, error: DBAPIError, url: str) -> WatchRefused | None:
