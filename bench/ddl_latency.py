@@ -141,13 +141,13 @@ def round_ddl(number: int) -> tuple[str, Name | None, Name | None]:
     return steps[step]
 
 
-def rounds(lister: Lister, count: int, limit: float) -> list[float]:
-    """Run `count` rounds of DDL from a second client; return each one's seconds to visible."""
+def rounds(lister: Lister, numbers: range, limit: float) -> list[float]:
+    """Run the numbered rounds of DDL from a second client; return each one's seconds to visible."""
     expected = lister.listed()
     ddl = connect(USER_DATABASE, name="dbsync-bench-ddl")
     seconds = []
     try:
-        for number in range(count):
+        for number in numbers:
             statement, removed, added = round_ddl(number)
             with ddl.cursor() as cursor:
                 cursor.execute(statement)
@@ -266,6 +266,7 @@ def answers(lister: Lister) -> bool:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     database = ensure_databases()
     watch.install(database)
+    database.refresh_from_db()
     port = free_port()
     lister = Lister(port, database.id, token())
     argv = processes(port)
@@ -278,13 +279,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             wait_for(lambda: answers(lister), "gunicorn")
             wait_for(lambda: state.watch_mode(database) == "listen", "the listener")
             log(f"listen mode: {args.rounds} rounds")
-            report["listen_mode"] = latency(rounds(lister, args.rounds, 30))
+            report["listen_mode"] = latency(rounds(lister, range(args.rounds), 30))
+            log(f"listen mode: {report['listen_mode']}")
             log(f"storm: {args.storm} statements in {args.storm_seconds} s")
             report["storm"] = storm(lister, database, args.storm, args.storm_seconds)
+            log(f"storm: {report['storm']}")
         watch.uninstall(database)
         log(f"poll mode (fingerprint, every {args.poll_interval} s): {args.poll_rounds} rounds")
         limit = args.poll_interval * 3 + 30
-        report["poll_mode"] = latency(rounds(lister, args.poll_rounds, limit))
+        # Numbered after the listen rounds: each round's object is one of its own.
+        first = (args.rounds // 5 + 1) * 5
+        numbers = range(first, first + args.poll_rounds)
+        report["poll_mode"] = latency(rounds(lister, numbers, limit))
         report["poll_mode"]["poll_interval_s"] = args.poll_interval
     report["no_change_check"] = [check_cost(n, args.repeat) for n in args.sizes]
     return report

@@ -66,7 +66,12 @@ class Listener:
         logger.info("listener started")
         try:
             while not stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except DatabaseError:
+                    # The service database is away: keep the connections, try again shortly.
+                    logger.exception("listener: service database unavailable")
+                    stop.wait(1)
         finally:
             for item in list(self.watched.values()):
                 self.disconnect(item)

@@ -40,6 +40,7 @@ from typing import Any, cast
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.utils import timezone
 from redis.commands.core import Script
 from redis.exceptions import RedisError
@@ -294,7 +295,11 @@ def record_unreachable(database_id: int, message: str) -> None:
 
     The status turns failed, and nobody asks the database again for a short back-off.
     """
-    Database.objects.filter(pk=database_id).update(last_error=message, last_error_at=timezone.now())
+    try:
+        now = timezone.now()
+        Database.objects.filter(pk=database_id).update(last_error=message, last_error_at=now)
+    except DatabaseError:
+        logger.warning("database %s unreachable, not recorded: service database down", database_id)
     try:
         client().set(backoff_key(database_id), 1, ex=UNREACHABLE_BACKOFF_SECONDS, nx=True)
         expire(database_id)
