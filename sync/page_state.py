@@ -1,0 +1,74 @@
+"""The pages' one door to a database's reflection state: the gate, its status, the actions.
+
+Every call the pages make into the gate goes through here, so that a change of the gate's
+interface changes this module only.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sync import freshness
+from sync.models import Database
+from sync.progress import TaskProgress, task_progress
+
+
+@dataclass(frozen=True)
+class Badge:
+    """Where a database stands, as its freshness badge shows it."""
+
+    status: str  # fresh, stale, queued, running, failed, unavailable
+    reflected_at: datetime | None
+    error: str
+    task_id: str | None = None
+    progress: TaskProgress | None = None
+
+    @property
+    def version(self) -> str:
+        """The part of a page's version token that this badge decides."""
+        done = self.progress.done if self.progress else None
+        return f"{self.status}:{self.reflected_at}:{self.error}:{done}"
+
+
+def opened(database: Database) -> Badge:
+    """Pass the database through the list gate, as the API list does: may queue a reflection."""
+    return badge(database, freshness.ensure_fresh(database))
+
+
+def looked_at(database: Database) -> Badge:
+    """Report where the database stands without queuing anything."""
+    return badge(database, freshness.status_of(database))
+
+
+def badge(database: Database, state: freshness.Freshness) -> Badge:
+    progress = None
+    if state.task_id and state.status == freshness.Status.RUNNING:
+        progress = task_progress(state.task_id)  # an import reports done/total
+    # A failure shows the error; an old error under a later success does not.
+    error = database.last_error if state.status == freshness.Status.FAILED else ""
+    return Badge(str(state.status), database.reflected_at, error, state.task_id, progress)
+
+
+def refresh(database: Database) -> freshness.Freshness:
+    """Queue a reflection now, unless one is queued or running (staff action)."""
+    return freshness.request_reflection(database)
+
+
+def import_now(database: Database) -> freshness.Freshness:
+    """Queue the import of the database now, unless a reflection of it is under way."""
+    return freshness.request_import(database)
+
+
+def unavailable(state: freshness.Freshness) -> bool:
+    return state.status == freshness.Status.UNAVAILABLE
+
+
+def watch_mode(database: Database) -> str:
+    """How changes of the database reach dbsync: listen, poll or off (no watch yet: off)."""
+    return "off"
+
+
+def version(*parts: object) -> str:
+    """Return a short token that changes whenever one of the parts does."""
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
