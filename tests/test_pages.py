@@ -94,19 +94,21 @@ def test_browsable_api_offers_a_login_link(reader):
     assert anonymous.status_code == 200
 
 
-def test_databases_page_shows_location_without_password_counts_and_freshness(
-    shop, user_db, reader
-):
-    Database.objects.filter(pk=shop.pk).update(url=shop.url.replace("postgres@", "postgres:s3cret@"))
+def test_databases_page_shows_location_without_password_counts_and_freshness(shop, user_db, reader):
+    Database.objects.filter(pk=shop.pk).update(
+        url=shop.url.replace("postgres@", "postgres:s3cret@")
+    )
     page = reader.get("/")
     assert page.status_code == 200
     assert "s3cret" not in page.content.decode()
     row = text(page)
     assert "userdb" in row
     assert "postgres:***@" in row
-    assert "synced" in row and "s ago" in row
+    assert "synced" in row
     # Two schemas (public, shop), four relations, watch mode off.
-    assert re.search(r"userdb postgresql://postgres:\*\*\*@\S+ off synced \d+ s ago 2 4 History", row)
+    assert re.search(
+        r"userdb postgresql://postgres:\*\*\*@\S+ off synced \d+ s ago 2 4 History", row
+    )
 
 
 def test_a_reader_sees_no_staff_actions(shop, reader):
@@ -118,7 +120,8 @@ def test_a_reader_sees_no_staff_actions(shop, reader):
 
 def test_staff_see_refresh_import_and_register(shop, staff):
     page = text(staff.get("/"))
-    assert "Refresh" in page and "Import" in page and "Register a database" in page
+    for action in ("Refresh", "Import", "Register a database"):
+        assert action in page
 
 
 def test_a_reader_cannot_post_staff_actions(shop, reader, published):
@@ -215,8 +218,8 @@ def test_tables_page_paginates(shop, user_db, reader):
     first = reader.get(f"/databases/{shop.id}/tables/")
     second = reader.get(f"/databases/{shop.id}/tables/?page=2")
     assert len(rows_of(first)) == 100
-    assert "rows 1–100 of 124 (page 1 of 2)" in text(first)
-    assert "rows 101–124 of 124 (page 2 of 2)" in text(second)
+    assert "rows 1 to 100 of 124 (page 1 of 2)" in text(first)
+    assert "rows 101 to 124 of 124 (page 2 of 2)" in text(second)
     assert rows_of(first) + rows_of(second) == sorted(rows_of(first) + rows_of(second))
 
 
@@ -286,7 +289,7 @@ def test_table_page_shows_columns_and_records_with_null_apart_from_empty(shop, u
     assert page.status_code == 200
     assert "1 id integer no primary key" in visible
     assert "2 note text yes" in visible
-    assert "3 rows, showing 1–3, ordered by id" in visible
+    assert "3 rows, showing 1 to 3, ordered by id" in visible
     assert '<td class="null"><span class="null">NULL</span></td>' in html
     assert '<td class="empty-string">' in html
     # A long value is cut, the whole of it one click away.
@@ -295,9 +298,11 @@ def test_table_page_shows_columns_and_records_with_null_apart_from_empty(shop, u
 
 
 def test_table_page_marks_an_estimated_count(shop, user_db, reader):
-    user_db.execute("INSERT INTO public.notes SELECT generate_series(1, 20000); ANALYZE public.notes")
+    user_db.execute(
+        "INSERT INTO public.notes SELECT generate_series(1, 20000); ANALYZE public.notes"
+    )
     page = text(reader.get(f"/tables/{Table.objects.get(name='notes').id}/"))
-    assert re.search(r"about \d+ rows \(an estimate\), showing 1–50", page)
+    assert re.search(r"about \d+ rows \(an estimate\), showing 1 to 50", page)
     assert "next →" in page
 
 
@@ -337,7 +342,7 @@ def test_an_unchanged_poll_answers_204_and_a_change_the_new_fragment(shop, user_
 
 def test_the_fragment_polls_only_while_the_tab_is_visible(shop, reader):
     html = reader.get(f"/databases/{shop.id}/schemas/").content.decode()
-    assert "hx-trigger=\"every 2s [document.visibilityState === &#x27;visible&#x27;]\"" in html
+    assert 'hx-trigger="every 2s [document.visibilityState === &#x27;visible&#x27;]"' in html
     assert "/static/django_htmx/htmx-2" in html  # served by the project, no CDN
 
 
