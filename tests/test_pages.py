@@ -1,8 +1,10 @@
 """The web pages as a browser without JavaScript sees them, and their polls as htmx sends them."""
 
 import re
+import uuid
 
 import pytest
+from celery import current_app
 from django.test import Client
 
 from sync import recency, reflection
@@ -64,7 +66,9 @@ def poll(client: Client, url: str, version: str):
 
 
 def version_of(response) -> str:
-    return re.search(r'data-version="([0-9a-f]+)"', response.content.decode()).group(1)
+    found = re.search(r'data-version="([0-9a-f]+)"', response.content.decode())
+    assert found is not None, "the page carries no version"
+    return found.group(1)
 
 
 def test_anonymous_visitor_is_sent_to_the_login_page(db):
@@ -353,3 +357,24 @@ def test_databases_poll_sees_a_queued_reflection(shop, staff):
     changed = poll(staff, "/", version)
     assert changed.status_code == 200
     assert 'data-status="queued"' in changed.content.decode()
+
+
+def test_an_import_under_way_shows_its_progress(shop, staff):
+    token = uuid.uuid4().hex
+    recency.claim(shop.id, token, recency.LockState.RUNNING, 60)
+    current_app.backend.store_result(
+        token, {"done": 1, "total": 3, "current": "userdb"}, "PROGRESS"
+    )
+    page = staff.get("/")
+    html = page.content.decode()
+    assert 'data-status="running"' in html
+    assert '<progress value="1" max="3" aria-label="import progress">33 %</progress>' in html
+    assert "1 / 3" in text(page)
+
+
+def test_a_failed_database_shows_its_error_in_the_badge(shop, reader):
+    Database.objects.filter(pk=shop.pk).update(last_error="could not connect to userdb")
+    recency.expire(shop.id)
+    recency.back_off(shop.id, 60)
+    row = text(reader.get("/"))
+    assert "failed could not connect to userdb" in row
