@@ -147,9 +147,17 @@ def tables(request: HttpRequest, database_id: int) -> HttpResponse:
     def context() -> dict[str, Any]:
         page, kinds = listing.tables_of(database, filters, number)
         return {"database": database, "badge": badge, "page": page, "kinds": kinds,
-                "filters": filters}  # fmt: skip
+                "filters": filters, "links": row_links(database)}  # fmt: skip
 
     return listing_page(request, "tables", token, context)
+
+
+def row_links(database: Database) -> dict[str, str]:
+    """Return the start of each row's links, reversed once per page instead of once per row."""
+    return {
+        "table": reverse("table", args=[0]).removesuffix("0/"),
+        "schema": reverse("tables", args=[database.id]) + "?schema=",
+    }
 
 
 def table_filters(request: HttpRequest, database: Database) -> TableFilters:
