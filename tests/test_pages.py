@@ -378,3 +378,13 @@ def test_a_failed_database_shows_its_error_in_the_badge(shop, reader):
     recency.back_off(shop.id, 60)
     row = text(reader.get("/"))
     assert "failed could not connect to userdb" in row
+
+
+def test_a_poll_after_the_session_ended_sends_the_page_to_the_login_form(shop, reader):
+    url = f"/databases/{shop.id}/tables/"
+    version = version_of(reader.get(url))
+    reader.logout()
+    response = poll(reader, url, version)
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == f"/login/?next={url}"
+    assert response.content == b""

@@ -211,3 +211,13 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
     page.goto(f"{live_server.url}/login/")
     page.set_viewport_size({"width": 1280, "height": 600})
     page.screenshot(path=Path(SCREENSHOTS) / "page-login.png")
+
+
+def test_typing_in_the_search_filters_the_open_page(page: Page, live_server, shop):
+    log_in(page, live_server.url, "reader")
+    page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
+    page.evaluate("window.notReloaded = true")
+    page.get_by_label("Search").fill("recent")
+    expect(page.locator("#listing tbody th")).to_have_text(["recent_orders"])
+    expect(page).to_have_url(re.compile(r"\?q=recent&"))  # pushed: reload or share it
+    assert page.evaluate("window.notReloaded") is True
