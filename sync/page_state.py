@@ -49,18 +49,28 @@ def badge(database: Database, state: freshness.Freshness) -> Badge:
     return Badge(str(state.status), database.reflected_at, error, state.task_id, progress)
 
 
-def refresh(database: Database) -> freshness.Freshness:
+Queued = freshness.Freshness  # what a staff action's request to queue a task came to
+
+
+def refresh(database: Database) -> Queued:
     """Queue a reflection now, unless one is queued or running (staff action)."""
     return freshness.request_reflection(database)
 
 
-def import_now(database: Database) -> freshness.Freshness:
+def import_now(database: Database) -> Queued:
     """Queue the import of the database now, unless a reflection of it is under way."""
     return freshness.request_import(database)
 
 
-def unavailable(state: freshness.Freshness) -> bool:
+def unavailable(state: Queued) -> bool:
     return state.status == freshness.Status.UNAVAILABLE
+
+
+def why_not_queued(state: Queued) -> str:
+    """Say why nothing new was queued: another run of the database holds its lock."""
+    if state.status == freshness.Status.FAILED:
+        return "not queued: a reflection failed and waits to be retried"
+    return f"not queued again: a reflection is already {state.status}"
 
 
 def watch_mode(database: Database) -> str:

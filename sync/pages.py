@@ -73,7 +73,11 @@ def readable(request: HttpRequest, database_id: int) -> Database:
 
 
 def listing_page(
-    request: HttpRequest, name: str, token: str, context_of: Callable[[], dict[str, Any]]
+    request: HttpRequest,
+    name: str,
+    token: str,
+    context_of: Callable[[], dict[str, Any]],
+    status: int = 200,
 ) -> HttpResponse:
     """Answer a poll that holds the current version with 204; else the page or its fragment."""
     polled = bool(request.htmx) and not request.htmx.boosted
@@ -87,7 +91,7 @@ def listing_page(
         "poll_trigger": f"every {POLL_SECONDS}s [document.visibilityState === 'visible']",
     }
     template = f"sync/_{name}.html" if polled else f"sync/{name}.html"
-    response = render(request, template, context)
+    response = render(request, template, context, status=status)
     patch_vary_headers(response, ("HX-Request",))
     return response
 
@@ -123,9 +127,7 @@ def databases_page(request: HttpRequest, form: RegisterForm, status: int = 200) 
             "form": form,
         }
 
-    response = listing_page(request, "databases", token, context)
-    response.status_code = status if response.status_code == 200 else response.status_code
-    return response
+    return listing_page(request, "databases", token, context, status)
 
 
 @require_GET
@@ -301,13 +303,14 @@ def staff_only(request: HttpRequest) -> None:
         raise PermissionDenied("Only staff users may do this.")
 
 
-def report(request: HttpRequest, database: Database, state: Any, what: str) -> None:
+def report(request: HttpRequest, database: Database, state: page_state.Queued, what: str) -> None:
+    """Say what became of a staff action: queued now, or why not."""
     if page_state.unavailable(state):
         messages.error(request, f"{database.name}: the task queue is unavailable; try again.")
     elif state.queued_now:
         messages.success(request, f"{database.name}: {what} queued.")
     else:
-        messages.info(request, f"{database.name}: a reflection is already {state.status}.")
+        messages.info(request, f"{database.name}: {page_state.why_not_queued(state)}.")
 
 
 def back(request: HttpRequest) -> HttpResponse:

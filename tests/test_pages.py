@@ -139,7 +139,7 @@ def test_refresh_queues_one_reflection_and_says_so(shop, staff, published):
     response = staff.post(f"/databases/{shop.id}/refresh/", follow=True)
     assert "userdb: reflection queued." in text(response)
     again = staff.post(f"/databases/{shop.id}/refresh/", follow=True)
-    assert "userdb: a reflection is already queued." in text(again)
+    assert "userdb: not queued again: a reflection is already queued." in text(again)
     assert len(published) == 1
     assert 'data-status="queued"' in again.content.decode()
 
