@@ -20,6 +20,9 @@ SCRIPT_NAME = "<img src=x onerror=alert(1)>"
 SLOW = 30_000  # milliseconds to wait for what a worker does on a shared machine
 SCREENSHOTS = os.environ.get("DBSYNC_SCREENSHOTS", "")
 
+# A page answers in milliseconds, but the machine is shared: give each expectation room.
+expect.set_options(timeout=10_000)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def allow_orm_beside_playwright() -> Iterator[None]:
