@@ -96,8 +96,8 @@ def listing_page(
     return response
 
 
-def bad_request(request: HttpRequest, error: Exception | str, status: int = 400) -> HttpResponse:
-    return render(request, "sync/error.html", {"message": str(error)}, status=status)
+def bad_request(request: HttpRequest, error: Exception | str) -> HttpResponse:
+    return render(request, "sync/error.html", {"message": str(error)}, status=400)
 
 
 @require_GET
