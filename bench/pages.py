@@ -39,7 +39,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
 from bench.common import connect, log, machine, server_url  # noqa: E402
-from sync import recency, registry  # noqa: E402
+from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 
@@ -102,7 +102,7 @@ def prepare(tables: int) -> int:
     log(f"reflected {USER_DATABASE} in {result.duration_ms} ms: {result.counts}")
     database.refresh_from_db()
     # Fresh for the whole run: the gate answers from Redis and queues nothing.
-    recency.mark_recent(database.id, database.reflected_at)
+    state.mark_recent(database.id, database.reflected_at)
     return database.id
 
 

@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sync import freshness
+from sync import state
 from sync.models import Database
 from sync.progress import TaskProgress, task_progress
 
@@ -32,50 +32,50 @@ class Badge:
 
 def opened(database: Database) -> Badge:
     """Pass the database through the list gate, as the API list does: may queue a reflection."""
-    return badge(database, freshness.ensure_fresh(database))
+    return badge(database, state.ensure_fresh(database))
 
 
 def looked_at(database: Database) -> Badge:
     """Report where the database stands without queuing anything."""
-    return badge(database, freshness.status_of(database))
+    return badge(database, state.status_of(database))
 
 
-def badge(database: Database, state: freshness.Freshness) -> Badge:
+def badge(database: Database, now: state.Freshness) -> Badge:
     progress = None
-    if state.task_id and state.status == freshness.Status.RUNNING:
-        progress = task_progress(state.task_id)  # an import reports done/total
+    if now.task_id and now.status == state.Status.RUNNING:
+        progress = task_progress(now.task_id)  # an import reports done/total
     # A failure shows the error; an old error under a later success does not.
-    error = database.last_error if state.status == freshness.Status.FAILED else ""
-    return Badge(str(state.status), database.reflected_at, error, state.task_id, progress)
+    error = database.last_error if now.status == state.Status.FAILED else ""
+    return Badge(str(now.status), database.reflected_at, error, now.task_id, progress)
 
 
-Queued = freshness.Freshness  # what a staff action's request to queue a task came to
+Queued = state.Freshness  # what a staff action's request to queue a task came to
 
 
 def refresh(database: Database) -> Queued:
     """Queue a reflection now, unless one is queued or running (staff action)."""
-    return freshness.request_reflection(database)
+    return state.request_reflection(database, state.Trigger.PAGE)
 
 
 def import_now(database: Database) -> Queued:
     """Queue the import of the database now, unless a reflection of it is under way."""
-    return freshness.request_import(database)
+    return state.request_import(database)
 
 
-def unavailable(state: Queued) -> bool:
-    return state.status == freshness.Status.UNAVAILABLE
+def unavailable(queued: Queued) -> bool:
+    return queued.status == state.Status.UNAVAILABLE
 
 
-def why_not_queued(state: Queued) -> str:
-    """Say why nothing new was queued: another run of the database holds its lock."""
-    if state.status == freshness.Status.FAILED:
+def why_not_queued(queued: Queued) -> str:
+    """Say why nothing new was queued: another run of the database holds its lease."""
+    if queued.status == state.Status.FAILED:
         return "not queued: a reflection failed and waits to be retried"
-    return f"not queued again: a reflection is already {state.status}"
+    return f"not queued again: a reflection is already {queued.status}"
 
 
 def watch_mode(database: Database) -> str:
-    """How changes of the database reach dbsync: listen, poll or off (no watch yet: off)."""
-    return "off"
+    """How changes of the database reach dbsync: listen, poll or off."""
+    return state.watch_mode(database)
 
 
 def version(*parts: object) -> str:

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from sync import registry
+from sync import registry, state
 from sync.credentials import redact_url
 from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun, Schema, Table
@@ -41,14 +41,25 @@ class DatabaseSerializer(serializers.ModelSerializer):
 
 class DatabaseDetailSerializer(DatabaseSerializer):
     status = serializers.SerializerMethodField()
+    watch_mode = serializers.SerializerMethodField(
+        help_text="listen: event triggers and a connected listener show each change within a "
+        "second; poll: the catalog is checked every SYNC_POLL_INTERVAL seconds; off: neither"
+    )
     schemas = serializers.SerializerMethodField()
     tables = serializers.SerializerMethodField()
 
     class Meta(DatabaseSerializer.Meta):
-        fields = [*DatabaseSerializer.Meta.fields, "status", "schemas", "tables"]
+        fields = [
+            *DatabaseSerializer.Meta.fields, "status", "watch_mode", "watch_error", "schemas",
+            "tables",
+        ]  # fmt: skip
+        read_only_fields = [*DatabaseSerializer.Meta.read_only_fields, "watch_error"]
 
     def get_status(self, database: Database) -> str:
         return str(self.context["status"])
+
+    def get_watch_mode(self, database: Database) -> str:
+        return state.watch_mode(database)
 
     def get_schemas(self, database: Database) -> int:
         return Schema.objects.live().filter(database=database).count()

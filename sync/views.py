@@ -14,9 +14,8 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import browse, freshness, health, live, progress
+from sync import browse, health, live, progress, state, watch
 from sync.api import query_bool, query_int
-from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
     DatabaseDetailSerializer,
@@ -26,13 +25,14 @@ from sync.serializers import (
     TableSerializer,
     TaskSerializer,
 )
+from sync.state import Freshness
 
 
-def with_freshness(response: Response, database: Database, state: Freshness) -> Response:
+def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
     """Say how fresh the listed rows are: when last reflected, and what is under way."""
     reflected_at = database.reflected_at
     response["X-Reflected-At"] = reflected_at.isoformat() if reflected_at else "never"
-    response["X-Reflection-Status"] = str(state.status)
+    response["X-Reflection-Status"] = str(freshness.status)
     return response
 
 
@@ -52,7 +52,7 @@ class ListedDatabaseMixin:
 
     def listed(self, database: Database) -> Database:
         self.listed_database = database
-        self.listed_freshness = freshness.ensure_fresh(database)
+        self.listed_freshness = state.ensure_fresh(database)
         return database
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -78,21 +78,24 @@ class DatabaseViewSet(
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if self.action == "retrieve":
-            context["status"] = freshness.status_of(self.get_object()).status
+            context["status"] = state.status_of(self.get_object()).status
         return context
 
     @extend_schema(request=None, responses={202: dict})
     @action(detail=True, methods=["post"])
     def reflect(self, request: Request, pk: str | None = None) -> Response:
-        """Queue a reflection now (or report the one already queued or running)."""
-        state = freshness.request_reflection(self.get_object())
-        if state.status == freshness.Status.UNAVAILABLE:
+        """Queue a reflection now (or report the one already queued or running).
+
+        A staff request: it is queued even while the database is backed off after a failure.
+        """
+        queued = state.request_reflection(self.get_object(), state.Trigger.API)
+        if queued.status == state.Status.UNAVAILABLE:
             return Response(
                 {"detail": "The task queue is unavailable; nothing was queued. Try again later."},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response(
-            {"task_id": state.task_id, "status": str(state.status)},
+            {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
         )
 
@@ -102,6 +105,22 @@ class DatabaseViewSet(
         """The database's reflection history, the latest first."""
         runs = self.paginate_queryset(self.get_object().runs.all())
         return self.get_paginated_response(self.get_serializer(runs, many=True).data)
+
+    @extend_schema(request=None, responses={200: dict, 409: dict, 503: dict})
+    @action(detail=True, methods=["post", "delete"], url_path="watch")
+    def watch(self, request: Request, pk: str | None = None) -> Response:
+        """Install (POST) or remove (DELETE) the database's DDL watch; answer its watch mode.
+
+        409 when the registered role may not create event triggers: the message names the
+        privilege needed, and the database stays in poll mode.
+        """
+        database = self.get_object()
+        if request.method == "DELETE":
+            watch.uninstall(database)
+        else:
+            watch.install(database)
+        database.refresh_from_db()
+        return Response({"watch_mode": state.watch_mode(database)})
 
 
 @extend_schema(parameters=[DATABASE_PARAMETER, INCLUDE_DROPPED])

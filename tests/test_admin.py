@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from sync import recency
+from sync import state
 from sync.models import Database
 from tests.conftest import HeldDatabaseRow, make_user
 
@@ -40,7 +40,7 @@ def test_an_action_queues_one_task_and_says_so(operator, registered, published, 
         held.release()
 
     assert len(published) == 1
-    assert recency.holder(registered.id) is not None
+    assert state.holder(registered.id) is not None
     assert "queued (task" in first[0]
     assert "not queued again" in second[0]
 
@@ -56,7 +56,7 @@ def test_a_non_staff_user_is_refused(registered):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
-    assert recency.holder(registered.id) is None
+    assert state.holder(registered.id) is None
 
 
 def test_registering_checks_the_connection_and_hides_the_password(operator, user_db):

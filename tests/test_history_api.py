@@ -5,7 +5,7 @@ import uuid
 import pytest
 from celery import current_app
 
-from sync import freshness, reflection
+from sync import reflection, state
 from sync.models import Database
 from tests.conftest import client_for, wait_until
 
@@ -79,14 +79,14 @@ def test_a_task_in_progress_reports_done_and_total(staff):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_queued_import_reports_its_result(worker, registered, staff):
-    state = freshness.request_import(registered)
-    assert state.queued_now
+    queued = state.request_import(registered)
+    assert queued.queued_now
 
     def finished() -> bool:
-        return staff.get(f"/api/v1/tasks/{state.task_id}/").json()["state"] == "SUCCESS"
+        return staff.get(f"/api/v1/tasks/{queued.task_id}/").json()["state"] == "SUCCESS"
 
     wait_until(finished, timeout=30, what="the import to finish")
-    body = staff.get(f"/api/v1/tasks/{state.task_id}/").json()
+    body = staff.get(f"/api/v1/tasks/{queued.task_id}/").json()
     assert body["result"] == {"imported": ["userdb"], "skipped": [], "failed": {}}
 
 

@@ -7,7 +7,7 @@ import pytest
 from celery import current_app
 from django.test import Client
 
-from sync import recency, reflection
+from sync import reflection, state
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import make_user
 
@@ -42,7 +42,7 @@ def shop(registered: Database, user_db) -> Database:
     )
     reflection.reflect(registered.id)
     registered.refresh_from_db()
-    recency.mark_recent(registered.id, registered.reflected_at)
+    state.mark_recent(registered.id, registered.reflected_at)
     return registered
 
 
@@ -109,9 +109,9 @@ def test_databases_page_shows_location_without_password_counts_and_freshness(sho
     assert "userdb" in row
     assert "postgres:***@" in row
     assert "synced" in row
-    # Two schemas (public, shop), four relations, watch mode off.
+    # Two schemas (public, shop), four relations, watch mode poll (no watch installed).
     assert re.search(
-        r"userdb postgresql://postgres:\*\*\*@\S+ off synced \d+ s ago 2 4 History", row
+        r"userdb postgresql://postgres:\*\*\*@\S+ poll synced \d+ s ago 2 4 History", row
     )
 
 
@@ -176,7 +176,7 @@ def test_schemas_page_search_and_no_match_state(shop, reader):
 
 
 def test_opening_a_listing_page_passes_the_gate_and_never_waits(shop, reader, published):
-    recency.expire(shop.id)
+    state.expire(shop.id)
     page = reader.get(f"/databases/{shop.id}/tables/")
     # The rows as they are, the reflection queued: nobody consumes it in this test.
     assert rows_of(page) == ["notes", "order_lines", "orders", "recent_orders"]
@@ -361,7 +361,7 @@ def test_databases_poll_sees_a_queued_reflection(shop, staff):
 
 def test_an_import_under_way_shows_its_progress(shop, staff):
     token = uuid.uuid4().hex
-    recency.claim(shop.id, token, recency.LockState.RUNNING, 60)
+    state.client().set(state.lease_key(shop.id), f"running:{token}", ex=60)
     current_app.backend.store_result(
         token, {"done": 1, "total": 3, "current": "userdb"}, "PROGRESS"
     )
@@ -374,8 +374,8 @@ def test_an_import_under_way_shows_its_progress(shop, staff):
 
 def test_a_failed_database_shows_its_error_in_the_badge(shop, reader):
     Database.objects.filter(pk=shop.pk).update(last_error="could not connect to userdb")
-    recency.expire(shop.id)
-    recency.back_off(shop.id, 60)
+    state.expire(shop.id)
+    state.client().set(state.backoff_key(shop.id), 60, ex=60)
     row = text(reader.get("/"))
     assert "failed could not connect to userdb" in row
 

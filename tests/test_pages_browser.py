@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from sync import freshness, recency, reflection
+from sync import reflection, state
 from sync.models import Database, Table
 from tests.conftest import HeldDatabaseRow, make_user, wait_until
 
@@ -50,7 +50,7 @@ def shop(registered: Database, user_db) -> Database:
     )
     reflection.reflect(registered.id)
     registered.refresh_from_db()
-    recency.mark_recent(registered.id, registered.reflected_at)
+    state.mark_recent(registered.id, registered.reflected_at)
     return registered
 
 
@@ -105,7 +105,7 @@ def test_a_table_created_in_psql_appears_in_the_open_page(
     page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
     page.evaluate("window.notReloaded = true")
     user_db.execute("CREATE TABLE public.made_in_psql (id int)")
-    recency.expire(shop.id)  # as when SYNC_REFLECTION_INTERVAL has passed
+    state.expire(shop.id)  # as when SYNC_REFLECTION_INTERVAL has passed
 
     expect(page.get_by_role("link", name="made_in_psql")).to_be_visible(timeout=SLOW)
     assert page.evaluate("window.notReloaded") is True
@@ -118,9 +118,9 @@ def test_refresh_queues_a_reflection_and_the_badge_goes_queued_then_fresh(
     busy = Database.objects.create(name="busy", url=shop.url)
     held = HeldDatabaseRow(busy)
     try:
-        running = freshness.request_reflection(busy)
+        running = state.request_reflection(busy, state.Trigger.API)
         wait_until(
-            lambda: freshness.status_of(busy).status == freshness.Status.RUNNING,
+            lambda: state.status_of(busy).status == state.Status.RUNNING,
             what="the worker to be busy",
         )
         log_in(page, live_server.url, "operator", staff=True)

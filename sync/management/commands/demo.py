@@ -6,8 +6,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import demo, reflection, registry
-from sync.exceptions import SyncError
+from sync import demo, reflection, registry, watch
+from sync.exceptions import SyncError, WatchRefused
 from sync.models import ReflectionRun
 
 DEMO_ADMIN = "admin"
@@ -26,6 +26,11 @@ class Command(BaseCommand):
             f"demo database {database.name} ({database.redacted_url}): "
             f"{result.counts.added} objects added"
         )
+        try:
+            watch.install(database)
+            self.stdout.write("demo database watched: a change made in psql shows at once")
+        except WatchRefused as error:
+            self.stdout.write(str(error))
         password = settings.DEMO_ADMIN_PASSWORD
         user_model = get_user_model()
         user, _ = user_model.objects.get_or_create(username=DEMO_ADMIN)
