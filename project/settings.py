@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_celery_beat",
+    "django_htmx",
     "sync",
 ]
 
@@ -93,9 +94,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the pages answer polls
 ]
 
 ROOT_URLCONF = "project.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "databases"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = "project.wsgi.application"
 
 TEMPLATES = [

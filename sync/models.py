@@ -103,6 +103,7 @@ class ReflectionRun(models.Model):
         LIVE = "live"  # a columns or records read found the table renamed or gone
         API = "api"  # POST databases/ID/reflect/
         ADMIN = "admin"  # the admin's "Reflect now"
+        PAGE = "page"  # the Refresh button of the web pages
         LISTENER = "listener"  # a DDL notice from the database's event triggers
         POLL = "poll"  # the periodic check found the catalog changed
         RENEWAL = "renewal"  # the periodic renewal of databases nobody lists

@@ -7,20 +7,23 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import browse, health, live, state, watch
+from sync import browse, health, live, progress, state, watch
 from sync.api import query_bool, query_int
 from sync.models import Database, Schema, Table
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
+    ReflectionRunSerializer,
     SchemaSerializer,
     TableSerializer,
+    TaskSerializer,
 )
 from sync.state import Freshness
 
@@ -67,7 +70,9 @@ class DatabaseViewSet(
 
     queryset = Database.objects.all()
 
-    def get_serializer_class(self) -> type[DatabaseSerializer]:
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        if self.action == "runs":
+            return ReflectionRunSerializer
         return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
 
     def get_serializer_context(self) -> dict[str, Any]:
@@ -93,6 +98,13 @@ class DatabaseViewSet(
             {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @extend_schema(responses=ReflectionRunSerializer(many=True))
+    @action(detail=True)
+    def runs(self, request: Request, pk: str | None = None) -> Response:
+        """The database's reflection history, the latest first."""
+        runs = self.paginate_queryset(self.get_object().runs.all())
+        return self.get_paginated_response(self.get_serializer(runs, many=True).data)
 
     @extend_schema(request=None, responses={200: dict, 409: dict, 503: dict})
     @action(detail=True, methods=["post", "delete"], url_path="watch")
@@ -190,6 +202,23 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         live.check_page(limit, offset)  # before anything is looked up
         page = browse.read_records(self.get_object(), limit, offset)
         return Response(asdict(page))
+
+
+class TaskViewSet(viewsets.ViewSet):
+    """State and progress of a queued task (staff): an import reports done and total."""
+
+    permission_classes = [IsAdminUser]
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # task ids are UUIDs
+
+    @extend_schema(responses={200: TaskSerializer})
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = progress.task_progress(str(pk))
+        if found is None:
+            return Response(
+                {"detail": "The result backend is unavailable. Try again later."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response(TaskSerializer(asdict(found)).data)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
