@@ -241,7 +241,7 @@ def processes(port: int) -> dict[str, list[str]]:
         "web": [python, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}",
                 "--workers", "2", "--log-level", "warning"],
         "worker": [python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "WARNING",
-                   "--concurrency", "2"],
+                   "--concurrency", "2", "--queues", "interactive,bulk"],
         "beat": [python, "-m", "celery", "-A", "worker", "beat", "--loglevel", "WARNING"],
         "listener": [python, "manage.py", "listen"],
     }  # fmt: skip

@@ -47,7 +47,7 @@ from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import connect, free_port, log, machine, service, tail  # noqa: E402
-from sync import demo, registry, state  # noqa: E402
+from sync import demo, queues, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
@@ -139,7 +139,7 @@ def reset_reflection_state(database_id: int) -> None:
     """Empty the bench broker's queue and drop the lease and back-off of the database."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
-        broker.delete("celery", "unacked", "unacked_index")  # kombu's Redis transport keys
+        broker.delete(*queues.QUEUES, "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
     state.client().delete(state.lease_key(database_id), state.backoff_key(database_id))
@@ -510,6 +510,7 @@ def commands(port: int, args: argparse.Namespace) -> dict[str, list[str]]:
         "celery": [
             sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "WARNING",
             "--concurrency", "2", "--events", "--hostname", f"benchlist{os.getpid()}@%h",
+            "--queues", "interactive,bulk",
         ],
     }  # fmt: skip
 

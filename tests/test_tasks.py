@@ -11,7 +11,7 @@ from celery import current_app
 from django.db import connection
 from django.utils import timezone
 
-from sync import reflection, state, tasks
+from sync import queues, reflection, state, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     HeldDatabaseRow,
@@ -107,7 +107,7 @@ def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_
         wait_until(lambda: redis_answers(url), what="the broker to restart")
         state.client().delete(state.lease_key(fresh.id))  # no worker took the first
         after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
-        queued = redis.Redis.from_url(url).llen("celery")
+        queued = redis.Redis.from_url(url).llen(queues.INTERACTIVE)
     finally:
         current_app.conf.broker_write_url = None
         stop_process(broker)

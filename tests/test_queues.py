@@ -1,0 +1,133 @@
+"""The two queues: each task lands on its own; a person's reflection never waits behind bulk."""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from celery import current_app
+from django.utils import timezone
+
+from sync import polling, queues, registry, state, tasks
+from sync.models import Database, ReflectionRun
+from tests.conftest import (
+    HeldDatabaseRow,
+    Routed,
+    ScratchDatabase,
+    run_together,
+    start_worker_process,
+    stop_process,
+    wait_until,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REFLECT = tasks.reflect_db_objects.name
+
+PUBLISHERS: dict[str, tuple[Callable[[Database], object], str, str]] = {
+    "list": (lambda d: state.ensure_fresh(d), REFLECT, "interactive"),
+    "page": (lambda d: state.ensure_fresh(d, "page"), REFLECT, "interactive"),
+    "live-read": (
+        lambda d: state.notice_change(d, "live"), REFLECT, "interactive"
+    ),
+    "api": (lambda d: state.request_reflection(d, "api"), REFLECT, "interactive"),
+    "admin": (
+        lambda d: state.request_reflection(d, "admin"), REFLECT, "interactive"
+    ),
+    "listener": (
+        lambda d: state.notice_change(d, "listener"), REFLECT, "interactive"
+    ),
+    "poll-found-a-change": (
+        lambda d: state.notice_change(d, "poll"), REFLECT, "interactive"
+    ),
+    "renewal": (lambda d: polling.renew_expired(), REFLECT, "bulk"),
+    "import": (lambda d: state.request_import(d), tasks.import_database.name, "bulk"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("publish", "task", "queue"), PUBLISHERS.values(), ids=PUBLISHERS.keys())
+def test_each_reflection_lands_on_its_queue(registered, routed: list[Routed], publish, task, queue):
+    publish(registered)
+
+    assert [(r.task, r.queue) for r in routed] == [(task, queue)]
+
+
+@pytest.mark.parametrize(
+    "task",
+    [tasks.renew_databases, tasks.poll_databases, tasks.purge_dropped, tasks.import_database],
+    ids=["renew-tick", "poll-tick", "purge", "import-tick"],
+)
+def test_each_beat_job_lands_on_the_bulk_queue(task):
+    route = current_app.amqp.router.route({}, task.name, (), {})
+    assert route["queue"].name == "bulk"
+
+
+def test_a_retry_goes_back_to_the_queue_it_came_from():
+    assert queues.queue_of(REFLECT, {"trigger": "renewal"}) == "bulk"
+    assert queues.queue_of(REFLECT, {"trigger": "list"}) == "interactive"
+
+
+@pytest.fixture
+def two_workers() -> Iterator[None]:
+    """Two worker processes under different node names, consuming the same two queues."""
+    started = [start_worker_process("interactive,bulk", name=f"twin{i}") for i in (1, 2)]
+    yield
+    for process in started:
+        stop_process(process)
+
+
+def test_two_workers_reflect_once_per_request(two_workers, registered, user_db, reader, published):
+    user_db.execute("CREATE TABLE seen_once (id int)")
+    state.expire(registered.id)
+
+    statuses = run_together(
+        20, lambda: reader.get(f"/api/v1/tables/?database={registered.id}")["X-Reflection-Status"]
+    )
+
+    assert set(statuses) <= {"queued", "running"}
+    assert len(published) == 1
+    wait_until(lambda: state.is_recent(registered.id), timeout=60, what="the reflection")
+    assert ReflectionRun.objects.filter(database=registered).count() == 1
+
+
+def test_two_workers_renew_each_database_once(
+    two_workers, user_db: ScratchDatabase, published, settings
+):
+    databases = [registry.register(f"db{i}", user_db.url)[0] for i in range(8)]
+
+    assert polling.renew_expired(spread=2) == {"queued": 8}
+
+    wait_until(lambda: all(state.is_recent(d.id) for d in databases), timeout=90, what="renewal")
+    runs = ReflectionRun.objects.filter(trigger="renewal")
+    assert sorted(runs.values_list("database_id", flat=True)) == sorted(d.id for d in databases)
+    assert state.renewals_in_flight() == 0
+
+
+def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: ScratchDatabase):
+    backlog = [registry.register(f"bulk{i}", user_db.url)[0] for i in range(6)]
+    person, _ = registry.register("person", user_db.url)
+    state.mark_recent(person.id, timezone.now())  # only the backlog is due for renewal
+    held = [HeldDatabaseRow(database) for database in backlog]  # every renewal blocks
+    bulk = start_worker_process("bulk", name="bulk")
+    interactive = start_worker_process("interactive", name="interactive")
+    try:
+        assert polling.renew_expired(spread=0) == {"fresh": 1, "queued": 6}
+        wait_until(
+            lambda: any(state.holder(d.id) and state.holder(d.id)[0] == "running" for d in backlog),
+            timeout=60,
+            what="the bulk worker to be stuck in the backlog",
+        )
+        state.expire(person.id)
+        assert state.ensure_fresh(person).queued_now
+
+        wait_until(lambda: state.is_recent(person.id), timeout=60, what="the person's reflection")
+        assert ReflectionRun.objects.filter(database=person, trigger="list").exists()
+        assert ReflectionRun.objects.filter(trigger="renewal").count() == 0  # all still waiting
+    finally:
+        for row in held:
+            row.release()
+        wait_until(
+            lambda: ReflectionRun.objects.filter(trigger="renewal").count() == len(backlog),
+            timeout=90,
+            what="the backlog to move once released",
+        )
+        stop_process(bulk)
+        stop_process(interactive)
