@@ -1,9 +1,11 @@
 """The periodic checks: renew databases nobody lists, and poll each one's catalog for changes."""
 
 import logging
+import random
 from collections import Counter
 
 from django.conf import settings
+from django.db.models import F
 
 from sync import catalog, state
 from sync.exceptions import CatalogUnavailable
@@ -14,12 +16,43 @@ logger = logging.getLogger(__name__)
 Trigger = ReflectionRun.Trigger
 
 
-def renew_expired() -> dict[str, int]:
-    """Pass every registered database through the gate: queue those whose key expired."""
+def renew_expired(bound: int | None = None, spread: float | None = None) -> dict[str, int]:
+    """Queue a reflection of the databases whose recency key expired, a bounded slice per tick.
+
+    The most overdue go first. At most `bound` (SYNC_RENEWAL_IN_FLIGHT) renewal reflections are
+    queued or running at once, so a thousand databases never open a thousand connections; those
+    queued now are spread with jitter over the next `spread` seconds (SYNC_RENEWAL_SPREAD, the
+    tick's period) rather than land together. The rest wait for a later tick ("deferred").
+    """
+    bound = settings.SYNC_RENEWAL_IN_FLIGHT if bound is None else bound
+    spread = settings.SYNC_RENEWAL_SPREAD if spread is None else spread
+    databases = list(Database.objects.order_by(F("reflected_at").asc(nulls_first=True), "id"))
+    recent = state.recent_among([database.id for database in databases])
+    due = [database for database, fresh in zip(databases, recent, strict=True) if not fresh]
     outcome: Counter[str] = Counter()
-    for database in Database.objects.all():
-        outcome[state.ensure_fresh(database, Trigger.RENEWAL).status] += 1
+    if len(due) < len(databases):
+        outcome["fresh"] = len(databases) - len(due)
+    budget = max(0, bound - state.renewals_in_flight())
+    countdowns = spread_over(spread, min(budget, len(due)))
+    for database in due:
+        if not countdowns:
+            outcome["deferred"] += 1
+            continue
+        freshness = state.ensure_fresh(
+            database, Trigger.RENEWAL, countdown=countdowns[-1] or None, recent=False
+        )
+        if freshness.queued_now:
+            countdowns.pop()
+        outcome[freshness.status] += 1
     return dict(outcome)
+
+
+def spread_over(seconds: float, count: int) -> list[float]:
+    """Return `count` countdowns, one in each equal slice of `seconds`, at random within it."""
+    if count == 0:
+        return []
+    width = seconds / count
+    return [round(width * (slot + random.random()), 3) for slot in reversed(range(count))]  # noqa: S311
 
 
 def poll_due() -> dict[str, int]:

@@ -30,7 +30,14 @@ class _Publisher(threading.local):
         self.producer: Producer | None = None
         self.url = ""
 
-    def send(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
+    def send(
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        task_id: str,
+        countdown: float | None = None,
+    ) -> None:
         """Publish a task. After a broker restart, the Redis client reconnects by itself."""
         url = current_app.conf.broker_write_url or current_app.conf.broker_url
         if self.producer is None or url != self.url:
@@ -43,6 +50,7 @@ class _Publisher(threading.local):
                 args,
                 kwargs,
                 task_id=task_id,
+                countdown=countdown,
                 producer=self.producer,
                 retry=False,
                 # Nobody waits on a reflection's result: do not subscribe to it.
@@ -69,6 +77,13 @@ def _forget_publisher_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_publisher_after_fork)
 
 
-def publish(task: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str) -> None:
-    """Publish one task under the given id; raise one of PUBLISH_ERRORS if the broker fails."""
-    _publisher.send(task, args, kwargs, task_id)
+def publish(
+    task: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str,
+    countdown: float | None = None,
+) -> None:
+    """Publish one task under the given id, to the queue sync.queues names for it, to run after
+    `countdown` seconds; raise one of PUBLISH_ERRORS if the broker fails."""
+    _publisher.send(task, args, kwargs, task_id, countdown)

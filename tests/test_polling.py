@@ -1,8 +1,11 @@
 """Poll mode: each catalog checked on a schedule, by its watch's counter or its fingerprint."""
 
-import pytest
+from datetime import timedelta
 
-from sync import polling, reflection, state, watch
+import pytest
+from django.utils import timezone
+
+from sync import polling, reflection, registry, state, watch
 from sync.models import Database, ReflectionRun, Table
 from tests.conftest import wait_until
 
@@ -63,3 +66,45 @@ def test_an_unreachable_database_turns_failed(imported, reader):
     imported.refresh_from_db()
     assert state.status_of(imported).status == "failed"
     assert "hunter2" not in imported.last_error
+
+
+def test_the_renewal_spreads_due_databases_over_the_cycle_within_the_bound(
+    user_db, routed, settings
+):
+    from django_celery_beat.models import PeriodicTask
+
+    periodic_tasks = PeriodicTask.objects.count()
+    databases = [registry.register(f"due{i}", user_db.url)[0] for i in range(12)]
+
+    assert polling.renew_expired(bound=5, spread=60) == {"queued": 5, "deferred": 7}
+
+    assert {r.queue for r in routed} == {"bulk"}
+    countdowns = sorted(r.countdown or 0.0 for r in routed)
+    # One in each 12-second slice of the cycle, at a random point within it; all far below
+    # the broker's visibility timeout.
+    for slot, countdown in enumerate(countdowns):
+        assert 12 * slot - 1 <= countdown <= 12 * (slot + 1)
+    assert state.renewals_in_flight() == 5
+    # While those are in flight, the next tick queues nothing more.
+    assert polling.renew_expired(bound=5, spread=60) == {"deferred": 12}
+    assert len(routed) == 5
+
+    for r in routed:  # the five end
+        state.release(r.kwargs["database_id"], state.holder(r.kwargs["database_id"])[1])
+        state.mark_recent(r.kwargs["database_id"], timezone.now())
+        state.reflection_ended(r.kwargs["database_id"])
+    assert polling.renew_expired(bound=5, spread=60) == {"fresh": 5, "queued": 5, "deferred": 2}
+    assert len({r.kwargs["database_id"] for r in routed}) == 10  # never the same one twice
+    assert PeriodicTask.objects.count() == periodic_tasks  # no periodic task per database
+    assert len(databases) == 12
+
+
+def test_the_renewal_takes_the_most_overdue_first(user_db, routed):
+    databases = [registry.register(f"age{i}", user_db.url)[0] for i in range(3)]
+    now = timezone.now()
+    for age, database in zip((1, 3, 2), databases, strict=True):
+        Database.objects.filter(pk=database.pk).update(reflected_at=now - timedelta(hours=age))
+
+    polling.renew_expired(bound=1, spread=0)
+
+    assert [r.kwargs["database_id"] for r in routed] == [databases[1].id]
