@@ -3,6 +3,7 @@
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,13 +167,24 @@ def validate_url(url: str) -> str:
     return url
 
 
-_engines: dict[int, tuple[str, Engine]] = {}
+# This process's engines, the most recently used last. Pooled ones (live reads) are kept for
+# SYNC_POOLED_DATABASES databases at most, so the idle connections a process holds stay bounded
+# whatever the number of databases it touched; the least recently used is closed. Engines
+# without a pool (reflections, which close their connection after use) hold no socket, and
+# are only kept to spare creating one per run.
+_engines: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
+_unpooled: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
+UNPOOLED_KEPT = 1000
 _engines_lock = threading.Lock()
+# Connections in use at once per server (host:port) in this process: SYNC_CONNECTIONS_PER_SERVER.
+_server_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 
 
 def _forget_engines_after_fork() -> None:
-    # A forked child must not share its parent's pooled sockets.
+    # A forked child must not share its parent's pooled sockets, nor their slots.
     _engines.clear()
+    _unpooled.clear()
+    _server_slots.clear()
 
 
 os.register_at_fork(after_in_child=_forget_engines_after_fork)
@@ -180,21 +192,83 @@ os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 def engine(key: int, url: str) -> Engine:
     """Return this process's pooled engine for a database, renewed when its URL changed."""
+    if settings.SYNC_POOLED_DATABASES == 0:
+        return unpooled_engine(key, url)
     with _engines_lock:
-        cached = _engines.get(key)
-        if cached is not None and cached[0] == url:
-            return cached[1]
+        cached = _kept(_engines, key, url)
         if cached is not None:
-            cached[1].dispose()
+            return cached
         # Autocommit: an on-the-fly read is one Query message, its own transaction (see
         # read_once). No ping before every checkout: a read on a connection the server dropped
         # is tried once more instead (see _once_more_if_dropped), free when all is well.
+        # Overflow connections are closed when given back.
         new_engine = create_user_engine(
-            url, pool_size=2, max_overflow=4, pool_recycle=600, isolation_level="AUTOCOMMIT"
+            url,
+            pool_size=2,
+            max_overflow=2,
+            pool_recycle=600,
+            pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
+            isolation_level="AUTOCOMMIT",
         )
         event.listen(new_engine, "reset", _end_transaction)
         _engines[key] = (url, new_engine)
+        while len(_engines) > settings.SYNC_POOLED_DATABASES:
+            _, (_, oldest) = _engines.popitem(last=False)
+            oldest.dispose()  # connections in use are closed when given back
         return new_engine
+
+
+def unpooled_engine(key: int, url: str) -> Engine:
+    """Return this process's engine for a database that closes each connection after use."""
+    with _engines_lock:
+        cached = _kept(_unpooled, key, url)
+        if cached is not None:
+            return cached
+        new_engine = create_user_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        event.listen(new_engine, "reset", _end_transaction)
+        _unpooled[key] = (url, new_engine)
+        if len(_unpooled) > UNPOOLED_KEPT:
+            _unpooled.popitem(last=False)
+        return new_engine
+
+
+def _kept(engines: OrderedDict[int, tuple[str, Engine]], key: int, url: str) -> Engine | None:
+    """Return the engine kept for a database and mark it used; drop it if its URL changed."""
+    cached = engines.get(key)
+    if cached is None:
+        return None
+    if cached[0] != url:
+        del engines[key]
+        cached[1].dispose()
+        return None
+    engines.move_to_end(key)
+    return cached[1]
+
+
+@contextmanager
+def server_slot(url: str) -> Iterator[None]:
+    """Hold one of this process's SYNC_CONNECTIONS_PER_SERVER slots on the URL's server.
+
+    However many databases a server holds, this process never has more connections to it in
+    use at once; a caller that finds none free within the connect timeout gets
+    CatalogUnavailable, as when the server does not answer.
+    """
+    parsed = make_url(url)
+    bound = settings.SYNC_CONNECTIONS_PER_SERVER
+    server = (f"{parsed.host or ''}:{parsed.port or 5432}", bound)
+    with _engines_lock:
+        slots = _server_slots.get(server)
+        if slots is None:
+            slots = _server_slots[server] = threading.BoundedSemaphore(bound)
+    if not slots.acquire(timeout=settings.SYNC_CONNECT_TIMEOUT):
+        raise CatalogUnavailable(
+            f"{redact_url(url)}: all {bound} connections this process may open to its server "
+            "are in use; try again shortly"
+        )
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def create_user_engine(
@@ -238,10 +312,13 @@ def error_detail(error: DBAPIError, url: str) -> str:
 def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
     """Read the identity, the fingerprint and, unless it is `known`, the whole catalog.
 
-    All in one read-only snapshot, so that the fingerprint is exactly that of the rows read.
+    All in one read-only snapshot, so that the fingerprint is exactly that of the rows read,
+    on a connection of its own, closed after use: a process that reflects many databases keeps
+    none of them open.
     """
     try:
-        return _once_more_if_dropped(partial(_read_catalog, engine(key, url), known))
+        with server_slot(url):
+            return _once_more_if_dropped(partial(_read_catalog, unpooled_engine(key, url), known))
     except DBAPIError as error:
         raise unavailable(url, error) from error
 
@@ -322,7 +399,8 @@ def read_once(
     values = {**parameters, "dbsync_statement_timeout_ms": str(_statement_timeout_ms())}
     logger.debug("read from %s: %s %s", redact_url(url), message, values)
     try:
-        return _once_more_if_dropped(partial(_run_alone, engine(key, url), message, values))
+        with server_slot(url):
+            return _once_more_if_dropped(partial(_run_alone, engine(key, url), message, values))
     except DBAPIError as error:
         raise (failure(error) if failure else unavailable(url, error)) from error
 
