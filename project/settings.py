@@ -85,6 +85,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times every request and counts it by view and status.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and Swagger UI's static files under gunicorn, no web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -95,6 +97,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the pages answer polls
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -125,6 +128,8 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+# The same PostgreSQL backend, counting connections, queries and errors for /metrics.
+DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker, results, cache and reflection state live in separate databases of one server,
@@ -163,6 +168,10 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: do not hoard messages
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Two queues (sync.queues): `interactive` for what a person or a change waits on, `bulk` for
+# renewal, polls, imports and purges; each has its own workers (Procfile: worker, worker-bulk).
+CELERY_TASK_ROUTES = ("sync.queues.route_task",)
+CELERY_TASK_DEFAULT_QUEUE = "interactive"
 
 # Synchronisation.
 SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
@@ -178,6 +187,33 @@ SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
+
+# Scale (sync.polling, sync.catalog). Each renewal tick queues at most SYNC_RENEWAL_IN_FLIGHT
+# reflections less those still queued or running, with countdowns spread over the next
+# SYNC_RENEWAL_SPREAD seconds (the tick's period); a countdown must stay far below the broker's
+# visibility timeout, or Redis hands the message out twice.
+SYNC_RENEWAL_IN_FLIGHT = _env_int("SYNC_RENEWAL_IN_FLIGHT", 100)
+SYNC_RENEWAL_SPREAD = _env_int("SYNC_RENEWAL_SPREAD", 60, least=0)
+_LONGEST_COUNTDOWN = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] // 10
+if SYNC_RENEWAL_SPREAD > _LONGEST_COUNTDOWN:
+    raise ImproperlyConfigured(
+        f"SYNC_RENEWAL_SPREAD must be at most {_LONGEST_COUNTDOWN} seconds, a tenth of the "
+        f"broker's visibility timeout; got {SYNC_RENEWAL_SPREAD}"
+    )
+# Connections to registered databases: each process keeps pooled connections (one each) to at
+# most SYNC_POOLED_DATABASES databases for live reads, and opens at most
+# SYNC_CONNECTIONS_PER_SERVER at once to any one server; reflections close theirs after use.
+SYNC_POOLED_DATABASES = _env_int("SYNC_POOLED_DATABASES", 4, least=0)
+SYNC_CONNECTIONS_PER_SERVER = _env_int("SYNC_CONNECTIONS_PER_SERVER", 4)
+
+# Metrics (sync.metrics) at /metrics: readable by staff, or with this bearer token.
+SYNC_METRICS_TOKEN = os.environ.get("SYNC_METRICS_TOKEN", "")
+# Every process of a host writes its metrics here and /metrics sums them (prometheus-client's
+# multiprocess mode, set before anything imports it); empty it when the service starts.
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / ".run" / "metrics")
+)
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 # The admin user that `make run` creates for the demo.
 DEMO_ADMIN_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "dbsync-demo")

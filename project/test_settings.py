@@ -1,5 +1,8 @@
 """Settings for the test suite: the same services, other Redis databases than a running dbsync."""
 
+import os
+import tempfile
+
 from project.settings import *  # noqa: F403
 from project.settings import REDIS_URL, _redis_url
 
@@ -18,3 +21,10 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 # Serve static files from the apps, as in development: tests run no collectstatic.
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+# Metrics of one test run in a directory of its own, shared with the worker processes it starts.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("DBSYNC_TEST_METRICS_DIR") or tempfile.mkdtemp(
+    prefix="dbsync-metrics-"
+)
+os.environ["DBSYNC_TEST_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
+    PROMETHEUS_MULTIPROC_DIR
+)

@@ -8,6 +8,7 @@ of watched databases is re-read every few seconds, so new and unregistered ones 
 without a restart.
 """
 
+import contextlib
 import logging
 import random
 import selectors
@@ -52,6 +53,7 @@ class Watched:
     last_heard: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
+    connects: int = 0  # successful connects so far: each after the first is a reconnect
 
 
 class Listener:
@@ -144,7 +146,10 @@ class Listener:
         )
         self.selector.register(item.fd, selectors.EVENT_READ, database.id)
         logger.info("listening to %s after %d failed attempts", database.name, item.failures)
-        item.failures = 0
+        if item.connects:
+            with contextlib.suppress(*state.STATE_ERRORS):
+                state.count_reconnect(database.id)
+        item.failures, item.connects = 0, item.connects + 1
         # Notices sent while nobody listened are lost: reflect in case there were any.
         self.queue(database.id, time.monotonic())
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from django.db import connection, transaction
 from django.utils import timezone
 
-from sync import catalog, names
+from sync import catalog, metrics, names
 from sync.catalog import CatalogRelation, Identity, Snapshot
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun, Schema, Table
@@ -335,7 +335,10 @@ def reflect(
         record_failure(database_id, trigger, started_at, error)
         raise
     step(3)
-    duration_ms = round((time.perf_counter() - clock) * 1000)
+    seconds = time.perf_counter() - clock
+    metrics.REFLECTION_SECONDS.labels(trigger).observe(seconds)
+    metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
+    duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
     return ReflectionResult(database.name, changes.counts, duration_ms)
 
@@ -401,4 +404,5 @@ def record_failure(database_id: int, trigger: str, started_at: datetime, error: 
             outcome=outcome,
             error=str(error),
         )
+    metrics.REFLECTIONS.labels(trigger, outcome).inc()
     logger.warning("reflection of database %s %s: %s", database_id, outcome, error)

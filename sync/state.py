@@ -9,7 +9,11 @@ State of a database, as its keys say (recency in Django's cache, the rest in the
                works, so a holder that died is forgotten within SYNC_LEASE_SECONDS
     retrying   lease "retrying:<task id>": the task waits for its retry after a failure
     backing    back-off key set after a failure: no reflection is queued until it lapses
-    dirty      dirty mark set: a change is known that the models do not have yet
+    dirty      dirty mark set: a change is known that the models do not have yet (and the
+               changed-at key says since when, for the DDL-to-visible figure)
+
+Beside them, the renewal's in-flight set: the databases whose renewal reflection is queued or
+running, which bounds how many the renewal hands out (sync.polling.renew_expired).
 
 Transitions:
 
@@ -29,6 +33,7 @@ admin's actions) overrides it, because a person asked for it and sees the answer
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -45,7 +50,7 @@ from django.utils import timezone
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from sync import publisher, task_names
+from sync import metrics, publisher, task_names
 from sync.models import Database, ReflectionRun
 
 logger = logging.getLogger(__name__)
@@ -110,16 +115,27 @@ def listening_key(database_id: int) -> str:
     return f"dbsync:listening:{database_id}"
 
 
+def changed_key(database_id: int) -> str:
+    return f"dbsync:changed-at:{database_id}"
+
+
+RENEWALS_KEY = "dbsync:renewals"  # sorted set: database id -> when its renewal was queued
+RECONNECTS_KEY = "dbsync:listener-reconnects"  # hash: database id -> LISTEN reconnects so far
+
+
 BACKING_OFF = "backing-off"
 FRESH = "fresh"
 
 # The whole decision of a caller, in one atomic round trip: mark the database dirty if asked;
 # then report a lease held, or the back-off (unless overridden), or freshness (when the caller
 # found the recency key and nothing is dirty); else take the lease for a task about to be queued.
-# KEYS: lease, backoff, dirty. ARGV: lease value, lease seconds, recent (0/1), mark ('' or the
-# trigger), override back-off (0/1), dirty mark seconds.
+# KEYS: lease, backoff, dirty, changed-at. ARGV: lease value, lease seconds, recent (0/1), mark
+# ('' or the trigger), override back-off (0/1), dirty mark seconds, now (Unix time).
 REQUEST = f"""
-if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[6]) end
+if ARGV[4] ~= '' then
+    redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[6])
+    redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6], 'NX')
+end
 local held = redis.call('GET', KEYS[1])
 if held then return held end
 if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return '{BACKING_OFF}' end
@@ -173,14 +189,25 @@ def _script(source: str) -> Script:
 # ---- callers: lists, pages, live reads, the API, the admin, renewal, the listener ----
 
 
-def ensure_fresh(database: Database, trigger: str = Trigger.LIST) -> Freshness:
-    """Queue a reflection unless the database is fresh; never waits, never raises."""
+def ensure_fresh(
+    database: Database,
+    trigger: str = Trigger.LIST,
+    countdown: float | None = None,
+    recent: bool | None = None,
+) -> Freshness:
+    """Queue a reflection unless the database is fresh; never waits, never raises.
+
+    The renewal passes a countdown (to spread its reflections) and what it already read of
+    the recency key.
+    """
     try:
-        recent = reflected_moments_ago(database) or is_recent(database.id)
-        return _request(database, trigger, recent=recent)
+        recent = reflected_moments_ago(database) or (
+            is_recent(database.id) if recent is None else recent
+        )
+        return _request(database, trigger, recent=recent, countdown=countdown)
     except STATE_ERRORS:
         logger.warning("reflection state of %s unavailable: Redis down", database.name)
-        return Freshness(Status.UNAVAILABLE)
+        return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
 def notice_change(database: Database, trigger: str) -> Freshness:
@@ -192,7 +219,7 @@ def notice_change(database: Database, trigger: str) -> Freshness:
         return _request(database, trigger, mark=trigger)
     except STATE_ERRORS:
         logger.warning("change of %s not recorded: Redis down", database.name)
-        return Freshness(Status.UNAVAILABLE)
+        return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
 def request_reflection(database: Database, trigger: str) -> Freshness:
@@ -201,7 +228,7 @@ def request_reflection(database: Database, trigger: str) -> Freshness:
         return _request(database, trigger, mark=trigger, override_backoff=True)
     except STATE_ERRORS:
         logger.warning("reflection of %s not queued: Redis down", database.name)
-        return Freshness(Status.UNAVAILABLE)
+        return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
 def request_import(database: Database) -> Freshness:
@@ -220,29 +247,41 @@ def _request(
     mark: str = "",
     override_backoff: bool = False,
     task: str = task_names.REFLECT,
+    countdown: float | None = None,
 ) -> Freshness:
     token = uuid.uuid4().hex
     value = f"{LeaseState.QUEUED}:{token}"
-    keys = (lease_key(database.id), backoff_key(database.id), dirty_key(database.id))
-    flags = (int(recent), mark, int(override_backoff), DIRTY_TTL)
+    keys = (*_keys(database.id), changed_key(database.id))
+    flags = (int(recent), mark, int(override_backoff), DIRTY_TTL, time.time())
     held = _script(REQUEST)(keys=keys, args=(value, settings.SYNC_LOCK_TTL, *flags))
     if held == FRESH:
-        return Freshness(Status.FRESH)
+        return _counted(Freshness(Status.FRESH), trigger, "fresh")
     if held == BACKING_OFF:
-        return Freshness(Status.FAILED)
+        return _counted(Freshness(Status.FAILED), trigger, "backing_off")
     if held != value:
         state, _, holder = held.partition(":")
-        return Freshness(LEASE_STATUS[LeaseState(state)], holder)
+        return _counted(Freshness(LEASE_STATUS[LeaseState(state)], holder), trigger, "deduplicated")
     kwargs: dict[str, Any] = {"database_id": database.id}
     if task == task_names.REFLECT:
         kwargs |= {"force": bool(mark), "trigger": trigger}
     try:
-        publisher.publish(task, (), kwargs, token)
+        publisher.publish(task, (), kwargs, token, countdown)
     except publisher.PUBLISH_ERRORS:
         release(database.id, token)
         logger.warning("could not queue %s for %s: broker unavailable", task, database.name)
-        return Freshness(Status.UNAVAILABLE)
-    return Freshness(Status.QUEUED, token, queued_now=True)
+        return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
+    if trigger == Trigger.RENEWAL:
+        client().zadd(RENEWALS_KEY, {str(database.id): time.time()})
+    return _counted(Freshness(Status.QUEUED, token, queued_now=True), trigger, "queued")
+
+
+def _keys(database_id: int) -> tuple[str, str, str]:
+    return lease_key(database_id), backoff_key(database_id), dirty_key(database_id)
+
+
+def _counted(freshness: Freshness, trigger: str, decision: str) -> Freshness:
+    metrics.GATE_DECISIONS.labels(decision, trigger).inc()
+    return freshness
 
 
 def status_of(database: Database) -> Freshness:
@@ -345,8 +384,11 @@ class Lease:
     def dirty(self) -> bool:
         return bool(client().exists(dirty_key(self.database_id)))
 
-    def succeeded(self, reflected_at: datetime) -> None:
+    def succeeded(self, reflected_at: datetime) -> float | None:
+        """Mark the database fresh; return the seconds since the change it shows was heard of."""
         mark_recent(self.database_id, reflected_at)
+        heard = cast(str | None, client().getdel(changed_key(self.database_id)))
+        return None if heard is None else max(0.0, reflected_at.timestamp() - float(heard))
 
     def retry_after(self, seconds: int) -> None:
         """Back the database off and keep the lease for the retry, `seconds` from now."""
@@ -382,6 +424,25 @@ def lease(database_id: int, token: str) -> Iterator[Lease | None]:
 
 def release(database_id: int, token: str) -> None:
     _script(RELEASE)(keys=(lease_key(database_id),), args=(token,))
+
+
+def renewals_in_flight() -> int:
+    """Return how many renewal reflections are queued or running (lost ones lapse)."""
+    with client().pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(RENEWALS_KEY, "-inf", time.time() - settings.SYNC_LOCK_TTL)
+        pipe.zcard(RENEWALS_KEY)
+        return int(pipe.execute()[1])
+
+
+def reflection_ended(database_id: int) -> None:
+    """Say that a reflection task of the database ended: its renewal is no longer in flight."""
+    client().zrem(RENEWALS_KEY, str(database_id))
+
+
+def recent_among(database_ids: list[int]) -> list[bool]:
+    """Return, for each database, whether its recency key is set (one round trip)."""
+    found = cache.get_many([recency_key(i) for i in database_ids])
+    return [recency_key(i) in found for i in database_ids]
 
 
 def backing_off(database_id: int) -> bool:
@@ -423,6 +484,26 @@ def mark_listening(database_ids: Iterable[int], seconds: int) -> None:
         for database_id in database_ids:
             pipe.set(listening_key(database_id), 1, ex=seconds)
         pipe.execute()
+
+
+def listening(database_ids: Iterable[int]) -> list[bool]:
+    """Return, for each database, whether the listener holds a live connection to it."""
+    ids = list(database_ids)
+    if not ids:
+        return []
+    values = cast(list[str | None], client().mget([listening_key(i) for i in ids]))
+    return [value is not None for value in values]
+
+
+def count_reconnect(database_id: int) -> None:
+    """Count a LISTEN connection to the database opened again after it was lost."""
+    client().hincrby(RECONNECTS_KEY, str(database_id), 1)
+
+
+def reconnects() -> dict[int, int]:
+    """Return the listener's reconnects so far, by database id."""
+    counts = cast(dict[str, str], client().hgetall(RECONNECTS_KEY))
+    return {int(database_id): int(count) for database_id, count in counts.items()}
 
 
 def stop_listening(database_id: int) -> None:

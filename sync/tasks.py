@@ -1,12 +1,13 @@
 """Celery tasks: thin wrappers over reflection, taking ids and re-reading state."""
 
+import contextlib
 import logging
 
 from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from sync import importing, polling, reflection, registry, retention, state, task_names
+from sync import importing, metrics, polling, reflection, registry, retention, state, task_names
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
 
@@ -42,6 +43,14 @@ def reflect_db_objects(
 
     A change noticed while it runs (the dirty mark) is reflected again before the lease goes.
     """
+    try:
+        return _reflect(self, database_id, force, trigger)
+    finally:
+        with contextlib.suppress(*state.STATE_ERRORS):
+            state.reflection_ended(database_id)  # a renewal's slot is free again
+
+
+def _reflect(self: Task, database_id: int, force: bool, trigger: str) -> str:
     with state.lease(database_id, self.request.id) as lease:
         if lease is None:
             return "duplicate"
@@ -52,7 +61,9 @@ def reflect_db_objects(
                 # Cleared before the snapshot: a change after this point marks it again.
                 trigger = lease.take_dirty() or trigger
                 reflection.reflect(database_id, trigger=trigger)
-                lease.succeeded(timezone.now())
+                heard = lease.succeeded(timezone.now())
+                if heard is not None:
+                    metrics.DDL_TO_VISIBLE.labels(trigger).observe(heard)
                 if not lease.dirty():
                     return "reflected"
         except CatalogUnavailable as error:

@@ -4,19 +4,22 @@ from dataclasses import asdict
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from sync import browse, health, live, progress, state, watch
+from sync import browse, health, live, progress, scrape, state, watch
 from sync.api import query_bool, query_int
 from sync.models import Database, Schema, Table
+from sync.permissions import StaffOrMetricsToken
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
@@ -228,3 +231,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "down" if down else "ok", "parts": states}, status=503 if down else 200
     )
+
+
+class MetricsView(APIView):
+    """Prometheus metrics of this host's processes (text format), for staff or the token."""
+
+    permission_classes = [StaffOrMetricsToken]
+    schema = None  # not part of the REST API's schema
+
+    def get(self, request: Request) -> HttpResponse:
+        return HttpResponse(scrape.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -12,10 +12,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg2
 import pytest
+import redis
 from celery import current_app
 from celery.signals import after_task_publish
 from celery.worker import state as worker_state
@@ -26,7 +28,7 @@ from django.db import connection
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
-from sync import demo, registry, state
+from sync import demo, queues, registry, state
 from sync.models import Database
 
 T = TypeVar("T")
@@ -189,7 +191,15 @@ def celery_config() -> dict[str, Any]:
         "result_backend": settings.CELERY_RESULT_BACKEND,
         "broker_transport_options": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
         "worker_prefetch_multiplier": 1,
+        "task_routes": settings.CELERY_TASK_ROUTES,
+        "task_default_queue": settings.CELERY_TASK_DEFAULT_QUEUE,
     }
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict[str, Any]:
+    """The test worker consumes both queues, as a deployment's two kinds of worker do."""
+    return {"queues": queues.QUEUES}
 
 
 @pytest.fixture(scope="session")
@@ -240,6 +250,46 @@ def staff(db: None) -> APIClient:
     return client_for(make_user("operator", staff=True))
 
 
+@dataclass(frozen=True)
+class Routed:
+    task: str
+    queue: str
+    kwargs: dict[str, Any]
+    countdown: float | None  # seconds from publication to the message's ETA
+
+
+@pytest.fixture
+def routed() -> Iterator[list[Routed]]:
+    """Collect where each task the gate publishes goes, to a broker database no worker reads."""
+    found: list[Routed] = []
+    aside = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/12"
+    current_app.conf.broker_write_url = aside
+
+    def record(
+        sender: str | None = None,
+        body: Any = None,
+        routing_key: str = "",
+        headers: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> None:
+        if not (sender and sender.startswith("sync.tasks.") and headers):
+            return
+        eta = headers.get("eta")
+        countdown = None
+        if eta:
+            countdown = (datetime.fromisoformat(eta) - datetime.now(UTC)).total_seconds()
+        kwargs = body[1] if isinstance(body, tuple | list) else {}
+        found.append(Routed(sender, routing_key, kwargs, countdown))
+
+    after_task_publish.connect(record, weak=False)
+    yield found
+    after_task_publish.disconnect(record)
+    current_app.conf.broker_write_url = None
+    broker = redis.Redis.from_url(aside)
+    broker.flushdb()
+    broker.close()
+
+
 @pytest.fixture
 def published() -> Iterator[list[str]]:
     """Collect the ids of the messages of dbsync's tasks that the broker accepted."""
@@ -265,11 +315,14 @@ def process_environment() -> dict[str, str]:
     }
 
 
-def start_worker_process(queue: str) -> subprocess.Popen[bytes]:
-    """Start a real `celery worker` process on the test database, consuming one queue."""
+def start_worker_process(queue: str, name: str = "") -> subprocess.Popen[bytes]:
+    """Start a real `celery worker` process on the test database, consuming the queue(s)
+    (comma-separated), under a node name of its own if given."""
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo",
                "-Q", queue, "--events", "--without-mingle", "--without-gossip",
                "--loglevel", "WARNING"]  # fmt: skip
+    if name:
+        command += ["--hostname", f"{name}@%h"]
     return subprocess.Popen(command, env=process_environment(), start_new_session=True)
 
 

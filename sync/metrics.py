@@ -1,0 +1,33 @@
+"""Prometheus metrics that dbsync's processes count (a leaf: the gate and the tasks import it).
+
+They live in prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set in
+project.settings before anything imports the client), so one scrape of a web process sums every
+gunicorn and Celery process of its host (see sync.scrape).
+"""
+
+from prometheus_client import Counter, Histogram
+
+SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+REFLECTION_SECONDS = Histogram(
+    "dbsync_reflection_duration_seconds",
+    "Time a successful reflection took, from its start to its commit, by trigger.",
+    ["trigger"],
+    buckets=SECONDS,
+)
+REFLECTIONS = Counter(
+    "dbsync_reflections", "Reflections that ended, by trigger and outcome.", ["trigger", "outcome"]
+)
+DDL_TO_VISIBLE = Histogram(
+    "dbsync_ddl_to_visible_seconds",
+    "Time from dbsync hearing of a change (a listener notice, a poll, a live read) to the "
+    "reflection that shows it, by trigger.",
+    ["trigger"],
+    buckets=SECONDS,
+)
+GATE_DECISIONS = Counter(
+    "dbsync_gate_decisions",
+    "Answers of the freshness gate: fresh, queued, deduplicated (one in flight), backing_off, "
+    "unavailable (Redis or the broker down), by trigger.",
+    ["decision", "trigger"],
+)

@@ -1,0 +1,97 @@
+"""/metrics: Prometheus text for staff or the metrics token, every figure the operator needs."""
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from sync import state
+from sync.models import Database
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+METRICS = (
+    "dbsync_reflection_duration_seconds",
+    "dbsync_reflections",
+    "dbsync_last_success_timestamp_seconds",
+    "dbsync_objects",
+    "dbsync_listener_connected",
+    "dbsync_listener_reconnects",
+    "dbsync_ddl_to_visible_seconds",
+    "dbsync_queue_depth",
+    "dbsync_gate_decisions",
+    "dbsync_renewals_in_flight",
+    # django-prometheus: requests by view and status, queries of the service database.
+    "django_http_requests_latency_seconds_by_view_method",
+    "django_http_responses_total_by_status_view_method",
+    "django_db_execute",
+)
+
+
+def scrape(client: APIClient, **headers: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return {
+        family.name: [(sample.labels, sample.value) for sample in family.samples]
+        for family in text_string_to_metric_families(response.content.decode())
+    }
+
+
+def test_metrics_show_every_figure_after_a_reflection_and_a_list(
+    worker, registered: Database, user_db, reader, staff
+):
+    user_db.execute("CREATE TABLE counted (id int)")
+    state.notice_change(registered, state.Trigger.LISTENER)  # as a DDL notice would
+    wait_until(lambda: state.is_recent(registered.id), what="the reflection")
+    assert reader.get(f"/api/v1/tables/?database={registered.id}").status_code == 200
+
+    families = scrape(staff)
+
+    assert set(METRICS) <= set(families)
+    assert ({"database": "userdb", "kind": "relation"}, 1.0) in families["dbsync_objects"]
+    assert ({"database": "userdb"}, 0.0) in families["dbsync_listener_connected"]
+    assert {"queue": "interactive"} in [labels for labels, _ in families["dbsync_queue_depth"]]
+    successes = dict(
+        (labels["trigger"], value)
+        for labels, value in families["dbsync_reflections"]
+        if labels.get("outcome") == "success"
+    )
+    assert successes["listener"] >= 1
+    visible = [s for s in families["dbsync_ddl_to_visible_seconds"] if s[0].get("le") == "+Inf"]
+    assert any(labels["trigger"] == "listener" and value >= 1 for labels, value in visible)
+    decisions = {
+        (labels["decision"], labels["trigger"]) for labels, _ in families["dbsync_gate_decisions"]
+    }
+    assert {("queued", "listener"), ("fresh", "list")} <= decisions
+    last = dict(
+        (labels["database"], v) for labels, v in families["dbsync_last_success_timestamp_seconds"]
+    )
+    registered.refresh_from_db()
+    assert last["userdb"] == pytest.approx(registered.reflected_at.timestamp())
+
+
+def test_a_listener_reconnect_is_counted(registered, staff):
+    state.count_reconnect(registered.id)
+    state.count_reconnect(registered.id)
+
+    families = scrape(staff)
+
+    assert ({"database": "userdb"}, 2.0) in families["dbsync_listener_reconnects"]
+
+
+def test_metrics_refuse_anonymous_readers_and_readers_who_are_not_staff(db, reader):
+    assert APIClient().get("/metrics").status_code == 401
+    assert reader.get("/metrics").status_code == 403
+
+
+def test_metrics_open_to_the_metrics_token(db, settings):
+    settings.SYNC_METRICS_TOKEN = "scrape-me"
+    assert "dbsync_queue_depth" in scrape(APIClient(), HTTP_AUTHORIZATION="Bearer scrape-me")
+    wrong = APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer guess")
+    assert wrong.status_code == 401
+
+
+def test_without_a_token_set_no_bearer_token_opens_metrics(db, settings):
+    settings.SYNC_METRICS_TOKEN = ""
+    assert APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code in {401, 403}
