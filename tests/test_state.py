@@ -83,6 +83,7 @@ def inserts_waiting() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+            " AND datname = current_database()"
             " AND query LIKE 'INSERT INTO sync_table%%' AND wait_event_type = 'Lock'"
         )
         (waiting,) = cursor.fetchone()
