@@ -1,4 +1,5 @@
-"""Benchmark list latency under gunicorn and a Celery worker, with a fresh and an expired key."""
+"""Benchmark list latency under gunicorn and a Celery worker, with a fresh and an expired key,
+against a minimal Django view that returns the same rows (bench/minimal_list.py)."""
 
 import os
 import sys
@@ -394,6 +395,7 @@ class Run:
     """What every phase works with."""
 
     target: Target
+    minimal: Target  # the same rows from the minimal view, the baseline
     events: TaskEvents
     database_id: int
     groups: dict[str, int]  # gunicorn and celery: their process group ids
@@ -406,12 +408,12 @@ class Run:
         return max(1.0, min(most, self.deadline - time.monotonic()))
 
 
-def measure(run: Run, expire: int) -> tuple[dict[str, Any], list[Sample]]:
+def measure(run: Run, expire: int, target: Target) -> tuple[dict[str, Any], list[Sample]]:
     """One measured run of the clients, with its latency and CPU summary."""
     args = run.args
     cpu_before = cpu_seconds(run.groups, run.databases)
     samples, wall, cut_short = run_clients(
-        run.target, args.clients, args.requests, expire, run.budget(args.phase_budget)
+        target, args.clients, args.requests, expire, run.budget(args.phase_budget)
     )
     cpu_after = cpu_seconds(run.groups, run.databases)
     used = {key: cpu_after[key] - cpu_before[key] for key in cpu_after}
@@ -425,18 +427,19 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     request. The warm-up queues nothing, so that the first expiry is measured too."""
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
+    target = run.minimal if name == "minimal" else run.target
     state.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
-    run_clients(run.target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
+    run_clients(target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))
     before = run.events.snapshot()
     last_run = ReflectionRun.objects.order_by("-id").values_list("id", flat=True).first() or 0
     log(f"{name}: measuring, {args.clients} clients x {args.requests} requests")
-    result, samples = measure(run, expire)
+    result, samples = measure(run, expire, target)
     drained_after = drain(run.events, database_id, run.budget(30))
     time.sleep(0.5)  # late events of the last task
     runs = ReflectionRun.objects.filter(
-        database_id=database_id, trigger=ReflectionRun.Trigger.TASK, id__gt=last_run
+        database_id=database_id, trigger=ReflectionRun.Trigger.LIST, id__gt=last_run
     ).count()
     expiries = len(samples) if name == "expired" else 0
     result["tasks"] = task_counts(before, run.events.snapshot(), runs, samples, expiries)
@@ -445,18 +448,21 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     return result, samples
 
 
-def alternate(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the fresh and the expired phase in turn, round after round, and pool each one's.
+def alternate(run: Run) -> dict[str, dict[str, Any]]:
+    """Run the fresh, the expired and the minimal phase in turn, round after round, and pool
+    each one's.
 
     Alternating short rounds spreads the machine's drift (other tenants, frequency changes)
-    over both phases alike, where one long phase after the other would hand it to one.
+    over the phases alike, where one long phase after the other would hand it to one.
     """
-    rounds: dict[str, list[tuple[dict[str, Any], list[Sample]]]] = {"fresh": [], "expired": []}
+    rounds: dict[str, list[tuple[dict[str, Any], list[Sample]]]] = {
+        "fresh": [], "expired": [], "minimal": []
+    }  # fmt: skip
     for number in range(1, run.args.rounds + 1):
         for name, done in rounds.items():
             log(f"round {number} of {run.args.rounds}")
             done.append(phase(name, run))
-    return pooled(rounds["fresh"]), pooled(rounds["expired"])
+    return {name: pooled(done) for name, done in rounds.items()}
 
 
 def pooled(rounds: list[tuple[dict[str, Any], list[Sample]]]) -> dict[str, Any]:
@@ -481,12 +487,28 @@ def pooled(rounds: list[tuple[dict[str, Any], list[Sample]]]) -> dict[str, Any]:
     }
 
 
-def targets(fresh: dict[str, Any], expired: dict[str, Any]) -> dict[str, Any]:
+def web_cpu_ms(phase: dict[str, Any]) -> float:
+    """gunicorn's CPU per request, averaged over the phase's rounds."""
+    return statistics.mean(r["cpu_ms_per_request"]["gunicorn"] for r in phase["rounds"])
+
+
+def targets(
+    fresh: dict[str, Any], expired: dict[str, Any], minimal: dict[str, Any]
+) -> dict[str, Any]:
     ratio = expired["p99_ms"] / fresh["p99_ms"]
+    versus_minimal = {
+        f"fresh_{p}_vs_minimal_{p}": round(fresh[f"{p}_ms"] / minimal[f"{p}_ms"], 2)
+        for p in ("p50", "p99")
+    }
+    versus_minimal["fresh_web_cpu_per_request_vs_minimal"] = round(
+        web_cpu_ms(fresh) / web_cpu_ms(minimal), 2
+    )
     by_round = zip(expired["p99_ms_by_round"], fresh["p99_ms_by_round"], strict=True)
     tasks = expired["tasks"]
     codes = {**fresh["status_codes"], **expired["status_codes"]}
     return {
+        **versus_minimal,
+        "fresh_within_1_5x_minimal": versus_minimal["fresh_p99_vs_minimal_p99"] <= 1.5,
         "expired_p99_vs_fresh_p99": round(ratio, 2),
         "expired_p99_vs_fresh_p99_by_round": [round(e / f, 2) for e, f in by_round],
         "expired_p99_within_1_1x_fresh": ratio <= 1.1,
@@ -509,8 +531,8 @@ def commands(port: int, args: argparse.Namespace) -> dict[str, list[str]]:
         ],
         "celery": [
             sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "WARNING",
-            "--concurrency", "2", "--events", "--hostname", f"benchlist{os.getpid()}@%h",
-            "--queues", "interactive,bulk",
+            "--concurrency", "2", "--events", "--queues", "interactive,bulk",
+            "--hostname", f"benchlist{os.getpid()}@%h",
         ],
     }  # fmt: skip
 
@@ -524,7 +546,7 @@ def answers(target: Target) -> bool:
 
 
 def serve_and_measure(
-    database_id: int, target: Target, logs: Path, args: argparse.Namespace
+    database_id: int, target: Target, minimal: Target, logs: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Start the worker and gunicorn, measure both phases, and stop them whatever happens."""
     events = TaskEvents(celery_app)
@@ -540,8 +562,8 @@ def serve_and_measure(
                 log(f"gunicorn on 127.0.0.1:{target.port} and worker {worker_name} ready")
                 groups = {"gunicorn": web.pid, "celery": worker.pid}
                 deadline = time.monotonic() + args.time_limit
-                run = Run(target, events, database_id, groups, databases, args, deadline)
-                fresh, expired = alternate(run)
+                run = Run(target, minimal, events, database_id, groups, databases, args, deadline)
+                pooled_phases = alternate(run)
     except RuntimeError:
         for name in ("celery", "gunicorn"):
             if (logs / f"{name}.log").exists():
@@ -549,7 +571,13 @@ def serve_and_measure(
         raise
     finally:
         events.close()
-    return {"fresh_key": fresh, "expired_key": expired, "targets": targets(fresh, expired)}
+    fresh, expired, minimal_view = (pooled_phases[k] for k in ("fresh", "expired", "minimal"))
+    return {
+        "fresh_key": fresh,
+        "expired_key": expired,
+        "minimal_view": minimal_view,
+        "targets": targets(fresh, expired, minimal_view),
+    }
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -593,6 +621,9 @@ def main() -> None:
     reset_reflection_state(database_id)
     headers = {"Authorization": auth_header(arguments.auth), "Host": "127.0.0.1"}
     target = Target(free_port(), f"/api/v1/tables/?database={database_id}", headers)
+    minimal = Target(target.port, f"/bench/minimal-list/?database={database_id}", headers)
+    # gunicorn serves the minimal view too; nothing else differs from project.settings.
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.minimal_settings"
     report: dict[str, Any] = {"machine": machine()}
     report["setup"] = {
         "clients": arguments.clients, "requests_per_client": arguments.requests,
@@ -608,7 +639,7 @@ def main() -> None:
         f"key of database {CONTROL_ID} (none), the same client-side work",
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="dbsync-bench-list-") as logs:
-        report.update(serve_and_measure(database_id, target, Path(logs), arguments))
+        report.update(serve_and_measure(database_id, target, minimal, Path(logs), arguments))
     report["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))

@@ -3,7 +3,7 @@
 from dataclasses import asdict
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Window
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -64,11 +64,19 @@ class ListedDatabaseMixin:
         return database
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Answer one page of rows and their total, read together in one query."""
+        paginator = self.paginator  # type: ignore[attr-defined]
+        limit, offset = paginator.get_limit(request), paginator.get_offset(request)
         names, paths = zip(*self.list_fields.items(), strict=True)
-        queryset = self.get_queryset().values_list(*paths)  # type: ignore[attr-defined]
-        rows = self.paginate_queryset(queryset)  # type: ignore[attr-defined]
-        results = [dict(zip(names, row, strict=True)) for row in rows]
-        response = self.get_paginated_response(results)  # type: ignore[attr-defined]
+        queryset = self.get_queryset()  # type: ignore[attr-defined]
+        total = Window(Count("*"))  # over every row the filters keep, before the page is cut
+        rows = list(queryset.values_list(*paths, total)[offset : offset + limit])
+        count = rows[0][-1] if rows else (queryset.count() if offset else 0)
+        # What LimitOffsetPagination.paginate_queryset would have set, for its links.
+        paginator.request, paginator.limit, paginator.offset = request, limit, offset
+        paginator.count = count
+        results = [dict(zip(names, row[:-1], strict=True)) for row in rows]
+        response = paginator.get_paginated_response(results)
         return with_freshness(response, self.listed_database, self.listed_freshness)
 
 

@@ -41,3 +41,13 @@ def test_the_schema_list_gives_the_rows_the_serializer_gives(listed, reader):
 
     expected = SchemaSerializer(Schema.objects.filter(database=listed), many=True).data
     assert response.json()["results"] == expected
+
+
+def test_a_page_past_the_end_is_empty_and_still_counts_every_row(listed, reader):
+    body = reader.get(f"/api/v1/tables/?database={listed.id}&limit=2&offset=50").json()
+
+    assert (body["results"], body["count"]) == (
+        [],
+        Table.objects.live().filter(database=listed).count(),
+    )
+    assert body["previous"] is not None
