@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.utils import timezone
 
@@ -16,6 +17,29 @@ logger = logging.getLogger(__name__)
 FAILED_IMPORT_BACKOFF_SECONDS = 60
 
 Progress = Callable[[int, int, str], None]  # (done, total, database being imported)
+
+
+def fan_out(progress: Progress | None = None) -> dict[str, Any]:
+    """Queue one import task per database never imported, through the gate.
+
+    Each runs on its own (a slow or dead database holds up no other) on whichever bulk worker
+    is free, and reports its own progress; this reports how far the queuing went. Skipped: in
+    flight already, backing off after a failure, or Redis or the broker down.
+    """
+    pending = list(Database.objects.filter(imported_at__isnull=True).order_by("name"))
+    queued: dict[str, str] = {}  # database name -> the task id that imports it
+    skipped: list[str] = []
+    for done, database in enumerate(pending):
+        if progress:
+            progress(done, len(pending), database.name)
+        freshness = state.request_import(database, override_backoff=False)
+        if freshness.queued_now and freshness.task_id:
+            queued[database.name] = freshness.task_id
+        else:
+            skipped.append(database.name)
+    if progress:
+        progress(len(pending), len(pending), "")
+    return {"queued": sorted(queued), "tasks": queued, "skipped": skipped}
 
 
 @dataclass

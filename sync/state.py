@@ -231,10 +231,13 @@ def request_reflection(database: Database, trigger: str) -> Freshness:
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
-def request_import(database: Database) -> Freshness:
-    """Queue the import of a database now for a staff request, unless one is in flight."""
+def request_import(database: Database, override_backoff: bool = True) -> Freshness:
+    """Queue the import of a database, unless one is in flight: at once for a staff request;
+    obeying the back-off for the periodic import of new databases."""
     try:
-        return _request(database, Trigger.IMPORT, task=task_names.IMPORT, override_backoff=True)
+        return _request(
+            database, Trigger.IMPORT, task=task_names.IMPORT, override_backoff=override_backoff
+        )
     except STATE_ERRORS:
         logger.warning("import of %s not queued: Redis down", database.name)
         return Freshness(Status.UNAVAILABLE)

@@ -91,13 +91,18 @@ def _reflect(self: Task, database_id: int, force: bool, trigger: str) -> str:
     time_limit=31 * 60,
 )
 def import_database(self: Task, database_id: int | None = None) -> dict[str, object]:
-    """Import the databases never imported (or one), reporting done/total as task state."""
+    """Import one database; or, without one, queue an import of each never imported.
+
+    Either reports done/total as task state while it works.
+    """
 
     def progress(done: int, total: int, current: str) -> None:
         meta = {"done": done, "total": total, "current": current}
         self.update_state(state="PROGRESS", meta=meta)
 
-    registry.register_configured()
+    if database_id is None:
+        registry.register_configured()
+        return importing.fan_out(progress)
     report = importing.import_databases(self.request.id, only=database_id, progress=progress)
     return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
 

@@ -9,14 +9,14 @@ from celery import current_app
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from sync import reflection, state, tasks
+from sync import progress, reflection, registry, state, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import ScratchDatabase, create_scratch, hold_lease
+from tests.conftest import ScratchDatabase, create_scratch, hold_lease, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_new_registration_is_imported_by_the_next_import_run(registered, user_db):
+def test_a_new_registration_is_imported_by_the_next_import_run(worker, registered, user_db):
     user_db.execute("CREATE TABLE arrived (id int)")
     states: list[dict[str, Any]] = []
 
@@ -30,33 +30,56 @@ def test_a_new_registration_is_imported_by_the_next_import_run(registered, user_
     original, backend.store_result = backend.store_result, remember_state  # observe, then store
     try:
         report = tasks.import_database.apply().get()
+        # The database's own import task, on a worker.
+        wait_until(lambda: Table.objects.live().filter(name="arrived").exists())
+        wait_until(lambda: state.holder(registered.id) is None, what="the import to end")
     finally:
         backend.store_result = original
 
-    assert report == {"imported": ["userdb"], "skipped": [], "failed": {}}
-    assert Table.objects.live().filter(name="arrived").exists()
+    assert (report["queued"], report["skipped"]) == (["userdb"], [])
+    assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
     registered.refresh_from_db()
     assert registered.imported_at is not None
     assert state.is_recent(registered.id)
-    assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
+    imported = progress.task_progress(report["tasks"]["userdb"])
+    assert imported is not None
+    assert (imported.state, imported.result) == (
+        "SUCCESS",
+        {"imported": ["userdb"], "skipped": [], "failed": {}},
+    )
     # Imported databases are not imported again.
-    assert tasks.import_database.apply().get()["imported"] == []
+    assert tasks.import_database.apply().get()["queued"] == []
 
 
-def test_import_skips_a_database_whose_reflection_is_in_flight(registered):
+def test_the_import_fans_out_one_task_per_new_database(db, user_db, routed):
+    for name in ("a", "b", "c"):
+        registry.register(name, user_db.url)
+
+    report = tasks.import_database.apply().get()
+
+    assert report["queued"] == ["a", "b", "c"]
+    assert sorted((r.task, r.queue) for r in routed) == [("sync.tasks.import_database", "bulk")] * 3
+    assert {r.kwargs["database_id"] for r in routed} == set(
+        Database.objects.values_list("id", flat=True)
+    )
+
+
+def test_import_skips_a_database_whose_reflection_is_in_flight(registered, routed):
     hold_lease(registered.id, "someone-else")
     report = tasks.import_database.apply().get()
     assert report["skipped"] == ["userdb"]
-    assert not ReflectionRun.objects.exists()
+    assert routed == []
 
 
-def test_import_of_an_unreachable_database_backs_off(db):
-    Database.objects.create(name="down", url="postgresql://u:hunter2@127.0.0.1:1/x")
+def test_import_of_an_unreachable_database_backs_off(worker, db):
+    down = Database.objects.create(name="down", url="postgresql://u:hunter2@127.0.0.1:1/x")
 
-    report = tasks.import_database.apply().get()
+    assert tasks.import_database.apply().get()["queued"] == ["down"]
 
-    assert list(report["failed"]) == ["down"]
-    assert "hunter2" not in report["failed"]["down"]
+    wait_until(lambda: state.backing_off(down.id), what="the import to fail")
+    down.refresh_from_db()
+    assert down.imported_at is None
+    assert "hunter2" not in down.last_error
     assert tasks.import_database.apply().get()["skipped"] == ["down"]  # backing off
 
 

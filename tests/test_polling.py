@@ -90,9 +90,10 @@ def test_the_renewal_spreads_due_databases_over_the_cycle_within_the_bound(
     assert len(routed) == 5
 
     for r in routed:  # the five end
-        state.release(r.kwargs["database_id"], state.holder(r.kwargs["database_id"])[1])
-        state.mark_recent(r.kwargs["database_id"], timezone.now())
-        state.reflection_ended(r.kwargs["database_id"])
+        database_id = r.kwargs["database_id"]
+        state.client().delete(state.lease_key(database_id))
+        state.mark_recent(database_id, timezone.now())
+        state.reflection_ended(database_id)
     assert polling.renew_expired(bound=5, spread=60) == {"fresh": 5, "queued": 5, "deferred": 2}
     assert len({r.kwargs["database_id"] for r in routed}) == 10  # never the same one twice
     assert PeriodicTask.objects.count() == periodic_tasks  # no periodic task per database

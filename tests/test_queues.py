@@ -101,6 +101,11 @@ def test_two_workers_renew_each_database_once(
     assert state.renewals_in_flight() == 0
 
 
+def running(database: Database) -> bool:
+    held = state.holder(database.id)
+    return held is not None and held[0] == state.LeaseState.RUNNING
+
+
 def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: ScratchDatabase):
     backlog = [registry.register(f"bulk{i}", user_db.url)[0] for i in range(6)]
     person, _ = registry.register("person", user_db.url)
@@ -111,7 +116,7 @@ def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: Sc
     try:
         assert polling.renew_expired(spread=0) == {"fresh": 1, "queued": 6}
         wait_until(
-            lambda: any(state.holder(d.id) and state.holder(d.id)[0] == "running" for d in backlog),
+            lambda: any(running(d) for d in backlog),
             timeout=60,
             what="the bulk worker to be stuck in the backlog",
         )
