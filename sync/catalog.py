@@ -345,14 +345,18 @@ FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
 
 
 def read_version(key: int, url: str) -> int | None:
-    """Return the watch's DDL version counter, or None where no watch is installed."""
-    ((version,),) = read_once(key, url, VERSION_CHECK, {})
+    """Return the watch's DDL version counter, or None where no watch is installed.
+
+    Like the fingerprint, on a connection of its own: the poll visits every database in turn,
+    and a pool for each would hold a connection to all of them.
+    """
+    ((version,),) = read_once(key, url, VERSION_CHECK, {}, pooled=False)
     return None if version is None else int(version)
 
 
 def read_fingerprint(key: int, url: str) -> Fingerprint:
     """Return the fingerprint of the catalog now (see FINGERPRINT_QUERY)."""
-    (row,) = read_once(key, url, FINGERPRINT_CHECK, {})
+    (row,) = read_once(key, url, FINGERPRINT_CHECK, {}, pooled=False)
     return Fingerprint(row[3], row[4])
 
 
@@ -388,19 +392,21 @@ def read_once(
     sql: str,
     parameters: Mapping[str, Any],
     failure: Callable[[DBAPIError], Exception] | None = None,
+    pooled: bool = True,
 ) -> list[tuple[Any, ...]]:
     """Return the rows of one SQL string, read read-only and time-bounded in one round trip.
 
     sql is in psycopg2's paramstyle, as a statement compiled for this dialect is; it may hold
     several statements, of which the last gives the rows. A driver error becomes
-    failure(error), by default CatalogUnavailable.
+    failure(error), by default CatalogUnavailable. pooled=False: on a connection closed after.
     """
     message = READ_ONLY_PRELUDE + sql
     values = {**parameters, "dbsync_statement_timeout_ms": str(_statement_timeout_ms())}
     logger.debug("read from %s: %s %s", redact_url(url), message, values)
+    source = engine(key, url) if pooled else unpooled_engine(key, url)
     try:
         with server_slot(url):
-            return _once_more_if_dropped(partial(_run_alone, engine(key, url), message, values))
+            return _once_more_if_dropped(partial(_run_alone, source, message, values))
     except DBAPIError as error:
         raise (failure(error) if failure else unavailable(url, error)) from error
 

@@ -34,6 +34,14 @@ def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
     assert dbsync_connections(user_db) == 0
 
 
+def test_polling_many_databases_holds_no_connection(user_db):
+    for key in range(40_000, 40_010):  # ten databases, as far as the engines can tell
+        catalog.read_fingerprint(key, user_db.url)
+        assert catalog.read_version(key, user_db.url) is None
+
+    assert dbsync_connections(user_db) == 0
+
+
 def test_live_reads_keep_pooled_connections_to_a_bounded_number_of_databases(user_db, settings):
     settings.SYNC_POOLED_DATABASES = 3
     for key in range(10_000, 10_010):  # ten databases, as far as the pools can tell
