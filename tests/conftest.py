@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg2
@@ -152,6 +153,20 @@ def user_db(scratch_factory: list[ScratchDatabase]) -> ScratchDatabase:
 def registered(db: None, user_db: ScratchDatabase) -> Database:
     database, _ = registry.register("userdb", user_db.url)
     return database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def metrics_directory() -> Iterator[None]:
+    """Remove the metrics directory of this test run (see project.test_settings) at its end,
+    and the empty ones that processes started with an environment of their own created."""
+    started = time.time()
+    yield
+    directory = Path(settings.PROMETHEUS_MULTIPROC_DIR)
+    if directory.name.startswith("dbsync-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
+    for other in directory.parent.glob("dbsync-metrics-*"):
+        if other.stat().st_mtime >= started and not any(other.iterdir()):
+            other.rmdir()
 
 
 @pytest.fixture(autouse=True)
