@@ -44,6 +44,7 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
     user_db.execute("CREATE TABLE counted (id int)")
     state.notice_change(registered, state.Trigger.LISTENER)  # as a DDL notice would
     wait_until(lambda: state.is_recent(registered.id), what="the reflection")
+    wait_until(lambda: state.holder(registered.id) is None, what="the task to end")
     assert reader.get(f"/api/v1/tables/?database={registered.id}").status_code == 200
 
     families = scrape(staff)
