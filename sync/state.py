@@ -21,6 +21,8 @@ Transitions:
     any             --notice_change (listener, poll, live read saw a change)--> dirty, then
                       queued unless a lease is held or the back-off lasts
     queued          --the task claims its lease-->  running
+    queued (renewal) --a list, page, live read, API, admin or listener request-->  queued by
+                      that caller's task on the interactive queue; the renewal's finds it taken
     running         --clears the dirty mark, reflects; marked again meanwhile? reflects again-->
     running         --success-->  fresh (recency set, back-off cleared, lease released)
     running         --database unreachable-->  retrying + backing
@@ -50,7 +52,7 @@ from django.utils import timezone
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
-from sync import metrics, publisher, task_names
+from sync import metrics, publisher, queues, task_names
 from sync.models import Database, ReflectionRun
 
 logger = logging.getLogger(__name__)
@@ -126,18 +128,27 @@ RECONNECTS_KEY = "dbsync:listener-reconnects"  # hash: database id -> LISTEN rec
 BACKING_OFF = "backing-off"
 FRESH = "fresh"
 
+# The renewal's tasks carry this prefix in their id (and so in the lease they hold while queued).
+RENEWAL_TASK_PREFIX = "renewal-"
+
 # The whole decision of a caller, in one atomic round trip: mark the database dirty if asked;
 # then report a lease held, or the back-off (unless overridden), or freshness (when the caller
 # found the recency key and nothing is dirty); else take the lease for a task about to be queued.
+# A caller a person or a change waits on (take over = 1) takes the lease of a renewal task still
+# queued: that one may wait on the bulk queue, behind a countdown; when it runs, it finds the
+# lease taken, or the database fresh, and does nothing.
 # KEYS: lease, backoff, dirty, changed-at. ARGV: lease value, lease seconds, recent (0/1), mark
-# ('' or the trigger), override back-off (0/1), dirty mark seconds, now (Unix time).
+# ('' or the trigger), override back-off (0/1), dirty mark seconds, now (Unix time), take over.
 REQUEST = f"""
 if ARGV[4] ~= '' then
     redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[6])
     redis.call('SET', KEYS[4], ARGV[7], 'EX', ARGV[6], 'NX')
 end
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+local queued_renewal = '{LeaseState.QUEUED}:{RENEWAL_TASK_PREFIX}'
+if held and not (ARGV[8] == '1' and string.sub(held, 1, #queued_renewal) == queued_renewal) then
+    return held
+end
 if ARGV[5] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return '{BACKING_OFF}' end
 if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return '{FRESH}' end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -252,10 +263,12 @@ def _request(
     task: str = task_names.REFLECT,
     countdown: float | None = None,
 ) -> Freshness:
-    token = uuid.uuid4().hex
+    token = (RENEWAL_TASK_PREFIX if trigger == Trigger.RENEWAL else "") + uuid.uuid4().hex
     value = f"{LeaseState.QUEUED}:{token}"
     keys = (*_keys(database.id), changed_key(database.id))
-    flags = (int(recent), mark, int(override_backoff), DIRTY_TTL, time.time())
+    interactive = queues.queue_of(task, {"trigger": trigger}) == queues.INTERACTIVE
+    take_over = task == task_names.REFLECT and interactive
+    flags = (int(recent), mark, int(override_backoff), DIRTY_TTL, time.time(), int(take_over))
     held = _script(REQUEST)(keys=keys, args=(value, settings.SYNC_LOCK_TTL, *flags))
     if held == FRESH:
         return _counted(Freshness(Status.FRESH), trigger, "fresh")

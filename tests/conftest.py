@@ -268,6 +268,7 @@ def staff(db: None) -> APIClient:
 @dataclass(frozen=True)
 class Routed:
     task: str
+    task_id: str
     queue: str
     kwargs: dict[str, Any]
     countdown: float | None  # seconds from publication to the message's ETA
@@ -294,7 +295,7 @@ def routed() -> Iterator[list[Routed]]:
         if eta:
             countdown = (datetime.fromisoformat(eta) - datetime.now(UTC)).total_seconds()
         kwargs = body[1] if isinstance(body, tuple | list) else {}
-        found.append(Routed(sender, routing_key, kwargs, countdown))
+        found.append(Routed(sender, headers["id"], routing_key, kwargs, countdown))
 
     after_task_publish.connect(record, weak=False)
     yield found

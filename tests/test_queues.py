@@ -136,3 +136,38 @@ def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: Sc
         )
         stop_process(bulk)
         stop_process(interactive)
+
+
+@pytest.mark.parametrize(
+    ("ask", "trigger"),
+    [
+        (lambda d: state.ensure_fresh(d), "list"),
+        (lambda d: state.notice_change(d, "listener"), "listener"),
+    ],
+    ids=["list", "listener"],
+)
+def test_a_person_or_a_change_takes_over_a_renewal_still_waiting_on_the_bulk_queue(
+    registered, routed: list[Routed], ask, trigger
+):
+    assert polling.renew_expired(spread=60) == {"queued": 1}
+
+    taken = ask(registered)
+
+    assert taken.queued_now
+    assert [(r.queue, r.kwargs["trigger"]) for r in routed] == [
+        ("bulk", "renewal"),
+        ("interactive", trigger),
+    ]
+    assert state.holder(registered.id) == (state.LeaseState.QUEUED, taken.task_id)
+
+
+def test_a_renewal_run_after_a_take_over_does_nothing(registered, routed: list[Routed]):
+    polling.renew_expired(spread=60)
+    renewal = routed[0]
+    state.notice_change(registered, "listener")
+
+    outcome = tasks.reflect_db_objects.apply(kwargs=renewal.kwargs, task_id=renewal.task_id)
+
+    assert outcome.get() == "duplicate"
+    assert not ReflectionRun.objects.exists()
+    assert state.renewals_in_flight() == 0  # its slot is free again
