@@ -186,6 +186,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "dbsync API",
     "DESCRIPTION": "Schemas, tables and views of registered PostgreSQL databases.",
     "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,  # the schema documents the API, not itself
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

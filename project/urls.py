@@ -13,3 +13,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
+
+# Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.
+handler404 = "sync.api.not_found"
+handler500 = "sync.api.server_error"

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote
 
 import psycopg2
 from django.conf import settings
@@ -132,9 +133,11 @@ class CatalogRead:
 
 def validate_url(url: str) -> str:
     """Return the URL if it names a PostgreSQL database; raise InvalidDatabaseURL if not."""
+    if "\x00" in unquote(url):
+        raise InvalidDatabaseURL("the URL contains a NUL character, which PostgreSQL refuses")
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # Not echoed: an unparseable string may well be a password pasted in the wrong place.
         raise InvalidDatabaseURL(
             "not a database URL (expected postgresql://user:password@host:port/database)"
@@ -145,6 +148,8 @@ def validate_url(url: str) -> str:
         )
     if not parsed.database:
         raise InvalidDatabaseURL(f"the URL names no database: {redact_url(url)!r}")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise InvalidDatabaseURL(f"the URL's port must be 1 to 65535, got {parsed.port}")
     return url
 
 

@@ -43,6 +43,7 @@ from sync.catalog import error_detail, read_once, unavailable
 from sync.credentials import redact_url
 from sync.exceptions import (
     InvalidPage,
+    NotPopulated,
     ReadFailed,
     ReadTimedOut,
     SyncError,
@@ -392,6 +393,9 @@ def _failure(url: str, subject: str, error: DBAPIError) -> SyncError:
             f"{where}: reading {subject} was cancelled ({detail}); "
             f"SYNC_STATEMENT_TIMEOUT is {timeout} s"
         )
+    if isinstance(error.orig, pg_errors.ObjectNotInPrerequisiteState):
+        # A materialized view created WITH NO DATA: a state of the object, not an outage.
+        return NotPopulated(f"{where}: {detail}; run REFRESH MATERIALIZED VIEW on it first")
     if isinstance(error.orig, pg_errors.ReadOnlySqlTransaction):
         return WriteRefused(f"{where}: reading {subject} tried to write, refused: {detail}")
     if isinstance(error, OperationalError | InterfaceError):

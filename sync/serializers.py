@@ -12,7 +12,10 @@ from sync.models import Database, Schema, Table
 
 class DatabaseSerializer(serializers.ModelSerializer):
     url = serializers.CharField(
-        write_only=True, help_text="postgresql://user:password@host:port/database"
+        write_only=True,
+        min_length=1,
+        max_length=2000,
+        help_text="postgresql://user:password@host:port/database",
     )
     location = serializers.SerializerMethodField(help_text="the URL with its password hidden")
 
@@ -28,6 +31,12 @@ class DatabaseSerializer(serializers.ModelSerializer):
 
     def get_location(self, database: Database) -> str:
         return redact_url(database.url)
+
+    def validate_name(self, name: str) -> str:
+        try:
+            return registry.validate_name(name)
+        except SyncError as error:
+            raise serializers.ValidationError(str(error)) from None
 
     def create(self, validated_data: dict[str, Any]) -> Database:
         try:

@@ -105,11 +105,11 @@ def test_pagination(reader, reflected):
         ("/api/v1/tables/?schema=999999", 404, "No Schema matches"),
         ("/api/v1/tables/?database={id}&kind=index", 400, "must be one of"),
         ("/api/v1/tables/?database={id}&include_dropped=maybe", 400, "true or false"),
-        ("/api/v1/tables/?database={id}&limit=0", 400, "at least 1"),
+        ("/api/v1/tables/?database={id}&limit=0", 400, "from 1 to 1000"),
         ("/api/v1/tables/?database={id}&limit=ten", 400, "whole number"),
         ("/api/v1/tables/?database={id}&offset=-5", 400, "whole number"),
         ("/api/v1/tables/999999/", 404, "No Table matches"),
-        ("/api/v1/tables/abc/", 404, "Not found"),
+        ("/api/v1/tables/abc/", 400, "whole number"),
         ("/api/v1/databases/999999/", 404, "No Database matches"),
     ],
     ids=[
