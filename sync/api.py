@@ -119,12 +119,17 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
         ]
 
 
-def query_value(request: Request, name: str) -> str:
-    """Return the one value of a query parameter, "" when absent; 400 if repeated or with NUL."""
+def query_value(request: Request, name: str) -> str | None:
+    """Return the one value of a query parameter, None when absent; 400 if repeated or with NUL.
+
+    An empty value is a value: `limit=` is a malformed limit, not a missing one.
+    """
     values = request.query_params.getlist(name)
     if len(values) > 1:
         raise ValidationError({name: [f"given {len(values)} times: give it once"]})
-    raw = values[0] if values else ""
+    if not values:
+        return None
+    raw = values[0]
     if "\x00" in raw:
         raise ValidationError({name: ["must not contain a NUL character"]})
     return raw
@@ -136,7 +141,7 @@ def query_int(
     """Return a whole-number query parameter within bounds; 400 if malformed, out of bounds,
     repeated, or missing when required."""
     raw = query_value(request, name)
-    if raw == "":
+    if raw is None:
         if required:
             raise ValidationError({name: ["this query parameter is required"]})
         return None
@@ -155,14 +160,15 @@ def whole_number(raw: str, name: str, least: int = 0, most: int = MAX_WHOLE) -> 
 
 def query_text(request: Request, name: str, most: int = MAX_SEARCH) -> str:
     """Return a text query parameter ("" when absent); 400 if longer than `most` characters."""
-    raw = query_value(request, name)
+    raw = query_value(request, name) or ""
     if len(raw) > most:
         raise ValidationError({name: [f"must be at most {most} characters, got {len(raw)}"]})
     return raw
 
 
 def query_bool(request: Request, name: str) -> bool:
-    raw = (query_value(request, name) or "false").lower()
+    raw = query_value(request, name)
+    raw = "false" if raw is None else raw.lower()
     if raw not in {"true", "false", "1", "0"}:
         raise ValidationError({name: [f"must be true or false, got {raw[:40]!r}"]})
     return raw in {"true", "1"}

@@ -163,7 +163,7 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
     def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
         """Apply the kind, search and include_dropped parameters of the query string."""
         kind = query_value(self.request, "kind")
-        if kind:
+        if kind is not None:
             if kind not in Table.Kind.values:
                 raise ValidationError({"kind": [f"must be one of {', '.join(Table.Kind.values)}"]})
             tables = tables.filter(kind=kind)

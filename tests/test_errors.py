@@ -44,10 +44,13 @@ def two_databases(registered, user_db, scratch_factory) -> tuple[Database, Datab
         ("offset=1&offset=2", "offset", "given 2 times"),
         ("database=0", "database", "from 1 to"),
         ("database=1234567890123456789", "database", "whole number"),
+        ("limit=", "limit", "whole number"),
+        ("kind=", "kind", "must be one of"),
     ],
     ids=[
         "nul-in-search", "search-too-long", "nul-in-kind", "repeated-database", "limit-over-cap",
-        "limit-zero", "repeated-offset", "database-zero", "database-beyond-bigint",
+        "limit-zero", "repeated-offset", "database-zero", "database-beyond-bigint", "empty-limit",
+        "empty-kind",
     ],
 )  # fmt: skip
 def test_bad_list_parameter_is_a_400_naming_it(reader, registered, query, field, message):
