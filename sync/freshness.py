@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from sync import recency
+from sync.breaker import Breaker
 from sync.models import Database
 from sync.recency import LockState
 
@@ -33,6 +34,9 @@ REFLECT_TASK = "sync.tasks.reflect_db_objects"
 IMPORT_TASK = "sync.tasks.import_database"
 PUBLISH_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
 PUBLISH_ERRORS = (BrokerError, RedisError, OSError)
+# After Redis failed to answer, lists stop asking it for a few seconds: a Redis that hangs
+# costs one request its socket timeouts, not every request (see sync/breaker.py).
+REDIS_BREAKER = Breaker("redis", cooldown=5.0)
 
 
 class Status(StrEnum):
@@ -61,10 +65,13 @@ class Freshness:
 def ensure_fresh(database: Database) -> Freshness:
     """Queue a reflection if the database was not reflected recently; report where it stands."""
     try:
-        if reflected_moments_ago(database) or recency.is_recent(database.id):
+        if reflected_moments_ago(database):
             return Freshness(Status.FRESH)
-        token = uuid.uuid4().hex
-        held = recency.take(database.id, token)
+        with REDIS_BREAKER:
+            if recency.is_recent(database.id):
+                return Freshness(Status.FRESH)
+            token = uuid.uuid4().hex
+            held = recency.take(database.id, token)
         if held is None:
             return Freshness(Status.FAILED)  # backed off after a failure
         if held[1] != token:
@@ -111,7 +118,8 @@ def request(database: Database, task: str, kwargs: dict[str, Any]) -> Freshness:
 def status_of(database: Database) -> Freshness:
     """Report where a database stands without queuing anything."""
     try:
-        held = recency.holder(database.id)
+        with REDIS_BREAKER:
+            held = recency.holder(database.id)
         if held is not None:
             return Freshness(LOCK_STATUS[held[0]], held[1])
         if reflected_moments_ago(database) or recency.is_recent(database.id):

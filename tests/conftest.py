@@ -26,7 +26,7 @@ from django.db import connection
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
-from sync import demo, registry
+from sync import demo, freshness, registry
 from sync.models import Database
 
 T = TypeVar("T")
@@ -156,6 +156,7 @@ def registered(db: None, user_db: ScratchDatabase) -> Database:
 def clear_cache() -> None:
     """Start every test with no recency keys, locks, back-offs or cached names."""
     cache.clear()
+    freshness.REDIS_BREAKER.reset()  # and with Redis trusted again
 
 
 @pytest.fixture(autouse=True)
