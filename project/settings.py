@@ -120,6 +120,10 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+# Before each request, a kept connection is checked: after the server restarted, the
+# request opens a new one instead of failing on the dead one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker, results and cache live in separate databases of one server, so that
