@@ -11,7 +11,7 @@ run: migrate
 	python manage.py collectstatic --noinput -v0
 	python manage.py demo
 	@echo "dbsync: API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
-	honcho start
+	python scripts/supervise.py
 
 test: services
 	ruff check .
