@@ -180,3 +180,16 @@ def test_reflect_json_failure_prints_json(db):
     assert (report["database"], report["error"]) == ("gone", "database_unavailable")
     assert "127.0.0.1:1" in report["detail"]
     assert "hunter2" not in out.getvalue()
+
+
+def test_json_values_are_parsed_documents_as_the_readme_says(reader, registered, user_db):
+    user_db.execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, doc json, bin jsonb);"
+        """ INSERT INTO docs VALUES (1, '{"price": 2.50}', '{"price": 2.50}')"""
+    )
+    reflection.reflect(registered.id)
+    table = Table.objects.get(name="docs")
+
+    rows = reader.get(f"/api/v1/tables/{table.id}/records/").json()["rows"]
+
+    assert rows == [[1, {"price": 2.5}, {"price": 2.5}]]
