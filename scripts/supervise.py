@@ -36,8 +36,11 @@ def read_procfile(path: Path) -> dict[str, str]:
     return roles
 
 
-def supervisor_config(roles: dict[str, str], root: Path, run_dir: Path) -> str:
-    """Return a supervisord configuration that runs and restarts every role."""
+def supervisor_config(roles: dict[str, str], root: Path, run_dir: Path, bin_dir: Path) -> str:
+    """Return a supervisord configuration that runs and restarts every role.
+
+    bin_dir (the virtual environment's) comes first on each role's PATH, as under `make run`.
+    """
     socket = run_dir / "supervisor.sock"
     sections = [
         "[supervisord]\nnodaemon=true\nlogfile=/dev/null\nlogfile_maxbytes=0\n"
@@ -54,6 +57,7 @@ def supervisor_config(roles: dict[str, str], root: Path, run_dir: Path) -> str:
             f"[program:{name}]\n"
             f"command=/bin/sh -c {shell}\n"
             f"directory={root}\n"
+            f'environment=PATH="{bin_dir}:%(ENV_PATH)s"\n'
             # Restarted whenever it exits; started again if it dies within its first second.
             "autorestart=true\nstartsecs=1\nstartretries=100\n"
             # Signals reach the role's whole group: the shell and what it started.
@@ -70,14 +74,15 @@ def main() -> None:
     parser.add_argument("--print-config", action="store_true")
     options = parser.parse_args()
     run_dir = options.run_dir.resolve()
-    config = supervisor_config(read_procfile(options.procfile), ROOT, run_dir)
+    bin_dir = Path(sys.executable).parent
+    config = supervisor_config(read_procfile(options.procfile), ROOT, run_dir, bin_dir)
     if options.print_config:
         print(config)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "supervisord.conf"
     path.write_text(config)
-    supervisord = Path(sys.executable).with_name("supervisord")
+    supervisord = bin_dir / "supervisord"
     # Replaced by supervisord: its signals (Ctrl-C, SIGTERM) stop every role.
     os.execv(supervisord, [str(supervisord), "--nodaemon", "--configuration", str(path)])  # noqa: S606
 

@@ -64,7 +64,10 @@ class Supervised:
 @pytest.fixture
 def supervised(tmp_path) -> Iterator[Supervised]:
     procfile = tmp_path / "Procfile"
-    procfile.write_text("steady: exec sleep 600\nfragile: sleep 600\n")
+    # fragile runs only where the virtual environment's commands are found, as make run's are.
+    procfile.write_text(
+        "steady: exec sleep 600\nfragile: command -v supervisord >/dev/null && sleep 600\n"
+    )
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, SUPERVISE, "--procfile", str(procfile), "--run-dir", str(run_dir)],
