@@ -166,6 +166,8 @@ SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
 # The least time between the end of a reflection and the next that list traffic queues: a
 # recency key lost early (a cache flush, an eviction) cannot set off one per request.
 SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10, least=0)
+# Seconds the gate stops asking Redis after it failed to answer (sync/breaker.py); 0: always ask.
+SYNC_REDIS_COOLDOWN = _env_int("SYNC_REDIS_COOLDOWN", 5, least=0)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)

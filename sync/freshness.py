@@ -36,7 +36,7 @@ PUBLISH_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
 PUBLISH_ERRORS = (BrokerError, RedisError, OSError)
 # After Redis failed to answer, lists stop asking it for a few seconds: a Redis that hangs
 # costs one request its socket timeouts, not every request (see sync/breaker.py).
-REDIS_BREAKER = Breaker("redis", cooldown=5.0)
+REDIS_BREAKER = Breaker("redis", cooldown=settings.SYNC_REDIS_COOLDOWN)
 
 
 class Status(StrEnum):
