@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from redis.commands.core import Script
+from redis.exceptions import RedisError
 
 
 class LockState(StrEnum):
@@ -101,10 +102,28 @@ def take(database_id: int, token: str) -> tuple[LockState, str] | None:
     Return the state and token of the run holding the lock (this one's if it was taken now),
     or None while the database is backed off after a failure.
     """
+    release_unanswered()
     value = f"{LockState.QUEUED}:{token}"
     keys = (lock_key(database_id), backoff_key(database_id))
-    held = _script(TAKE)(keys=keys, args=(value, settings.SYNC_LOCK_TTL))
+    try:
+        held = _script(TAKE)(keys=keys, args=(value, settings.SYNC_LOCK_TTL))
+    except RedisError:
+        _unanswered.add((database_id, token))
+        raise
     return None if held == BACKING_OFF else _parsed(held)
+
+
+# Takes and releases whose answer never came (a Redis that hung, then woke up): the server may
+# have run them after the client gave up, leaving a lock that no queued message will ever free
+# until it lapses. Each is released, by its token, when Redis answers this process again.
+_unanswered: set[tuple[int, str]] = set()
+
+
+def release_unanswered() -> None:
+    """Release the locks that takes or releases of this process may have left behind."""
+    for database_id, token in list(_unanswered):
+        release(database_id, token)
+        _unanswered.discard((database_id, token))
 
 
 def acquire(database_id: int, token: str) -> bool:
@@ -126,7 +145,11 @@ def claim(database_id: int, token: str, state: LockState, seconds: int) -> bool:
 
 
 def release(database_id: int, token: str) -> None:
-    _script(RELEASE)(keys=(lock_key(database_id),), args=(token,))
+    try:
+        _script(RELEASE)(keys=(lock_key(database_id),), args=(token,))
+    except RedisError:
+        _unanswered.add((database_id, token))
+        raise
 
 
 def _parsed(held: str) -> tuple[LockState, str]:

@@ -5,10 +5,13 @@ user sees it: the worker runs the next task, the next request is answered.
 """
 
 import http.client
+import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -16,7 +19,7 @@ from celery import Celery
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from sync import reflection
+from sync import freshness, recency, reflection
 from sync.models import Database, Table
 from tests.conftest import (
     admin_connection,
@@ -40,18 +43,32 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+@dataclass
+class OwnRedis:
+    port: int
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def own_redis() -> Iterator[int]:
-    """A Redis server of this test's own; yields its port. Stopped (and restarted) at will."""
+def own_redis_server() -> Iterator[OwnRedis]:
+    """A Redis server of this test's own. Stopped, frozen or restarted at will."""
     port = free_port()
-    server = start_redis_server(port)
+    server = OwnRedis(port, start_redis_server(port))
     wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), what="Redis to start")
-    yield port
-    stop_process(server)
+    yield server
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGCONT)  # a test may have left it frozen
+    stop_process(server.process)
     # A restarted server is not this Popen's: stop it through the server itself.
     subprocess.run(
         ["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True, check=False
     )
+
+
+@pytest.fixture
+def own_redis(own_redis_server: OwnRedis) -> int:
+    """The port of this test's own Redis server."""
+    return own_redis_server.port
 
 
 def worker_on(port: int) -> subprocess.Popen[bytes]:
@@ -171,3 +188,28 @@ def test_reads_after_a_registered_database_restarted_are_answered(web, registere
     assert [web.status_of(records) for _ in range(3)] == [200, 200, 200]
     assert reflection.reflect(registered.id).counts.unchanged >= 1
     assert Database.objects.get(pk=registered.id).last_error == ""
+
+
+def test_a_lock_that_a_hung_redis_took_after_the_gate_gave_up_is_released(
+    own_redis_server, registered, settings, published, monkeypatch
+):
+    settings.SYNC_LOCK_REDIS_URL = f"redis://127.0.0.1:{own_redis_server.port}/0"
+    recency.lock_client.cache_clear()
+    monkeypatch.setattr(freshness.REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
+    try:
+        # A kept connection, and the script loaded, as in every web process that listed before.
+        recency.lock_client().script_load(recency.TAKE)
+        os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
+        gave_up = freshness.ensure_fresh(registered)  # the take waits, then gives up
+        os.killpg(own_redis_server.process.pid, signal.SIGCONT)  # and the server runs it now
+        wait_until(lambda: recency.holder(registered.id) is not None, what="the late take")
+
+        after = freshness.ensure_fresh(registered)
+        holder = recency.holder(registered.id)
+    finally:
+        recency.lock_client.cache_clear()
+
+    assert gave_up.status == freshness.Status.UNAVAILABLE
+    assert (after.status, after.queued_now) == (freshness.Status.QUEUED, True)
+    assert published == [after.task_id]
+    assert holder == (recency.LockState.QUEUED, after.task_id)
