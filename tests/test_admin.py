@@ -93,3 +93,20 @@ def test_reflected_objects_are_listed_read_only(operator, registered):
     for page in ("/admin/sync/schema/", "/admin/sync/table/", "/admin/sync/reflectionrun/"):
         assert operator.get(page).status_code == 200
     assert operator.get("/admin/sync/table/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:hunter2@127.0.0.1:abc/db", "not a database URL"),
+        ("postgresql://postgres:hunter2@[::1/db", "not a database URL"),
+    ],
+    ids=["port-not-a-number", "unclosed-ipv6"],
+)
+def test_a_malformed_url_is_a_form_error_not_a_500(operator, url, message):
+    response = operator.post("/admin/sync/database/add/", {"name": "shop", "new_url": url})
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert "hunter2" not in response.content.decode()
+    assert not Database.objects.exists()
