@@ -168,7 +168,7 @@ def query_text(request: Request, name: str, most: int = MAX_SEARCH) -> str:
 
 def query_bool(request: Request, name: str) -> bool:
     raw = query_value(request, name)
-    raw = "false" if raw is None else raw.lower()
+    raw = "false" if raw is None else raw
     if raw not in {"true", "false", "1", "0"}:
         raise ValidationError({name: [f"must be true or false, got {raw[:40]!r}"]})
     return raw in {"true", "1"}

@@ -46,11 +46,12 @@ def two_databases(registered, user_db, scratch_factory) -> tuple[Database, Datab
         ("database=1234567890123456789", "database", "whole number"),
         ("limit=", "limit", "whole number"),
         ("kind=", "kind", "must be one of"),
+        ("include_dropped=TRUE", "include_dropped", "true or false"),
     ],
     ids=[
         "nul-in-search", "search-too-long", "nul-in-kind", "repeated-database", "limit-over-cap",
         "limit-zero", "repeated-offset", "database-zero", "database-beyond-bigint", "empty-limit",
-        "empty-kind",
+        "empty-kind", "boolean-in-capitals",
     ],
 )  # fmt: skip
 def test_bad_list_parameter_is_a_400_naming_it(reader, registered, query, field, message):
