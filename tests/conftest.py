@@ -303,3 +303,27 @@ class HeldDatabaseRow:
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+def procfile_command(role: str) -> str:
+    """Return the shell command the Procfile runs for a role, as honcho would run it."""
+    procfile = os.path.join(os.path.dirname(os.path.dirname(__file__)), "Procfile")
+    with open(procfile) as lines:
+        for line in lines:
+            name, sep, command = line.partition(":")
+            if sep and name.strip() == role:
+                return command.strip()
+    raise AssertionError(f"the Procfile has no {role!r} role")
+
+
+def start_procfile_role(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a Procfile role through the shell, with the virtualenv's commands first on PATH."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+    return subprocess.Popen(
+        ["/bin/sh", "-c", procfile_command(role)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )

@@ -1,17 +1,17 @@
-"""Flower, as the Procfile starts it, against the test broker and a real worker process."""
+"""Flower, as the Procfile starts it: closed to anonymous clients, open with its credentials."""
 
+import base64
 import json
-import os
-import shutil
-import subprocess
-import sys
+import urllib.error
 import urllib.request
+from typing import Any
 
 import pytest
 
 from tests.conftest import (
     free_port,
     process_environment,
+    start_procfile_role,
     start_worker_process,
     stop_process,
     wait_until,
@@ -19,31 +19,104 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+CREDENTIALS = "flower-admin:flower-test-password"
+EVIL = "http://evil.example"
+
+
+def call(
+    port: int, path: str, method: str = "GET", login: str | None = None, origin: str = ""
+) -> tuple[int, Any]:
+    """Return the status and headers of a request to Flower."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    if method == "POST":
+        request.add_header("Content-Type", "text/plain")  # no preflight from a browser
+        request.data = b"{}"
+    if origin:
+        request.add_header("Origin", origin)
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers
+    except OSError:
+        return 0, {}
+
 
 def workers_listed(port: int) -> list[str]:
-    url = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/workers?refresh=1")
+    request.add_header("Authorization", "Basic " + base64.b64encode(CREDENTIALS.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return list(json.load(response))
     except OSError:
         return []
 
 
-def test_flower_starts_and_its_api_lists_the_worker():
+@pytest.fixture
+def flower_port() -> Any:
     port = free_port()
-    env = {**process_environment(), "FLOWER_UNAUTHENTICATED_API": "true"}
-    celery = shutil.which("celery", path=os.path.dirname(sys.executable)) or "celery"
-    flower = subprocess.Popen(
-        [celery, "-A", "worker", "flower", "--address=127.0.0.1", f"--port={port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    env = {**process_environment(), "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": CREDENTIALS,
+           "FLOWER_UNAUTHENTICATED_API": "true"}  # fmt: skip
+    flower = start_procfile_role("flower", env)
+    try:
+        yield port
+    finally:
+        stop_process(flower)
+
+
+def test_flower_lists_the_worker_to_its_credentials(flower_port):
     worker = start_worker_process(queue="flower-test")
     try:
-        wait_until(lambda: workers_listed(port), timeout=60, what="Flower to list the worker")
-        assert any(name.startswith("celery@") for name in workers_listed(port))
+        wait_until(lambda: workers_listed(flower_port), timeout=60, what="Flower to list a worker")
+        assert any(name.startswith("celery@") for name in workers_listed(flower_port))
     finally:
         stop_process(worker)
+
+
+ANONYMOUS_CALLS = {
+    "tasks": ("GET", "/api/tasks"),
+    "workers": ("GET", "/api/workers"),
+    "apply": ("POST", "/api/task/async-apply/sync.tasks.renew_databases"),
+    "send": ("POST", "/api/task/send-task/sync.tasks.purge_dropped"),
+    "revoke": ("POST", "/api/task/revoke/0123?terminate=true"),
+    "result": ("GET", "/api/task/result/0123"),
+    "shutdown": ("POST", "/api/worker/shutdown/{worker}"),
+    "pool-restart": ("POST", "/api/worker/pool/restart/{worker}"),
+    "dashboard": ("GET", "/"),
+    "task-page": ("GET", "/tasks"),
+}
+
+
+def test_anonymous_flower_calls_answer_401_and_the_worker_keeps_running(flower_port):
+    worker = start_worker_process(queue="flower-test")
+    try:
+        wait_until(lambda: workers_listed(flower_port), timeout=60, what="Flower to list a worker")
+        (name,) = workers_listed(flower_port)
+        for what, (method, path) in ANONYMOUS_CALLS.items():
+            status, headers = call(flower_port, path.format(worker=name), method)
+            assert (what, status) == (what, 401)
+            assert "Access-Control-Allow-Origin" not in headers
+            wrong = call(flower_port, path.format(worker=name), method, login="flower-admin:no")
+            assert (what, wrong[0]) == (what, 401)
+            # A page of another site open in a browser on the host: refused, and told nothing.
+            status, headers = call(flower_port, path.format(worker=name), method, origin=EVIL)
+            assert (what, status) == (what, 403 if method == "POST" else 401)
+            assert "Access-Control-Allow-Origin" not in headers
+        assert worker.poll() is None
+        assert workers_listed(flower_port) == [name]
+    finally:
+        stop_process(worker)
+
+
+def test_flower_refuses_to_start_without_credentials():
+    env = {**process_environment(), "FLOWER_PORT": str(free_port())}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    flower = start_procfile_role("flower", env)
+    try:
+        _, errors = flower.communicate(timeout=30)
+    finally:
         stop_process(flower)
+    assert flower.returncode != 0
+    assert b"FLOWER_BASIC_AUTH" in errors
