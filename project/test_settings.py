@@ -1,5 +1,12 @@
 """Settings for the test suite: the same services, other Redis databases than a running dbsync."""
 
+import os
+
+# Fixed test secrets, unless the environment names its own; processes a test starts (workers,
+# Flower, gunicorn) inherit them through this module.
+os.environ.setdefault("SECRET_KEY", "dbsync-test-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "dGVzdC1rZXktb2YtZGJzeW5jLTAwMDAwMDAwMDAwMDA=")
+
 from project.settings import *  # noqa: F403
 from project.settings import REDIS_URL, _redis_url
 

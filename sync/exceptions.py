@@ -59,3 +59,15 @@ class WriteRefused(ReadFailed):
     """Reading the relation tried to write (a view calling a writing function): refused."""
 
     http_status = 403
+
+
+class SecretUnreadable(SyncError):
+    """A secret stored encrypted that no key of SYNC_SECRET_KEYS decrypts."""
+
+    http_status = 503
+
+
+class AccessDenied(SyncError):
+    """The user may see the database but not do this with it (read records, say)."""
+
+    http_status = 403

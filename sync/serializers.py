@@ -19,11 +19,12 @@ class DatabaseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Database
         fields = [
-            "id", "name", "url", "location", "created_at", "imported_at", "reflected_at",
-            "last_error", "last_error_at",
+            "id", "name", "url", "location", "role_is_superuser", "created_at", "imported_at",
+            "reflected_at", "last_error", "last_error_at",
         ]  # fmt: skip
         read_only_fields = [
-            "created_at", "imported_at", "reflected_at", "last_error", "last_error_at",
+            "role_is_superuser", "created_at", "imported_at", "reflected_at", "last_error",
+            "last_error_at",
         ]  # fmt: skip
 
     def get_location(self, database: Database) -> str:

@@ -13,8 +13,9 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import browse, freshness, health, live
+from sync import access, browse, freshness, health, live
 from sync.api import query_bool, query_int
+from sync.exceptions import AccessDenied
 from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
@@ -67,6 +68,10 @@ class DatabaseViewSet(
 
     queryset = Database.objects.all()
 
+    def get_queryset(self) -> QuerySet[Database]:
+        # Not granted reads as not registered: 404, as for an id that does not exist.
+        return access.readable_databases(self.request.user)
+
     def get_serializer_class(self) -> type[DatabaseSerializer]:
         return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
 
@@ -99,11 +104,12 @@ class SchemaViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = SchemaSerializer
 
     def get_queryset(self) -> QuerySet[Schema]:
-        schemas = Schema.objects.all()
+        readable = access.readable_databases(self.request.user)
+        schemas = access.only_readable(self.request.user, Schema.objects.all())
         if self.action != "list":
             return schemas
         database_id = query_int(self.request, "database", required=True)
-        database = self.listed(get_object_or_404(Database, pk=database_id))
+        database = self.listed(get_object_or_404(readable, pk=database_id))
         schemas = schemas.filter(database=database)
         return schemas if query_bool(self.request, "include_dropped") else schemas.live()
 
@@ -123,17 +129,19 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TableSerializer
 
     def get_queryset(self) -> QuerySet[Table]:
+        user = self.request.user
         if self.action != "list":
-            return Table.objects.select_related("schema", "database")
+            return access.only_readable(user, Table.objects.select_related("schema", "database"))
         # A listed row shows its schema's name; its database is known by id alone.
         tables = Table.objects.select_related("schema")
         schema_id = query_int(self.request, "schema")
         if schema_id is not None:
-            schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
+            schemas = access.only_readable(user, Schema.objects.select_related("database"))
+            schema = get_object_or_404(schemas, pk=schema_id)
             tables, database = tables.filter(schema=schema), schema.database
         else:
             database_id = query_int(self.request, "database", required=True)
-            database = get_object_or_404(Database, pk=database_id)
+            database = get_object_or_404(access.readable_databases(user), pk=database_id)
         return self.filtered(tables.filter(database=self.listed(database)))
 
     def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
@@ -169,7 +177,13 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
         offset = query_int(request, "offset") or 0
         live.check_page(limit, offset)  # before anything is looked up
-        page = browse.read_records(self.get_object(), limit, offset)
+        table = self.get_object()
+        if not access.may_read_records(request.user, table.database):
+            raise AccessDenied(
+                f"you may list the tables of {table.database.name} but not read their records: "
+                "ask an administrator for the records grant"
+            )
+        page = browse.read_records(table, limit, offset)
         return Response(asdict(page))
 
 

@@ -20,14 +20,15 @@ from celery import current_app
 from celery.signals import after_task_publish
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.db import connection
+from django.db.models.signals import post_save
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
 from sync import demo, registry
-from sync.models import Database
+from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T")
 
@@ -211,8 +212,33 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str =
         time.sleep(0.05)
 
 
-def make_user(username: str, staff: bool = False) -> User:
-    return User.objects.create_user(username, password=f"{username}-pw", is_staff=staff)
+# In tests, members of this group may read every database (see readers_read_everything);
+# make_user puts a non-staff user in it unless told not to.
+READERS = "readers"
+
+
+def grant_to_readers(instance: Database, created: bool, **_: Any) -> None:
+    if created:
+        group, _ = Group.objects.get_or_create(name=READERS)
+        DatabaseGrant.objects.get_or_create(
+            database=instance, group=group, defaults={"records": True}
+        )
+
+
+@pytest.fixture(autouse=True)
+def readers_read_everything() -> Iterator[None]:
+    """Grant every database registered during a test to the readers group, records too."""
+    post_save.connect(grant_to_readers, sender=Database, weak=False, dispatch_uid=READERS)
+    yield
+    post_save.disconnect(sender=Database, dispatch_uid=READERS)
+
+
+def make_user(username: str, staff: bool = False, granted: bool = True) -> User:
+    """Create a user; a non-staff one reads every database unless granted is False."""
+    user = User.objects.create_user(username, password=f"{username}-pw", is_staff=staff)
+    if granted and not staff:
+        user.groups.add(Group.objects.get_or_create(name=READERS)[0])
+    return user
 
 
 def client_for(user: User | None) -> APIClient:

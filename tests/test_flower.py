@@ -36,7 +36,7 @@ def call(
     if login:
         request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return response.status, response.headers
     except urllib.error.HTTPError as error:
         return error.code, error.headers
@@ -48,7 +48,7 @@ def workers_listed(port: int) -> list[str]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/workers?refresh=1")
     request.add_header("Authorization", "Basic " + base64.b64encode(CREDENTIALS.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return list(json.load(response))
     except OSError:
         return []
