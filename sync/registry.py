@@ -2,7 +2,7 @@
 
 import logging
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -114,4 +114,4 @@ def _same_address_as_service(url: str) -> bool:
     hosts = {(parts.hostname or "").lower(), (service["HOST"] or "").lower()}
     same_host = len(hosts) == 1 or hosts <= LOCAL_HOSTS
     same_port = port == int(service["PORT"] or 5432)
-    return same_host and same_port and parts.path.strip("/") == service["NAME"]
+    return same_host and same_port and unquote(parts.path.strip("/")) == service["NAME"]
