@@ -342,12 +342,21 @@ def procfile_command(role: str) -> str:
     raise AssertionError(f"the Procfile has no {role!r} role")
 
 
-def start_procfile_role(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start a Procfile role through the shell, with the virtualenv's commands first on PATH."""
+def start_procfile_role(
+    role: str, env: dict[str, str], replace: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a Procfile role through the shell, with the virtualenv's commands first on PATH.
+
+    `replace` changes parts of the command (a port, say) before it runs.
+    """
     bin_dir = os.path.dirname(sys.executable)
     env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+    command = procfile_command(role)
+    for old, new in (replace or {}).items():
+        assert old in command, f"the Procfile's {role} command has no {old!r}"
+        command = command.replace(old, new)
     return subprocess.Popen(
-        ["/bin/sh", "-c", procfile_command(role)],
+        ["/bin/sh", "-c", command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -93,19 +93,20 @@ def test_anonymous_flower_calls_answer_401_and_the_worker_keeps_running(flower_p
     worker = start_worker_process(queue="flower-test")
     try:
         wait_until(lambda: workers_listed(flower_port), timeout=60, what="Flower to list a worker")
-        (name,) = workers_listed(flower_port)
+        names = workers_listed(flower_port)  # the test session's own worker may answer too
         for what, (method, path) in ANONYMOUS_CALLS.items():
-            status, headers = call(flower_port, path.format(worker=name), method)
+            target = path.format(worker=names[0])
+            status, headers = call(flower_port, target, method)
             assert (what, status) == (what, 401)
             assert "Access-Control-Allow-Origin" not in headers
-            wrong = call(flower_port, path.format(worker=name), method, login="flower-admin:no")
+            wrong = call(flower_port, target, method, login="flower-admin:no")
             assert (what, wrong[0]) == (what, 401)
             # A page of another site open in a browser on the host: refused, and told nothing.
-            status, headers = call(flower_port, path.format(worker=name), method, origin=EVIL)
+            status, headers = call(flower_port, target, method, origin=EVIL)
             assert (what, status) == (what, 403 if method == "POST" else 401)
             assert "Access-Control-Allow-Origin" not in headers
         assert worker.poll() is None
-        assert workers_listed(flower_port) == [name]
+        assert set(workers_listed(flower_port)) >= set(names)
     finally:
         stop_process(worker)
 
