@@ -16,11 +16,9 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ.setdefault("SYNC_REFLECTION_INTERVAL", "3600")  # lists queue nothing meanwhile
+# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
 os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
-if not os.environ.get("SYNC_SECRET_KEYS"):
-    import base64
-
-    os.environ["SYNC_SECRET_KEYS"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import django
