@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from sync import registry
 from sync.credentials import redact_url
-from sync.exceptions import SyncError
+from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, Schema, Table
 
 
@@ -28,7 +28,11 @@ class DatabaseSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
     def get_location(self, database: Database) -> str:
-        return redact_url(database.url)
+        try:
+            return redact_url(database.url)
+        except SecretUnreadable:
+            # One unreadable row must not fail the whole list; its reads say why (503).
+            return "(unreadable: its key is missing from SYNC_SECRET_KEYS)"
 
     def create(self, validated_data: dict[str, Any]) -> Database:
         try:

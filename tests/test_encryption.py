@@ -101,14 +101,16 @@ def test_the_migration_encrypts_urls_stored_in_clear(user_db):
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO sync_database (name, url, server_identifier, catalog_fingerprint,"
-                " created_at, last_error) VALUES ('old', %s, '', '', now(), '')",
-                [user_db.url.replace("postgres@", f"postgres:{PASSWORD}@")],
+                " created_at, last_error) VALUES ('old', %s, '', '', now(), %s)",
+                [user_db.url + f"?password={PASSWORD}", f"failed: ?password={PASSWORD}"],
             )
     finally:
         call_command("migrate", "sync", verbosity=0)
 
     assert PASSWORD not in stored_rows()
-    assert PASSWORD in Database.objects.get(name="old").url
+    old = Database.objects.get(name="old")
+    assert PASSWORD in old.url
+    assert old.last_error == "failed: ?password=***"
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -146,3 +148,10 @@ def test_a_malformed_key_is_refused_with_the_setting_named():
     refused = run_python("import django; django.setup()", SYNC_SECRET_KEYS=f"{NEW_KEY},nope")
     assert refused.returncode != 0
     assert "SYNC_SECRET_KEYS: key 2 is not a Fernet key" in refused.stderr
+
+
+def test_one_unreadable_url_does_not_fail_the_list(registered, reader, settings):
+    settings.SYNC_SECRET_KEYS = [OTHER_KEY]
+    response = reader.get("/api/v1/databases/")
+    assert response.status_code == 200
+    assert "unreadable" in response.json()["results"][0]["location"]

@@ -69,3 +69,13 @@ def test_a_plain_role_is_not_reported(user_db):
         Database.objects.all().delete()
         user_db.execute(f'REVOKE ALL ON DATABASE "{user_db.name}" FROM dbsync_test_plain;'
                         " DROP ROLE dbsync_test_plain")  # fmt: skip
+
+
+def test_the_commands_warn_of_a_superuser_role(user_db):
+    errors = StringIO()
+    call_command("register_database", "shop", user_db.url, "--check", stdout=StringIO(),
+                 stderr=errors)  # fmt: skip
+    assert "is a superuser" in errors.getvalue()
+    errors = StringIO()
+    call_command("import_database", "other", user_db.url, stdout=StringIO(), stderr=errors)
+    assert "is a superuser" in errors.getvalue()

@@ -5,12 +5,19 @@ from django.db import migrations, models
 
 
 def encrypt_urls(apps, schema_editor):
+    """Encrypt each URL; hide its password in errors recorded before redaction knew its form."""
     from sync import encryption
+    from sync.credentials import redact
 
     Database = apps.get_model("sync", "Database")
+    ReflectionRun = apps.get_model("sync", "ReflectionRun")
     for database in Database.objects.all():
         database.encrypted_url = encryption.encrypt(database.url)
-        database.save(update_fields=["encrypted_url"])
+        database.last_error = redact(database.last_error, database.url)
+        database.save(update_fields=["encrypted_url", "last_error"])
+        for run in ReflectionRun.objects.filter(database=database).exclude(error=""):
+            run.error = redact(run.error, database.url)
+            run.save(update_fields=["error"])
 
 
 def decrypt_urls(apps, schema_editor):
