@@ -82,7 +82,7 @@ def _redis_url(base: str, offset: int) -> str:
 
 
 DEBUG = _env_bool("DEBUG", False)
-# Required with DEBUG off: web, worker and beat refuse to start without it (sync.checks).
+# Required with DEBUG off: web, worker and commands refuse to start without it (sync.checks).
 # `make run` generates one into .run/ when the environment sets none.
 SECRET_KEY = os.environ.get("SECRET_KEY", "dbsync-debug-only-key" if DEBUG else "")
 # Encrypt database URLs at rest; independent of SECRET_KEY. Required with DEBUG off.

@@ -1,4 +1,8 @@
-"""Refuse to start without the secrets dbsync needs when DEBUG is off."""
+"""Refuse to start without the secrets dbsync needs when DEBUG is off.
+
+Called by the web (wsgi.py) and worker (a boot step) processes and, as a system check, by
+management commands; not at import, so that scripts that only read settings still run.
+"""
 
 from typing import Any
 
@@ -13,8 +17,12 @@ def missing_secrets() -> list[str]:
     """Return the names of the required secret settings that are unset (none with DEBUG on)."""
     if settings.DEBUG:
         return []
-    required = {"SECRET_KEY": settings.SECRET_KEY, "SYNC_SECRET_KEYS": settings.SYNC_SECRET_KEYS}
-    return [name for name, value in required.items() if not value]
+    missing = [] if settings.SYNC_SECRET_KEYS else ["SYNC_SECRET_KEYS"]
+    try:
+        settings.SECRET_KEY  # noqa: B018  (Django refuses to hand out an empty one)
+    except ImproperlyConfigured:
+        missing.insert(0, "SECRET_KEY")
+    return missing
 
 
 def require_secrets() -> None:

@@ -127,7 +127,7 @@ def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 ENTRY_POINTS = {
     "web": "import project.wsgi",
-    "worker and beat": "import worker",
+    "worker": "from worker import app; app.WorkController(pool_cls='solo')",
     "manage.py": "import sys; from django.core.management import execute_from_command_line;"
     " execute_from_command_line(['manage.py', 'check'])",
 }
