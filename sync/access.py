@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 
+from sync.exceptions import AccessDenied
 from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T", bound=Model)
@@ -31,6 +32,15 @@ def may_read_records(user: Any, database: Database) -> bool:
         return True
     grants = DatabaseGrant.objects.filter(database=database, group__user=user, records=True)
     return grants.exists()
+
+
+def check_records(user: Any, database: Database) -> None:
+    """Raise AccessDenied (403) unless the user may read the database's records."""
+    if not may_read_records(user, database):
+        raise AccessDenied(
+            f"you may list the tables of {database.name} but not read their records: "
+            "ask an administrator for the records grant"
+        )
 
 
 def only_readable(user: Any, objects: QuerySet[T]) -> QuerySet[T]:
