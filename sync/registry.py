@@ -8,7 +8,12 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from sync import catalog
-from sync.exceptions import InvalidDatabaseURL, SecretUnreadable, UnknownDatabase
+from sync.exceptions import (
+    CatalogUnavailable,
+    InvalidDatabaseURL,
+    SecretUnreadable,
+    UnknownDatabase,
+)
 from sync.models import Database
 
 logger = logging.getLogger(__name__)
@@ -81,8 +86,22 @@ def _changed(database: Database, url: str) -> bool:
 
 
 def register_configured() -> list[Database]:
-    """Register the databases named in SYNC_DATABASES."""
-    return [register(name, url)[0] for name, url in settings.SYNC_DATABASES.items()]
+    """Register the databases named in SYNC_DATABASES.
+
+    A new or changed URL is checked by connecting (the service's own database is refused by
+    identity too); one that does not answer yet is registered unchecked, and its reflections
+    say why they fail. An unchanged one is not connected to again on every beat tick.
+    """
+    registered = []
+    for name, url in settings.SYNC_DATABASES.items():
+        known = Database.objects.filter(name=name).first()
+        check = known is None or _changed(known, url)
+        try:
+            registered.append(register(name, url, check=check)[0])
+        except CatalogUnavailable as error:
+            logger.warning("SYNC_DATABASES: %s registered unchecked: %s", name, error)
+            registered.append(register(name, url)[0])
+    return registered
 
 
 def by_name(name: str) -> Database:

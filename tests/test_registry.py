@@ -79,3 +79,16 @@ def test_the_commands_warn_of_a_superuser_role(user_db):
     errors = StringIO()
     call_command("import_database", "other", user_db.url, stdout=StringIO(), stderr=errors)
     assert "is a superuser" in errors.getvalue()
+
+
+def test_sync_databases_are_checked_and_the_service_database_refused(user_db, settings):
+    settings.SYNC_DATABASES = {"shop": user_db.url, "down": "postgresql://u:pw@127.0.0.1:1/x"}
+    registered = registry.register_configured()
+
+    assert sorted(database.name for database in registered) == ["down", "shop"]
+    assert Database.objects.get(name="shop").role_is_superuser is True  # connected: checked
+    assert Database.objects.get(name="down").role_is_superuser is None  # did not answer
+
+    settings.SYNC_DATABASES = {"self": service_urls()["dbname-parameter"]}
+    with pytest.raises(InvalidDatabaseURL, match="own service database"):
+        registry.register_configured()
