@@ -1,5 +1,6 @@
 """The Django admin: register databases, watch their state, queue imports and reflections."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -124,7 +125,11 @@ class DatabaseAdmin(admin.ModelAdmin):
             self.change_watch(request, database, watch.uninstall, "watch removed")
 
     def change_watch(
-        self, request: HttpRequest, database: Database, change: Any, done: str
+        self,
+        request: HttpRequest,
+        database: Database,
+        change: Callable[[Database], None],
+        done: str,
     ) -> None:
         try:
             change(database)

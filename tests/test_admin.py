@@ -93,3 +93,17 @@ def test_reflected_objects_are_listed_read_only(operator, registered):
     for page in ("/admin/sync/schema/", "/admin/sync/table/", "/admin/sync/reflectionrun/"):
         assert operator.get(page).status_code == 200
     assert operator.get("/admin/sync/table/add/").status_code == 403
+
+
+def test_the_watch_actions_install_and_remove_the_triggers(operator, registered):
+    installed = run_action(operator, "install_watch", registered)
+    registered.refresh_from_db()
+    assert installed == [f"{registered.name}: watch installed."]
+    assert registered.watch_installed_at is not None
+    page = operator.get(CHANGELIST).content.decode()
+    assert "poll" in page  # installed, and no listener connected in this test
+
+    removed = run_action(operator, "uninstall_watch", registered)
+    registered.refresh_from_db()
+    assert removed == [f"{registered.name}: watch removed."]
+    assert registered.watch_installed_at is None
