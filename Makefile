@@ -17,10 +17,11 @@ endif
 run: migrate
 	python manage.py collectstatic --noinput -v0
 	python manage.py demo
-	@echo "dbsync: API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	@echo "dbsync: pages http://127.0.0.1:8000/  API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
 	honcho start
 
-test: services
+test: install
+	python scripts/ensure_services.py --browser
 	ruff check .
 	ruff format --check .
 	mypy

@@ -32,9 +32,8 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
@@ -51,14 +50,13 @@ from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from bench.common import connect, log, machine  # noqa: E402
-from sync import demo, recency, registry  # noqa: E402
+from bench.common import connect, free_port, log, machine, service, tail  # noqa: E402
+from sync import demo, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import DatabaseGrant, ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 from worker.app import app as celery_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 USER_DATABASE = "dbsync_bench_api_user"  # kept between runs
 REGISTERED_NAME = "bench_api_user"
 SCHEMA = "bench_api"
@@ -146,53 +144,13 @@ def auth_header(scheme: str) -> str:
 
 
 def reset_reflection_state(database_id: int) -> None:
-    """Empty the bench broker's queue and drop the lock and back-off of the database."""
+    """Empty the bench broker's queue and drop the lease and back-off of the database."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
         broker.delete("celery", "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
-    recency.lock_client().delete(recency.lock_key(database_id), recency.backoff_key(database_id))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def service(name: str, argv: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a subprocess in its own process group, logging to a file; always stop the group."""
-    path = logs / f"{name}.log"
-    with path.open("wb") as output:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=dict(os.environ), stdin=subprocess.DEVNULL,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        stop(process, name)
-
-
-def stop(process: subprocess.Popen[bytes], name: str) -> None:
-    """Stop a process group started by this script: TERM, then KILL after 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            log(f"{name} (pid {process.pid}) did not stop on {sig.name}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    state.client().delete(state.lease_key(database_id), state.backoff_key(database_id))
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
@@ -294,7 +252,7 @@ def client(
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
-            recency.expire(expire)  # through Django's cache, from this thread
+            state.expire(expire)  # through Django's cache, from this thread
             samples.append(get(connection, target))
     finally:
         connection.close()
@@ -319,7 +277,7 @@ def drain(events: TaskEvents, database_id: int, timeout: float) -> bool:
     """Wait until no reflection is queued or running and every sent task has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if recency.holder(database_id) is None and events.settled():
+        if state.holder(database_id) is None and events.settled():
             return True
         time.sleep(0.1)
     return False
@@ -475,7 +433,7 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     request. The warm-up queues nothing, so that the first expiry is measured too."""
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
-    recency.mark_recent(database_id, timezone.now())
+    state.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
     run_clients(run.target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))

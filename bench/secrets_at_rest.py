@@ -43,7 +43,7 @@ from psycopg2 import sql  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import connect, log, machine, server_url  # noqa: E402
-from sync import encryption, recency, reflection, registry  # noqa: E402
+from sync import encryption, reflection, registry, state  # noqa: E402
 from sync.models import Database, DatabaseGrant, Table  # noqa: E402
 
 USER_DATABASE = "dbsync_bench_secrets_user"  # kept between runs
@@ -184,7 +184,7 @@ def main() -> None:
     url = ensure_databases()
     database, _ = registry.register("bench", url)
     reflection.reflect(database.id)
-    recency.mark_recent(database.id, timezone.now())
+    state.mark_recent(database.id, timezone.now())
     table = Table.objects.get(database=database, name="items")
     client = Client(HTTP_AUTHORIZATION=f"Token {reader_token(database)}", HTTP_HOST="127.0.0.1")
     plain = {database.pk: url}

@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_htmx",
     "sync",
 ]
 
@@ -114,9 +115,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the pages answer polls
 ]
 
 ROOT_URLCONF = "project.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "databases"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = "project.wsgi.application"
 
 TEMPLATES = [
@@ -143,12 +148,11 @@ except ValueError as error:
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis: broker, results and cache live in separate databases of one server, so that
-# clearing the cache can never wipe the task queue.
+# Redis: broker, results, cache and reflection state live in separate databases of one server,
+# so that clearing the cache can never wipe the task queue or the leases (sync.state).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 0)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 1)
-SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 2)  # in-flight locks, beside the cache
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -157,13 +161,16 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
 }
+SYNC_STATE_REDIS_URL = _redis_url(REDIS_URL, 3)
 
-# Celery. Limits nest: a task's hard time limit < the in-flight lock's lifetime < the broker's
-# visibility timeout, so a lock never lapses under a running task and a message of a dead
-# worker comes back only once its lock is long gone.
+# Celery. A queued task's lease lasts SYNC_LOCK_TTL, less than the broker's visibility timeout,
+# so a message of a dead worker comes back only once its lease is long gone. A running task
+# holds a lease of SYNC_LEASE_SECONDS and renews it every third of that: a worker that dies
+# is forgotten within SYNC_LEASE_SECONDS, and the next request queues anew.
 SYNC_TASK_SOFT_TIME_LIMIT = 240
 SYNC_TASK_TIME_LIMIT = 300
 SYNC_LOCK_TTL = 360
+SYNC_LEASE_SECONDS = _env_int("SYNC_LEASE_SECONDS", 30, least=3)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
     "socket_connect_timeout": 1,
@@ -184,6 +191,11 @@ SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
 # recency key lost early (a cache flush, an eviction) cannot set off one per request.
 SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10, least=0)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
+# Seconds between checks of a database's catalog for changes made behind dbsync's back: by the
+# watch's version counter where `manage.py watch` installed it, else by the fingerprint; 0: none.
+SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
+# Seconds a LISTEN connection may stay silent before the listener checks it with a query.
+SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)

@@ -12,4 +12,7 @@ urlpatterns = [
     path("api/v1/", include("sync.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # The browsable API's log in and log out links.
+    path("api/auth/", include("rest_framework.urls")),
+    path("", include("sync.page_urls")),
 ]

@@ -1,5 +1,6 @@
 """The Django admin: register databases, watch their state, queue imports and reflections."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -9,10 +10,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from sync import catalog, freshness, registry
+from sync import catalog, registry, state, watch
 from sync.exceptions import SecretUnreadable, SyncError
-from sync.freshness import Freshness, Status
 from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
+from sync.state import Freshness, Status
 
 
 class DatabaseForm(forms.ModelForm):
@@ -72,12 +73,13 @@ class DatabaseGrantInline(admin.TabularInline):
 @admin.register(Database)
 class DatabaseAdmin(admin.ModelAdmin):
     form = DatabaseForm
-    list_display = ["name", "location", "status", "reflected_at", "schema_count", "table_count",
-                    "last_error"]  # fmt: skip
+    list_display = ["name", "location", "status", "watch_mode", "reflected_at", "schema_count",
+                    "table_count", "last_error"]  # fmt: skip
     search_fields = ["name"]
-    readonly_fields = ["location", "role_is_superuser", "status", "created_at", "imported_at",
-                       "reflected_at", "last_error", "last_error_at", "history"]  # fmt: skip
-    actions = ["import_now", "reflect_now"]
+    readonly_fields = ["location", "role_is_superuser", "status", "watch_mode", "watch_error",
+                       "created_at", "imported_at", "reflected_at", "last_error", "last_error_at",
+                       "history"]  # fmt: skip
+    actions = ["import_now", "reflect_now", "install_watch", "uninstall_watch"]
     inlines = [DatabaseGrantInline]
 
     def save_model(self, request: HttpRequest, obj: Database, form: Any, change: bool) -> None:
@@ -107,8 +109,12 @@ class DatabaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def status(self, database: Database) -> str:
-        state = freshness.status_of(database)
-        return f"{state.status} (task {state.task_id})" if state.task_id else str(state.status)
+        now = state.status_of(database)
+        return f"{now.status} (task {now.task_id})" if now.task_id else str(now.status)
+
+    @admin.display(description="watch mode")
+    def watch_mode(self, database: Database) -> str:
+        return state.watch_mode(database)
 
     @admin.display(description="schemas", ordering="live_schemas")
     def schema_count(self, database: Database) -> int:
@@ -126,12 +132,37 @@ class DatabaseAdmin(admin.ModelAdmin):
     @admin.action(description="Import now")
     def import_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
         for database in queryset:
-            self.report(request, database, freshness.request_import(database), "import")
+            self.report(request, database, state.request_import(database), "import")
 
     @admin.action(description="Reflect now")
     def reflect_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
         for database in queryset:
-            self.report(request, database, freshness.request_reflection(database), "reflection")
+            queued = state.request_reflection(database, state.Trigger.ADMIN)
+            self.report(request, database, queued, "reflection")
+
+    @admin.action(description="Install the DDL watch")
+    def install_watch(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
+        for database in queryset:
+            self.change_watch(request, database, watch.install, "watch installed")
+
+    @admin.action(description="Remove the DDL watch")
+    def uninstall_watch(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
+        for database in queryset:
+            self.change_watch(request, database, watch.uninstall, "watch removed")
+
+    def change_watch(
+        self,
+        request: HttpRequest,
+        database: Database,
+        change: Callable[[Database], None],
+        done: str,
+    ) -> None:
+        try:
+            change(database)
+        except SyncError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        self.message_user(request, f"{database}: {done}.", messages.SUCCESS)
 
     def report(self, request: HttpRequest, database: Database, state: Freshness, what: str) -> None:
         if state.status == Status.UNAVAILABLE:

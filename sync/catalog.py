@@ -13,6 +13,7 @@ import psycopg2
 from django.conf import settings
 from psycopg2.extensions import TRANSACTION_STATUS_INERROR, TRANSACTION_STATUS_INTRANS
 from sqlalchemy import Connection, Engine, Row, create_engine, event, text
+from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
@@ -30,10 +31,24 @@ IDENTITY_SQL = """
     WHERE d.datname = current_database()
 """
 
-# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones.
-LISTED_SCHEMAS = """
+# Marks the schema that `manage.py watch` installs (see sync.watch), which is not listed.
+WATCH_SCHEMA = "dbsync"
+WATCH_SCHEMA_COMMENT = "dbsync: DDL watch, installed by manage.py watch"
+
+# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones, not its watch's.
+LISTED_SCHEMAS = f"""
     n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
     AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    AND NOT (n.nspname = '{WATCH_SCHEMA}'
+             AND obj_description(n.oid, 'pg_namespace') = '{WATCH_SCHEMA_COMMENT}')
+"""
+
+# The watch's DDL version counter (0 before the first DDL), or NULL where no watch is installed
+# or the role may not read it.
+VERSION_SQL = f"""
+    CASE WHEN has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.ddl_version'), 'SELECT')
+         THEN coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version')), 0)
+    END
 """
 
 # relkind -> Table.Kind value; other relations (indexes, sequences, types) are not listed.
@@ -58,7 +73,7 @@ CATALOG_QUERY = text(
 # a digest equal to the one of the catalog last applied means nothing to do, no rows moved.
 FINGERPRINT_QUERY = text(
     f"""
-    SELECT identity.*, digest.objects, digest.digest
+    SELECT identity.*, digest.objects, digest.digest, {VERSION_SQL} AS version
     FROM ({IDENTITY_SQL}) AS identity, (
         SELECT count(*) AS objects,
                coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text AS digest
@@ -90,6 +105,8 @@ READ_ONLY_PRELUDE = (
 OPEN_TRANSACTION = (TRANSACTION_STATUS_INTRANS, TRANSACTION_STATUS_INERROR)
 
 T = TypeVar("T")
+
+_DIALECT = psycopg2_dialect.dialect()
 
 
 class CatalogRelation(NamedTuple):
@@ -127,6 +144,7 @@ class Snapshot:
 class CatalogRead:
     identity: Identity
     fingerprint: Fingerprint
+    version: int | None  # the watch's DDL version counter; None without a watch
     snapshot: Snapshot | None  # None when the fingerprint was the known one
 
 
@@ -184,13 +202,16 @@ def engine(key: int, url: str) -> Engine:
         return new_engine
 
 
-def create_user_engine(url: str, **options: Any) -> Engine:
+def create_user_engine(
+    url: str, connect_args: Mapping[str, Any] | None = None, **options: Any
+) -> Engine:
     """Create an engine for a registered database's URL, through psycopg2, timeouts set."""
     return create_engine(
         make_url(validate_url(url)).set(drivername="postgresql+psycopg2"),
         connect_args={
             "connect_timeout": settings.SYNC_CONNECT_TIMEOUT,
             "application_name": "dbsync",
+            **(connect_args or {}),
         },
         **options,
     )
@@ -272,13 +293,32 @@ def _read_catalog(source: Engine, known: str) -> CatalogRead:
         row = connection.execute(FINGERPRINT_QUERY).one()
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
-            return CatalogRead(identity, fingerprint, None)
+            return CatalogRead(identity, fingerprint, row.version, None)
         rows = connection.execute(CATALOG_QUERY).all()
     snapshot = Snapshot(
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )
-    return CatalogRead(identity, fingerprint, snapshot)
+    return CatalogRead(identity, fingerprint, row.version, snapshot)
+
+
+# The checks of the periodic poll: the version counter where a watch is installed (one row of
+# one sequence, whatever the size of the catalog), else the fingerprint. In psycopg2's
+# paramstyle for read_once, as compiled for this dialect.
+VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
+FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
+
+
+def read_version(key: int, url: str) -> int | None:
+    """Return the watch's DDL version counter, or None where no watch is installed."""
+    ((version,),) = read_once(key, url, VERSION_CHECK, {})
+    return None if version is None else int(version)
+
+
+def read_fingerprint(key: int, url: str) -> Fingerprint:
+    """Return the fingerprint of the catalog now (see FINGERPRINT_QUERY)."""
+    (row,) = read_once(key, url, FINGERPRINT_CHECK, {})
+    return Fingerprint(row[3], row[4])
 
 
 @contextmanager

@@ -31,6 +31,12 @@ class CatalogUnavailable(SyncError):
     http_status = 503
 
 
+class WatchRefused(SyncError):
+    """The database refused to install or remove the DDL watch (a privilege, a dependency)."""
+
+    http_status = 409
+
+
 class TableNotFound(SyncError):
     """The relation is gone, or no longer has the name it was asked for by."""
 

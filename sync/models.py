@@ -36,6 +36,13 @@ class Database(models.Model):
     reflected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # The DDL watch (sync.watch): when its event triggers were installed, and why it is not
+    # installed or was lost (no privilege, dropped by hand), shown beside the watch mode.
+    watch_installed_at = models.DateTimeField(null=True, blank=True)
+    watch_error = models.TextField(blank=True)
+    # The watch's DDL version counter as read just before the catalog last applied: while the
+    # counter is the same, no DDL has run since (the renewal's one-row check).
+    catalog_version = models.BigIntegerField(null=True, blank=True)
 
     objects = DatabaseQuerySet.as_manager()
 
@@ -134,9 +141,16 @@ class ReflectionRun(models.Model):
     """One reflection of a database: what started it, how it ended, what it changed."""
 
     class Trigger(models.TextChoices):
-        COMMAND = "command"
-        TASK = "task"
+        LIST = "list"  # a list or page found the recency key expired
+        LIVE = "live"  # a columns or records read found the table renamed or gone
+        API = "api"  # POST databases/ID/reflect/
+        ADMIN = "admin"  # the admin's "Reflect now"
+        PAGE = "page"  # the Refresh button of the web pages
+        LISTENER = "listener"  # a DDL notice from the database's event triggers
+        POLL = "poll"  # the periodic check found the catalog changed
+        RENEWAL = "renewal"  # the periodic renewal of databases nobody lists
         IMPORT = "import"
+        COMMAND = "command"  # manage.py reflect, demo
 
     class Outcome(models.TextChoices):
         RUNNING = "running"

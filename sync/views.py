@@ -7,29 +7,32 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import access, browse, freshness, health, live
+from sync import access, browse, health, live, progress, state, watch
 from sync.api import query_bool, query_int
-from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
+    ReflectionRunSerializer,
     SchemaSerializer,
     TableSerializer,
+    TaskSerializer,
 )
+from sync.state import Freshness
 
 
-def with_freshness(response: Response, database: Database, state: Freshness) -> Response:
+def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
     """Say how fresh the listed rows are: when last reflected, and what is under way."""
     reflected_at = database.reflected_at
     response["X-Reflected-At"] = reflected_at.isoformat() if reflected_at else "never"
-    response["X-Reflection-Status"] = str(state.status)
+    response["X-Reflection-Status"] = str(freshness.status)
     return response
 
 
@@ -49,7 +52,7 @@ class ListedDatabaseMixin:
 
     def listed(self, database: Database) -> Database:
         self.listed_database = database
-        self.listed_freshness = freshness.ensure_fresh(database)
+        self.listed_freshness = state.ensure_fresh(database)
         return database
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -71,29 +74,57 @@ class DatabaseViewSet(
         # Not granted reads as not registered: 404, as for an id that does not exist.
         return access.readable_databases(self.request.user)
 
-    def get_serializer_class(self) -> type[DatabaseSerializer]:
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        if self.action == "runs":
+            return ReflectionRunSerializer
         return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if self.action == "retrieve":
-            context["status"] = freshness.status_of(self.get_object()).status
+            context["status"] = state.status_of(self.get_object()).status
         return context
 
     @extend_schema(request=None, responses={202: dict})
     @action(detail=True, methods=["post"])
     def reflect(self, request: Request, pk: str | None = None) -> Response:
-        """Queue a reflection now (or report the one already queued or running)."""
-        state = freshness.request_reflection(self.get_object())
-        if state.status == freshness.Status.UNAVAILABLE:
+        """Queue a reflection now (or report the one already queued or running).
+
+        A staff request: it is queued even while the database is backed off after a failure.
+        """
+        queued = state.request_reflection(self.get_object(), state.Trigger.API)
+        if queued.status == state.Status.UNAVAILABLE:
             return Response(
                 {"detail": "The task queue is unavailable; nothing was queued. Try again later."},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
         return Response(
-            {"task_id": state.task_id, "status": str(state.status)},
+            {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @extend_schema(responses=ReflectionRunSerializer(many=True))
+    @action(detail=True)
+    def runs(self, request: Request, pk: str | None = None) -> Response:
+        """The database's reflection history, the latest first."""
+        runs = self.paginate_queryset(self.get_object().runs.all())
+        return self.get_paginated_response(self.get_serializer(runs, many=True).data)
+
+    @extend_schema(request=None, responses={200: dict, 409: dict, 503: dict})
+    @action(detail=True, methods=["post", "delete"], url_path="watch")
+    def watch(self, request: Request, pk: str | None = None) -> Response:
+        """Install (POST) or remove (DELETE) the database's DDL watch; answer its watch mode.
+
+        409 when the registered role may not create event triggers: the message names the
+        privilege needed, and the database stays in poll mode.
+        """
+        database = self.get_object()
+        if request.method == "DELETE":
+            watch.uninstall(database)
+        else:
+            watch.install(database)
+        database.refresh_from_db()
+        return Response({"watch_mode": state.watch_mode(database)})
 
 
 @extend_schema(parameters=[DATABASE_PARAMETER, INCLUDE_DROPPED])
@@ -180,6 +211,23 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
         access.check_records(request.user, table.database)
         page = browse.read_records(table, limit, offset)
         return Response(asdict(page))
+
+
+class TaskViewSet(viewsets.ViewSet):
+    """State and progress of a queued task (staff): an import reports done and total."""
+
+    permission_classes = [IsAdminUser]
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # task ids are UUIDs
+
+    @extend_schema(responses={200: TaskSerializer})
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = progress.task_progress(str(pk))
+        if found is None:
+            return Response(
+                {"detail": "The result backend is unavailable. Try again later."},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return Response(TaskSerializer(asdict(found)).data)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -27,7 +27,7 @@ from django.db.models.signals import post_save
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
-from sync import demo, registry
+from sync import demo, registry, state
 from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T")
@@ -155,8 +155,14 @@ def registered(db: None, user_db: ScratchDatabase) -> Database:
 
 @pytest.fixture(autouse=True)
 def clear_cache() -> None:
-    """Start every test with no recency keys, locks, back-offs or cached names."""
+    """Start every test with no recency keys, leases, back-offs, dirty marks or cached names."""
     cache.clear()
+    state.clear_all()
+
+
+def hold_lease(database_id: int, token: str, lease_state: str = "queued") -> None:
+    """Make the database's lease held by another run, as a task published elsewhere would."""
+    state.client().set(state.lease_key(database_id), f"{lease_state}:{token}", ex=60)
 
 
 @pytest.fixture(autouse=True)

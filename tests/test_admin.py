@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from sync import recency
+from sync import state
 from sync.models import Database
 from tests.conftest import HeldDatabaseRow, make_user
 
@@ -42,7 +42,7 @@ def test_an_action_queues_one_task_and_says_so(operator, registered, published, 
         held.release()
 
     assert len(published) == 1
-    assert recency.holder(registered.id) is not None
+    assert state.holder(registered.id) is not None
     assert "queued (task" in first[0]
     assert "not queued again" in second[0]
 
@@ -58,7 +58,7 @@ def test_a_non_staff_user_is_refused(registered):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
-    assert recency.holder(registered.id) is None
+    assert state.holder(registered.id) is None
 
 
 def test_registering_checks_the_connection_and_hides_the_password(operator, user_db):
@@ -96,3 +96,17 @@ def test_reflected_objects_are_listed_read_only(operator, registered):
     for page in ("/admin/sync/schema/", "/admin/sync/table/", "/admin/sync/reflectionrun/"):
         assert operator.get(page).status_code == 200
     assert operator.get("/admin/sync/table/add/").status_code == 403
+
+
+def test_the_watch_actions_install_and_remove_the_triggers(operator, registered):
+    installed = run_action(operator, "install_watch", registered)
+    registered.refresh_from_db()
+    assert installed == [f"{registered.name}: watch installed."]
+    assert registered.watch_installed_at is not None
+    page = operator.get(CHANGELIST).content.decode()
+    assert "poll" in page  # installed, and no listener connected in this test
+
+    removed = run_action(operator, "uninstall_watch", registered)
+    registered.refresh_from_db()
+    assert removed == [f"{registered.name}: watch removed."]
+    assert registered.watch_installed_at is None

@@ -6,9 +6,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import demo, reflection, registry
+from sync import demo, reflection, registry, watch
 from sync.exceptions import SyncError
-from sync.models import ReflectionRun
+from sync.models import Database, ReflectionRun
 
 DEMO_ADMIN = "admin"
 
@@ -26,10 +26,20 @@ class Command(BaseCommand):
             f"demo database {database.name} ({database.redacted_url}): "
             f"{result.counts.added} objects added"
         )
+        self.stdout.write(self.watch(database))
         self.stdout.write(self.demo_admin())
         if settings.FLOWER_BASIC_AUTH:
             user, _, password = settings.FLOWER_BASIC_AUTH.partition(":")
             self.stdout.write(f"Flower login: {user} / {password}")
+
+    def watch(self, database: Database) -> str:
+        """Install the DDL watch as the server's own user: the demo's role only reads."""
+        owner = demo.server_url(demo.DEMO_DATABASE).set(drivername="postgresql")
+        try:
+            watch.install(database, owner.render_as_string(hide_password=False))
+        except SyncError as error:
+            return str(error)
+        return "demo database watched: a table created in psql shows at once"
 
     def demo_admin(self) -> str:
         """Create the demo admin when no user has its name; never change an existing one."""

@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("sync", "0001_initial"),
+        ("sync", "0002_watch"),
     ]
 
     operations = [
