@@ -143,7 +143,8 @@ class Listener:
             time.monotonic(),
         )
         self.selector.register(item.fd, selectors.EVENT_READ, database.id)
-        logger.info("listening to %s after %d failed attempts", database.name, item.failures)
+        retried = f" after {item.failures} failed attempts" if item.failures else ""
+        logger.info("listening to %s%s", database.name, retried)
         item.failures = 0
         # Notices sent while nobody listened are lost: reflect in case there were any.
         self.queue(database.id, time.monotonic())
