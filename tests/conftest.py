@@ -323,18 +323,56 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class HeldDatabaseRow:
-    """Hold the row lock of a database from another connection, so reflections of it wait."""
+class Blocker:
+    """Hold a lock of the service database from a connection of its own: who needs it waits."""
 
-    def __init__(self, database: Database) -> None:
-        params = connection.get_connection_params()
-        self.connection = psycopg2.connect(**params)
+    def __init__(self, statement: str, parameters: tuple[Any, ...] = ()) -> None:
+        self.connection = psycopg2.connect(**connection.get_connection_params())
         with self.connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", [database.id])
+            cursor.execute(statement, parameters)
+
+    def blocked(self) -> list[int]:
+        """Return the server processes that wait for this blocker's lock.
+
+        Asked on a connection of its own, outside any transaction: within one, the server
+        shows the activity of other processes as it was at its first look.
+        """
+        observer = psycopg2.connect(**connection.get_connection_params())
+        observer.autocommit = True
+        try:
+            with observer.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    [self.connection.get_backend_pid()],
+                )
+                return [pid for (pid,) in cursor.fetchall()]
+        finally:
+            observer.close()
 
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+class HeldDatabaseRow(Blocker):
+    """Hold the row lock of a database, so that reflections of it wait before they read."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", (database.id,))
+
+
+class LockedTableInserts(Blocker):
+    """Make every write of table rows wait: a reflection stops after its catalog read."""
+
+    def __init__(self) -> None:
+        super().__init__("LOCK TABLE sync_table IN EXCLUSIVE MODE")
+
+
+def backend_gone(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        (count,) = cursor.fetchone()
+    return count == 0
 
 
 def procfile_command(role: str) -> str:
