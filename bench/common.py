@@ -5,8 +5,14 @@ Import after django.setup(): the server is the one that holds the service databa
 
 import os
 import platform
+import signal
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import django
@@ -15,6 +21,8 @@ import sqlalchemy
 from psycopg2.extensions import connection as PgConnection
 
 from sync import demo
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def log(message: str) -> None:
@@ -54,3 +62,43 @@ def machine() -> dict[str, Any]:
         "postgresql": server_version,
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def service(name: str, argv: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a subprocess in its own process group, logging to a file; always stop the group."""
+    path = logs / f"{name}.log"
+    with path.open("wb") as output:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=dict(os.environ), stdin=subprocess.DEVNULL,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        stop(process, name)
+
+
+def stop(process: subprocess.Popen[bytes], name: str) -> None:
+    """Stop a process group started by this script: TERM, then KILL after 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            log(f"{name} (pid {process.pid}) did not stop on {sig.name}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

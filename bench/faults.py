@@ -56,9 +56,15 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection as db_connection  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
-from bench.common import connect, log, machine, server_url  # noqa: E402
-from bench.list_latency import auth_header, ensure_database, stop  # noqa: E402
-from sync import freshness, recency, registry  # noqa: E402
+from bench.common import (  # noqa: E402
+    connect,
+    log,
+    machine,
+    server_url,
+    stop,
+)
+from bench.list_latency import auth_header, ensure_database  # noqa: E402
+from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import Database, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
@@ -228,7 +234,7 @@ def end_sessions(dbname: str, application_name: str | None = None) -> int:
 def expire(database_id: int) -> None:
     """Expire the recency key: a list queues a reflection, which the worker must run."""
     with suppress(redis.RedisError):
-        recency.expire(database_id)
+        state.expire(database_id)
 
 
 def first_fresh(traffic: Traffic, since: float) -> float | None:
@@ -280,7 +286,9 @@ def run_faults(service: Service, traffic: Traffic, database_id: int) -> dict[str
         "redis_stopped_while_worker_holds_a_delayed_message", traffic, database_id, report
     ) as facts:
         broken, _ = registry.register("bench_faults_broken", "postgresql://nobody@127.0.0.1:1/none")
-        freshness.request_reflection(broken)  # fails, and is retried after a countdown
+        state.request_reflection(
+            broken, state.Trigger.API
+        )  # fails, and is retried after a countdown
         poll_until(lambda: broker.exists("unacked"), "the worker to hold the retry")
         worker = service.pid("worker")
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=True)

@@ -9,6 +9,9 @@ os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsy
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")  # broker 12, results 13, cache 14
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
+os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import django
@@ -29,9 +32,8 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from types import FrameType  # noqa: E402
 from typing import Any  # noqa: E402
@@ -41,20 +43,20 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from bench.common import connect, log, machine  # noqa: E402
-from sync import demo, recency, registry  # noqa: E402
+from bench.common import connect, free_port, log, machine, service, tail  # noqa: E402
+from sync import demo, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import ReflectionRun, Table  # noqa: E402
+from sync.models import DatabaseGrant, ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 from worker.app import app as celery_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 USER_DATABASE = "dbsync_bench_api_user"  # kept between runs
 REGISTERED_NAME = "bench_api_user"
 SCHEMA = "bench_api"
@@ -118,6 +120,9 @@ def prepare_databases(tables: int) -> int:
         admin.close()
     call_command("migrate", interactive=False, verbosity=0)
     database, _ = registry.register(REGISTERED_NAME, ensure_tables(tables))
+    # The bench's reader lists it through a grant to its group, as any reader would.
+    readers, _ = Group.objects.get_or_create(name=BENCH_USER)
+    DatabaseGrant.objects.get_or_create(database=database, group=readers)
     try:
         result = reflect(database.id)
     except IdentityChanged:  # the kept user database was dropped and created again
@@ -129,6 +134,7 @@ def prepare_databases(tables: int) -> int:
 def auth_header(scheme: str) -> str:
     """Create or refresh the bench's reader; return its Authorization header value."""
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    user.groups.add(Group.objects.get_or_create(name=BENCH_USER)[0])
     if scheme == "token":
         return f"Token {Token.objects.get_or_create(user=user)[0].key}"
     password = secrets.token_urlsafe(16)
@@ -138,53 +144,13 @@ def auth_header(scheme: str) -> str:
 
 
 def reset_reflection_state(database_id: int) -> None:
-    """Empty the bench broker's queue and drop the lock and back-off of the database."""
+    """Empty the bench broker's queue and drop the lease and back-off of the database."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
         broker.delete("celery", "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
-    recency.lock_client().delete(recency.lock_key(database_id), recency.backoff_key(database_id))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def service(name: str, argv: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a subprocess in its own process group, logging to a file; always stop the group."""
-    path = logs / f"{name}.log"
-    with path.open("wb") as output:
-        process = subprocess.Popen(
-            argv, cwd=ROOT, env=dict(os.environ), stdin=subprocess.DEVNULL,
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        yield process
-    finally:
-        stop(process, name)
-
-
-def stop(process: subprocess.Popen[bytes], name: str) -> None:
-    """Stop a process group started by this script: TERM, then KILL after 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        if process.poll() is not None:
-            break
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            log(f"{name} (pid {process.pid}) did not stop on {sig.name}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    state.client().delete(state.lease_key(database_id), state.backoff_key(database_id))
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
@@ -286,7 +252,7 @@ def client(
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
-            recency.expire(expire)  # through Django's cache, from this thread
+            state.expire(expire)  # through Django's cache, from this thread
             samples.append(get(connection, target))
     finally:
         connection.close()
@@ -311,7 +277,7 @@ def drain(events: TaskEvents, database_id: int, timeout: float) -> bool:
     """Wait until no reflection is queued or running and every sent task has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if recency.holder(database_id) is None and events.settled():
+        if state.holder(database_id) is None and events.settled():
             return True
         time.sleep(0.1)
     return False
@@ -467,7 +433,7 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     request. The warm-up queues nothing, so that the first expiry is measured too."""
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
-    recency.mark_recent(database_id, timezone.now())
+    state.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
     run_clients(run.target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))

@@ -50,6 +50,22 @@ def _parse_sync_databases(raw: str) -> dict[str, str]:
     return databases
 
 
+def _fernet_keys(raw: str) -> list[str]:
+    """Parse SYNC_SECRET_KEYS: comma-separated Fernet keys, the first of which encrypts."""
+    from cryptography.fernet import Fernet
+
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"SYNC_SECRET_KEYS: key {number} is not a Fernet key (32 url-safe base64-encoded "
+                "bytes, as cryptography.fernet.Fernet.generate_key() makes)"
+            ) from None
+    return keys
+
+
 def _redis_url(base: str, offset: int) -> str:
     """Return the Redis URL of database number base-db + offset on the same server."""
     parts = urlsplit(base)
@@ -66,7 +82,11 @@ def _redis_url(base: str, offset: int) -> str:
 
 
 DEBUG = _env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "dbsync-development-key-change-me-in-production")
+# Required with DEBUG off: web, worker and commands refuse to start without it (sync.checks).
+# `make run` generates one into .run/ when the environment sets none.
+SECRET_KEY = os.environ.get("SECRET_KEY", "dbsync-debug-only-key" if DEBUG else "")
+# Encrypt database URLs at rest; independent of SECRET_KEY. Required with DEBUG off.
+SYNC_SECRET_KEYS = _fernet_keys(os.environ.get("SYNC_SECRET_KEYS", ""))
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
@@ -79,7 +99,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_htmx",
     "sync",
 ]
 
@@ -93,9 +115,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",  # request.htmx: the pages answer polls
 ]
 
 ROOT_URLCONF = "project.urls"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "databases"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = "project.wsgi.application"
 
 TEMPLATES = [
@@ -126,12 +152,11 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis: broker, results and cache live in separate databases of one server, so that
-# clearing the cache can never wipe the task queue.
+# Redis: broker, results, cache and reflection state live in separate databases of one server,
+# so that clearing the cache can never wipe the task queue or the leases (sync.state).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 0)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 1)
-SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 2)  # in-flight locks, beside the cache
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -140,13 +165,16 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
 }
+SYNC_STATE_REDIS_URL = _redis_url(REDIS_URL, 3)
 
-# Celery. Limits nest: a task's hard time limit < the in-flight lock's lifetime < the broker's
-# visibility timeout, so a lock never lapses under a running task and a message of a dead
-# worker comes back only once its lock is long gone.
+# Celery. A queued task's lease lasts SYNC_LOCK_TTL, less than the broker's visibility timeout,
+# so a message of a dead worker comes back only once its lease is long gone. A running task
+# holds a lease of SYNC_LEASE_SECONDS and renews it every third of that: a worker that dies
+# is forgotten within SYNC_LEASE_SECONDS, and the next request queues anew.
 SYNC_TASK_SOFT_TIME_LIMIT = 240
 SYNC_TASK_TIME_LIMIT = 300
 SYNC_LOCK_TTL = 360
+SYNC_LEASE_SECONDS = _env_int("SYNC_LEASE_SECONDS", 30, least=3)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 3600,
     "socket_connect_timeout": 1,
@@ -169,20 +197,35 @@ SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10, least=0)
 # Seconds the gate stops asking Redis after it failed to answer (sync/breaker.py); 0: always ask.
 SYNC_REDIS_COOLDOWN = _env_int("SYNC_REDIS_COOLDOWN", 5, least=0)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
+# Seconds between checks of a database's catalog for changes made behind dbsync's back: by the
+# watch's version counter where `manage.py watch` installed it, else by the fingerprint; 0: none.
+SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
+# Seconds a LISTEN connection may stay silent before the listener checks it with a query.
+SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 
-# The admin user that `make run` creates for the demo.
+# The admin user that `make run` creates for the demo (when no user of that name exists).
 DEMO_ADMIN_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "dbsync-demo")
+# Flower's login, user:password; `make run` prints it beside the admin's.
+FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
+
+# Failed logins (API or admin) from one address, or for one user name, within the window:
+# beyond the limit, further attempts are refused before any password is hashed.
+SYNC_LOGIN_FAILURE_LIMIT = _env_int("SYNC_LOGIN_FAILURE_LIMIT", 10)
+SYNC_LOGIN_FAILURE_WINDOW = _env_int("SYNC_LOGIN_FAILURE_WINDOW", 300)
+AUTHENTICATION_BACKENDS = ["sync.throttling.ThrottledModelBackend"]
 
 REST_FRAMEWORK = {
     # Token first: an anonymous API client is told (401, WWW-Authenticate) how to log in.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "sync.throttling.ThrottledBasicAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("SYNC_ANON_RATE", "60/minute")},
     "DEFAULT_PERMISSION_CLASSES": ["sync.permissions.ReadAuthenticatedWriteStaff"],
     "DEFAULT_PAGINATION_CLASS": "sync.api.StrictLimitOffsetPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -193,9 +236,21 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Schemas, tables and views of registered PostgreSQL databases.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,  # the schema documents the API, not itself
+    # Swagger UI's files from the project itself (drf-spectacular-sidecar), not a public CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
-AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

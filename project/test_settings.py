@@ -1,12 +1,22 @@
 """Settings for the test suite: the same services, other Redis databases than a running dbsync."""
 
+import os
+
+# Fixed test secrets, unless the environment names its own; processes a test starts (workers,
+# Flower, gunicorn) inherit them through this module.
+os.environ.setdefault("SECRET_KEY", "dbsync-test-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "dGVzdC1rZXktb2YtZGJzeW5jLTAwMDAwMDAwMDAwMDA=")
+
 from project.settings import *  # noqa: F403
 from project.settings import REDIS_URL, _redis_url
 
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
-SYNC_LOCK_REDIS_URL = _redis_url(REDIS_URL, 10)
 CACHES["default"] |= {"LOCATION": _redis_url(REDIS_URL, 10), "KEY_PREFIX": "dbsync-test"}  # noqa: F405
+SYNC_STATE_REDIS_URL = _redis_url(REDIS_URL, 11)
+# A worker killed mid-run is forgotten within seconds, so that tests of it stay short.
+SYNC_LEASE_SECONDS = 3
+SYNC_LISTEN_HEARTBEAT = 2
 # Tests expire the recency key right after a reflection and expect the next list to queue one.
 SYNC_MIN_REFLECTION_GAP = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -12,6 +12,9 @@ urlpatterns = [
     path("api/v1/", include("sync.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # The browsable API's log in and log out links.
+    path("api/auth/", include("rest_framework.urls")),
+    path("", include("sync.page_urls")),
 ]
 
 # Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.

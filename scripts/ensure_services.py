@@ -1,6 +1,7 @@
 """Make sure PostgreSQL and Redis answer, installing and starting local ones if needed.
 
-Run by `make run` and `make test`. Idempotent: does nothing when both already answer.
+Run by `make run` and `make test`; with --browser (`make test`), also install Debian's
+Chromium for the browser tests. Idempotent: does nothing when all is already there.
 Exits non-zero with one line on standard error when a service cannot be brought up.
 """
 
@@ -151,12 +152,23 @@ def ensure_redis(url: str) -> None:
     wait_for(host, port, "Redis")
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def ensure_chromium() -> None:
+    # Playwright cannot download its own browser here: the tests drive Debian's.
+    if not Path(CHROMIUM).exists():
+        apt_install("chromium")
+
+
 def main() -> int:
     db = settings.DATABASES["default"]
     try:
         ensure_postgres(db)
         ensure_service_database(db)
         ensure_redis(settings.REDIS_URL)
+        if "--browser" in sys.argv[1:]:
+            ensure_chromium()
     except ServiceError as error:
         print(f"ensure_services: {error}", file=sys.stderr)
         return 1

@@ -94,3 +94,14 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _redis_breaker() -> Breaker:
+    from django.conf import settings
+
+    return Breaker("redis", cooldown=settings.SYNC_REDIS_COOLDOWN)
+
+
+# The one breaker of dbsync's Redis, shared by everything that asks it on a request's path (the
+# gate's state, the login throttle): after one of them found Redis hung, none waits on it.
+REDIS_BREAKER = _redis_breaker()

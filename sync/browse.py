@@ -5,16 +5,20 @@ reflection is still read, and a reflection is queued; one that is gone answers T
 and a reflection is queued too.
 """
 
-from sync import freshness, live, names
-from sync.exceptions import TableNotFound
-from sync.models import Table
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sync import live, names, state
+from sync.exceptions import CatalogUnavailable, TableNotFound
+from sync.models import Database, Table
 
 
 def read_columns(table: Table) -> list[live.Column]:
     """Return the table's columns, read from its database's catalog now."""
     database = check_live(table).database
     try:
-        return live.read_columns(database.id, database.url, table.oid)
+        with reporting_unreachable(database):
+            return live.read_columns(database.id, database.url, table.oid)
     except TableNotFound:
         raise dropped(table) from None
 
@@ -22,16 +26,27 @@ def read_columns(table: Table) -> list[live.Column]:
 def read_records(table: Table, limit: int, offset: int) -> live.Page:
     """Return a page of the table's rows, under the name it has in the database now."""
     database = check_live(table).database
-    name = names.lookup(database.id, table.oid) or catalog_name(table)
-    try:
-        page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
-    except TableNotFound:
-        # The cached name is stale (renamed since it was cached): ask the catalog once.
-        name = catalog_name(table)
-        page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
+    with reporting_unreachable(database):
+        name = names.lookup(database.id, table.oid) or catalog_name(table)
+        try:
+            page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
+        except TableNotFound:
+            # The cached name is stale (renamed since it was cached): ask the catalog once.
+            name = catalog_name(table)
+            page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
     if name != (table.schema.name, table.name):
-        freshness.request_reflection(database)
+        state.notice_change(database, state.Trigger.LIVE)
     return page
+
+
+@contextmanager
+def reporting_unreachable(database: Database) -> Iterator[None]:
+    """Turn the database's status to failed at once when a read finds it unreachable."""
+    try:
+        yield
+    except CatalogUnavailable as error:
+        state.record_unreachable(database.id, str(error))
+        raise
 
 
 def catalog_name(table: Table) -> names.QualifiedName:
@@ -52,7 +67,7 @@ def check_live(table: Table) -> Table:
 
 def dropped(table: Table) -> TableNotFound:
     """Queue a reflection, since the models still list a table that is gone, and say so."""
-    freshness.request_reflection(table.database)
+    state.notice_change(table.database, state.Trigger.LIVE)
     return TableNotFound(
         f"table {qualified(table)} no longer exists in {table.database.name}: it was dropped"
     )

@@ -14,11 +14,12 @@ import psycopg2
 from django.conf import settings
 from psycopg2.extensions import TRANSACTION_STATUS_INERROR, TRANSACTION_STATUS_INTRANS
 from sqlalchemy import Connection, Engine, Row, create_engine, event, text
+from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
-from sync.credentials import redact_url, scrub
+from sync.credentials import ambiguity, redact, redact_url
 from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL
 
 IDENTITY_SQL = """
@@ -31,10 +32,24 @@ IDENTITY_SQL = """
     WHERE d.datname = current_database()
 """
 
-# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones.
-LISTED_SCHEMAS = """
+# Marks the schema that `manage.py watch` installs (see sync.watch), which is not listed.
+WATCH_SCHEMA = "dbsync"
+WATCH_SCHEMA_COMMENT = "dbsync: DDL watch, installed by manage.py watch"
+
+# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones, not its watch's.
+LISTED_SCHEMAS = f"""
     n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
     AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    AND NOT (n.nspname = '{WATCH_SCHEMA}'
+             AND obj_description(n.oid, 'pg_namespace') = '{WATCH_SCHEMA_COMMENT}')
+"""
+
+# The watch's DDL version counter (0 before the first DDL), or NULL where no watch is installed
+# or the role may not read it.
+VERSION_SQL = f"""
+    CASE WHEN has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.ddl_version'), 'SELECT')
+         THEN coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version')), 0)
+    END
 """
 
 # relkind -> Table.Kind value; other relations (indexes, sequences, types) are not listed.
@@ -59,7 +74,7 @@ CATALOG_QUERY = text(
 # a digest equal to the one of the catalog last applied means nothing to do, no rows moved.
 FINGERPRINT_QUERY = text(
     f"""
-    SELECT identity.*, digest.objects, digest.digest
+    SELECT identity.*, digest.objects, digest.digest, {VERSION_SQL} AS version
     FROM ({IDENTITY_SQL}) AS identity, (
         SELECT count(*) AS objects,
                coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text AS digest
@@ -91,6 +106,8 @@ READ_ONLY_PRELUDE = (
 OPEN_TRANSACTION = (TRANSACTION_STATUS_INTRANS, TRANSACTION_STATUS_INERROR)
 
 T = TypeVar("T")
+
+_DIALECT = psycopg2_dialect.dialect()
 
 
 class CatalogRelation(NamedTuple):
@@ -128,6 +145,7 @@ class Snapshot:
 class CatalogRead:
     identity: Identity
     fingerprint: Fingerprint
+    version: int | None  # the watch's DDL version counter; None without a watch
     snapshot: Snapshot | None  # None when the fingerprint was the known one
 
 
@@ -135,6 +153,11 @@ def validate_url(url: str) -> str:
     """Return the URL if it names a PostgreSQL database; raise InvalidDatabaseURL if not."""
     if "\x00" in unquote(url):
         raise InvalidDatabaseURL("the URL contains a NUL character, which PostgreSQL refuses")
+    # Before anything parses it: libpq would read such user info otherwise than it looks,
+    # and show the rest of the password as a host name in its errors.
+    unclear = ambiguity(url)
+    if unclear:
+        raise InvalidDatabaseURL(unclear)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
@@ -184,13 +207,16 @@ def engine(key: int, url: str) -> Engine:
         return new_engine
 
 
-def create_user_engine(url: str, **options: Any) -> Engine:
+def create_user_engine(
+    url: str, connect_args: Mapping[str, Any] | None = None, **options: Any
+) -> Engine:
     """Create an engine for a registered database's URL, through psycopg2, timeouts set."""
     return create_engine(
         make_url(validate_url(url)).set(drivername="postgresql+psycopg2"),
         connect_args={
             "connect_timeout": settings.SYNC_CONNECT_TIMEOUT,
             "application_name": "dbsync",
+            **(connect_args or {}),
         },
         **options,
     )
@@ -208,6 +234,43 @@ def check_connection(url: str) -> None:
         probe.dispose()
 
 
+# Who answers a URL: enough to tell the service's own database from any other. The start time
+# of the server process tells clusters apart where the system identifier is not readable.
+SERVER_IDENTITY_SQL = f"""
+    SELECT identity.*, pg_postmaster_start_time()::text AS started_at,
+           current_setting('is_superuser') = 'on' AS superuser
+    FROM ({IDENTITY_SQL}) AS identity
+"""
+
+
+class ServerProbe(NamedTuple):
+    database_oid: int
+    database_name: str
+    server_identifier: str | None
+    started_at: str
+    superuser: bool
+
+    def same_database(self, other: "ServerProbe") -> bool:
+        """Return whether both name one database of one cluster (or a copy of it)."""
+        if (self.database_oid, self.database_name) != (other.database_oid, other.database_name):
+            return False
+        if self.server_identifier and other.server_identifier:
+            return self.server_identifier == other.server_identifier
+        return self.started_at == other.started_at
+
+
+def probe(url: str) -> ServerProbe:
+    """Connect once to the URL and say who answers; CatalogUnavailable with a safe message."""
+    source = create_user_engine(url, poolclass=NullPool)
+    try:
+        with source.connect() as connection:
+            return ServerProbe(*connection.exec_driver_sql(SERVER_IDENTITY_SQL).one())
+    except DBAPIError as error:
+        raise unavailable(url, error) from None
+    finally:
+        source.dispose()
+
+
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     """Return a CatalogUnavailable for a driver error, with the password kept out."""
     return CatalogUnavailable(f"{redact_url(url)}: {error_detail(error, url)}")
@@ -216,7 +279,7 @@ def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
 def error_detail(error: DBAPIError, url: str) -> str:
     """Return the first line of a driver error's message, with the URL's password kept out."""
     lines = str(error.orig).strip().splitlines() if error.orig else []
-    return scrub(lines[0] if lines else type(error).__name__, url)
+    return redact(lines[0] if lines else type(error).__name__, url)
 
 
 def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:
@@ -235,13 +298,32 @@ def _read_catalog(source: Engine, known: str) -> CatalogRead:
         row = connection.execute(FINGERPRINT_QUERY).one()
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
-            return CatalogRead(identity, fingerprint, None)
+            return CatalogRead(identity, fingerprint, row.version, None)
         rows = connection.execute(CATALOG_QUERY).all()
     snapshot = Snapshot(
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )
-    return CatalogRead(identity, fingerprint, snapshot)
+    return CatalogRead(identity, fingerprint, row.version, snapshot)
+
+
+# The checks of the periodic poll: the version counter where a watch is installed (one row of
+# one sequence, whatever the size of the catalog), else the fingerprint. In psycopg2's
+# paramstyle for read_once, as compiled for this dialect.
+VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
+FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
+
+
+def read_version(key: int, url: str) -> int | None:
+    """Return the watch's DDL version counter, or None where no watch is installed."""
+    ((version,),) = read_once(key, url, VERSION_CHECK, {})
+    return None if version is None else int(version)
+
+
+def read_fingerprint(key: int, url: str) -> Fingerprint:
+    """Return the fingerprint of the catalog now (see FINGERPRINT_QUERY)."""
+    (row,) = read_once(key, url, FINGERPRINT_CHECK, {})
+    return Fingerprint(row[3], row[4])
 
 
 @contextmanager

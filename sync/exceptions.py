@@ -39,6 +39,13 @@ class CatalogUnavailable(SyncError):
     code = "database_unavailable"
 
 
+class WatchRefused(SyncError):
+    """The database refused to install or remove the DDL watch (a privilege, a dependency)."""
+
+    http_status = 409
+    code = "watch_refused"
+
+
 class TableNotFound(SyncError):
     """The relation is gone, or no longer has the name it was asked for by."""
 
@@ -86,3 +93,17 @@ class QueueUnavailable(SyncError):
 
     http_status = 503
     code = "queue_unavailable"
+
+
+class SecretUnreadable(SyncError):
+    """A secret stored encrypted that no key of SYNC_SECRET_KEYS decrypts."""
+
+    http_status = 503
+    code = "secret_unreadable"
+
+
+class AccessDenied(SyncError):
+    """The user may see the database but not do this with it (read records, say)."""
+
+    http_status = 403
+    code = "access_denied"

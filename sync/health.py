@@ -1,4 +1,4 @@
-"""Health of the parts dbsync needs: the service database, Redis (cache and locks), the broker."""
+"""Health of the parts dbsync needs: the service database, Redis (cache and state), the broker."""
 
 import logging
 from collections.abc import Callable
@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from sync import recency
+from sync import state
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def check_database() -> None:
 
 def check_cache() -> None:
     cache.get("healthz")
-    recency.lock_client().ping()
+    state.client().ping()
 
 
 def check_broker() -> None:

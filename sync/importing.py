@@ -4,13 +4,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.utils import timezone
 
-from sync import recency, reflection
+from sync import reflection, state
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.recency import LockState
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +30,9 @@ def import_databases(
 ) -> ImportReport:
     """Import every database never imported (or just `only`), one after the other.
 
-    Each claims the database's in-flight lock for `token` (free, or taken for this task when
-    it was queued), so it never runs beside a queued or running reflection of the database.
+    Each holds the database's lease for `token` (free, or taken for this task when it was
+    queued), so it never runs beside a queued or running reflection of the database. A database
+    backing off after a failure waits, unless this import was asked for it alone (by staff).
     """
     pending = Database.objects.filter(imported_at__isnull=True)
     if only is not None:
@@ -43,20 +42,20 @@ def import_databases(
     for done, (database_id, name) in enumerate(targets):
         if progress:
             progress(done, len(targets), name)
-        waiting = only is None and recency.backing_off(database_id)
-        lock_ttl = settings.SYNC_LOCK_TTL
-        if waiting or not recency.claim(database_id, token, LockState.RUNNING, lock_ttl):
+        if only is None and state.backing_off(database_id):
             report.skipped.append(name)
             continue
-        try:
-            reflection.reflect(database_id, trigger=ReflectionRun.Trigger.IMPORT)
-            recency.mark_recent(database_id, timezone.now())
-            report.imported.append(name)
-        except (CatalogUnavailable, IdentityChanged, UnknownDatabase) as error:
-            recency.back_off(database_id, FAILED_IMPORT_BACKOFF_SECONDS)
-            report.failed[name] = str(error)
-        finally:
-            recency.release(database_id, token)
+        with state.lease(database_id, token) as lease:
+            if lease is None:
+                report.skipped.append(name)
+                continue
+            try:
+                reflection.reflect(database_id, trigger=ReflectionRun.Trigger.IMPORT)
+                lease.succeeded(timezone.now())
+                report.imported.append(name)
+            except (CatalogUnavailable, IdentityChanged, UnknownDatabase) as error:
+                lease.failed(FAILED_IMPORT_BACKOFF_SECONDS)
+                report.failed[name] = str(error)
     if progress:
         progress(len(targets), len(targets), "")
     return report

@@ -33,6 +33,10 @@ RECORDS_LIMIT = OpenApiParameter(
     "limit", whole(1, live.MAX_LIMIT), description=f"rows, 1 to {live.MAX_LIMIT}; 50 if not given"
 )
 RECORDS_OFFSET = OpenApiParameter("offset", whole(0), description="rows to skip; 0 if not given")
+LIST_LIMIT = OpenApiParameter(
+    "limit", whole(1, 1000), description="rows, 1 to 1000; 100 if not given"
+)
+LIST_OFFSET = OpenApiParameter("offset", whole(0), description="rows to skip; 0 if not given")
 
 SCHEMA_LIST_PARAMETERS = [
     OpenApiParameter(
@@ -125,3 +129,20 @@ Queued = inline_serializer(
         "status": serializers.ChoiceField(choices=["queued", "running", "failed"]),
     },
 )
+
+WatchMode = inline_serializer(
+    "WatchMode",
+    {
+        "watch_mode": serializers.ChoiceField(
+            choices=["listen", "poll", "off"],
+            help_text="listen: triggers and a connected listener; poll: checked every "
+            "SYNC_POLL_INTERVAL seconds; off: neither",
+        )
+    },
+)
+WATCH_ERRORS: dict[int, OpenApiResponse] = {
+    **WRITE_ERRORS,
+    409: error("the role may not create event triggers (the message names what it needs), "
+               "or the watch's schema holds objects of someone else"),
+    503: error("the database did not answer"),
+}  # fmt: skip

@@ -350,6 +350,7 @@ def compute_changes(
     read = catalog.read_catalog(database.id, database.url, known=known)
     stored = identity_fields(database, read.identity, accept_new_identity)
     stored["catalog_fingerprint"] = read.fingerprint.text
+    stored["catalog_version"] = read.version
     if read.snapshot is None:
         return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored
     step(1)

@@ -6,16 +6,18 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from sync import freshness, importing, recency, reflection, registry, retention
+from sync import importing, polling, reflection, registry, retention, state, task_names
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
-from sync.models import ReflectionRun
-from sync.recency import LockState
+from sync.models import Database, ReflectionRun
 
 logger = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 10
 RETRY_CAP_SECONDS = 600
 MAX_RETRIES = 5
+# Changes noticed while a run works are reflected by the same task this many times at most;
+# past that it queues a new task, so that a long migration cannot hold a worker to itself.
+MAX_RERUNS = 3
 
 
 def backoff_seconds(retries: int) -> int:
@@ -24,7 +26,7 @@ def backoff_seconds(retries: int) -> int:
 
 
 @shared_task(
-    name=freshness.REFLECT_TASK,
+    name=task_names.REFLECT,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -33,37 +35,46 @@ def backoff_seconds(retries: int) -> int:
     soft_time_limit=settings.SYNC_TASK_SOFT_TIME_LIMIT,
     time_limit=settings.SYNC_TASK_TIME_LIMIT,
 )
-def reflect_db_objects(self: Task, database_id: int, force: bool = False) -> str:
-    """Reflect a database unless it is fresh or another run of it holds the lock."""
-    token = self.request.id
-    if not recency.claim(database_id, token, LockState.RUNNING, settings.SYNC_LOCK_TTL):
-        return "duplicate"
-    retrying = False
-    try:
-        if not force and recency.is_recent(database_id):
+def reflect_db_objects(
+    self: Task, database_id: int, force: bool = False, trigger: str = ReflectionRun.Trigger.LIST
+) -> str:
+    """Reflect a database unless it is fresh or another run of it holds the lease.
+
+    A change noticed while it runs (the dirty mark) is reflected again before the lease goes.
+    """
+    with state.lease(database_id, self.request.id) as lease:
+        if lease is None:
+            return "duplicate"
+        if not force and state.is_recent(database_id) and not lease.dirty():
             return "fresh"
-        reflection.reflect(database_id, trigger=ReflectionRun.Trigger.TASK)
-        recency.mark_recent(database_id, timezone.now())
-        return "reflected"
-    except CatalogUnavailable as error:
-        # The database is not hammered meanwhile: list views see the back-off and wait.
-        delay = backoff_seconds(self.request.retries)
-        recency.back_off(database_id, delay)
-        if self.request.retries >= MAX_RETRIES:
-            return "unavailable"
-        retrying = True
-        recency.claim(database_id, token, LockState.RETRYING, delay + settings.SYNC_LOCK_TTL)
-        raise self.retry(exc=error, countdown=delay) from None
-    except (IdentityChanged, UnknownDatabase) as error:
-        logger.warning("reflection of database %s refused: %s", database_id, error)
-        return "refused"
-    finally:
-        if not retrying:
-            recency.release(database_id, token)
+        try:
+            for _ in range(MAX_RERUNS + 1):
+                # Cleared before the snapshot: a change after this point marks it again.
+                trigger = lease.take_dirty() or trigger
+                reflection.reflect(database_id, trigger=trigger)
+                lease.succeeded(timezone.now())
+                if not lease.dirty():
+                    return "reflected"
+        except CatalogUnavailable as error:
+            # The database is not hammered meanwhile: every caller sees the back-off and waits.
+            delay = backoff_seconds(self.request.retries)
+            if self.request.retries >= MAX_RETRIES:
+                lease.failed(delay)
+                return "unavailable"
+            lease.retry_after(delay)
+            raise self.retry(exc=error, countdown=delay) from None
+        except (IdentityChanged, UnknownDatabase) as error:
+            logger.warning("reflection of database %s refused: %s", database_id, error)
+            return "refused"
+    # Still changing after MAX_RERUNS: hand the rest to a new task, behind other databases'.
+    requeue = Database.objects.filter(pk=database_id).first()
+    if requeue is not None:
+        state.notice_change(requeue, trigger)
+    return "reflected"
 
 
 @shared_task(
-    name=freshness.IMPORT_TASK,
+    name=task_names.IMPORT,
     bind=True,
     soft_time_limit=30 * 60,
     time_limit=31 * 60,
@@ -80,13 +91,19 @@ def import_database(self: Task, database_id: int | None = None) -> dict[str, obj
     return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
 
 
-@shared_task(name="sync.tasks.renew_databases", soft_time_limit=60, time_limit=90)
+@shared_task(name=task_names.RENEW, soft_time_limit=60, time_limit=90)
 def renew_databases() -> dict[str, int]:
     """Queue a reflection of every database whose recency key expired (deduplicated)."""
-    return freshness.renew_expired()
+    return polling.renew_expired()
 
 
-@shared_task(name="sync.tasks.purge_dropped", soft_time_limit=600, time_limit=660)
+@shared_task(name=task_names.POLL, soft_time_limit=60, time_limit=90)
+def poll_databases() -> dict[str, int]:
+    """Check the databases due for a poll; queue a reflection of those that changed."""
+    return polling.poll_due()
+
+
+@shared_task(name=task_names.PURGE, soft_time_limit=600, time_limit=660)
 def purge_dropped() -> dict[str, int]:
     """Delete objects dropped, and history recorded, before the retention period."""
     return retention.purge_expired()

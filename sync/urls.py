@@ -8,5 +8,6 @@ router = DefaultRouter()
 router.register("databases", views.DatabaseViewSet, basename="database")
 router.register("schemas", views.SchemaViewSet, basename="schema")
 router.register("tables", views.TableViewSet, basename="table")
+router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = router.urls

@@ -6,32 +6,35 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import browse, freshness, health, live
+from sync import access, browse, health, live, progress, state, watch
 from sync import openapi as doc
 from sync.api import StrictIdMixin, query_bool, query_int, query_text, query_value
 from sync.exceptions import QueueUnavailable
-from sync.freshness import Freshness
 from sync.models import Database, Schema, Table
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
+    ReflectionRunSerializer,
     SchemaSerializer,
     TableSerializer,
+    TaskSerializer,
 )
+from sync.state import Freshness
 
 
-def with_freshness(response: Response, database: Database, state: Freshness) -> Response:
+def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
     """Say how fresh the listed rows are: when last reflected, and what is under way."""
     reflected_at = database.reflected_at
     response["X-Reflected-At"] = reflected_at.isoformat() if reflected_at else "never"
-    response["X-Reflection-Status"] = str(state.status)
+    response["X-Reflection-Status"] = str(freshness.status)
     return response
 
 
@@ -54,7 +57,7 @@ class ListedDatabaseMixin:
 
     def listed(self, database: Database) -> Database:
         self.listed_database = database
-        self.listed_freshness = freshness.ensure_fresh(database)
+        self.listed_freshness = state.ensure_fresh(database)
         return database
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -80,13 +83,19 @@ class DatabaseViewSet(
 
     queryset = Database.objects.all()
 
-    def get_serializer_class(self) -> type[DatabaseSerializer]:
+    def get_queryset(self) -> QuerySet[Database]:
+        # Not granted reads as not registered: 404, as for an id that does not exist.
+        return access.readable_databases(self.request.user)
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        if self.action == "runs":
+            return ReflectionRunSerializer
         return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = super().get_serializer_context()
         if self.action == "retrieve":
-            context["status"] = freshness.status_of(self.get_object()).status
+            context["status"] = state.status_of(self.get_object()).status
         return context
 
     @extend_schema(
@@ -100,14 +109,45 @@ class DatabaseViewSet(
     )
     @action(detail=True, methods=["post"])
     def reflect(self, request: Request, pk: str | None = None) -> Response:
-        """Queue a reflection now (or report the one already queued or running)."""
-        state = freshness.request_reflection(self.get_object())
-        if state.status == freshness.Status.UNAVAILABLE:
+        """Queue a reflection now (or report the one already queued or running).
+
+        A staff request: it is queued even while the database is backed off after a failure.
+        """
+        queued = state.request_reflection(self.get_object(), state.Trigger.API)
+        if queued.status == state.Status.UNAVAILABLE:
             raise QueueUnavailable("the task queue is unavailable; nothing was queued: try again")
         return Response(
-            {"task_id": state.task_id, "status": str(state.status)},
+            {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @extend_schema(
+        parameters=[doc.ID, doc.LIST_LIMIT, doc.LIST_OFFSET],
+        responses={200: ReflectionRunSerializer(many=True), **doc.READ_ERRORS},
+    )
+    @action(detail=True)
+    def runs(self, request: Request, pk: str | None = None) -> Response:
+        """The database's reflection history, the latest first."""
+        runs = self.paginate_queryset(self.get_object().runs.all())
+        return self.get_paginated_response(self.get_serializer(runs, many=True).data)
+
+    @extend_schema(
+        request=None, parameters=[doc.ID], responses={200: doc.WatchMode, **doc.WATCH_ERRORS}
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="watch")
+    def watch(self, request: Request, pk: str | None = None) -> Response:
+        """Install (POST) or remove (DELETE) the database's DDL watch; answer its watch mode.
+
+        409 when the registered role may not create event triggers: the message names the
+        privilege needed, and the database stays in poll mode.
+        """
+        database = self.get_object()
+        if request.method == "DELETE":
+            watch.uninstall(database)
+        else:
+            watch.install(database)
+        database.refresh_from_db()
+        return Response({"watch_mode": state.watch_mode(database)})
 
 
 @extend_schema_view(
@@ -122,11 +162,12 @@ class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVi
     serializer_class = SchemaSerializer
 
     def get_queryset(self) -> QuerySet[Schema]:
-        schemas = Schema.objects.all()
+        readable = access.readable_databases(self.request.user)
+        schemas = access.only_readable(self.request.user, Schema.objects.all())
         if self.action != "list":
             return schemas
         database_id = query_int(self.request, "database", required=True, least=1)
-        database = self.listed(get_object_or_404(Database, pk=database_id))
+        database = self.listed(get_object_or_404(readable, pk=database_id))
         schemas = schemas.filter(database=database)
         return schemas if query_bool(self.request, "include_dropped") else schemas.live()
 
@@ -143,21 +184,23 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
     serializer_class = TableSerializer
 
     def get_queryset(self) -> QuerySet[Table]:
+        user = self.request.user
         if self.action != "list":
-            return Table.objects.select_related("schema", "database")
+            return access.only_readable(user, Table.objects.select_related("schema", "database"))
         # A listed row shows its schema's name; its database is known by id alone.
         tables = Table.objects.select_related("schema")
         schema_id = query_int(self.request, "schema", least=1)
         database_id = query_int(self.request, "database", required=schema_id is None, least=1)
         if schema_id is not None:
-            schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
+            schemas = access.only_readable(user, Schema.objects.select_related("database"))
+            schema = get_object_or_404(schemas, pk=schema_id)
             if database_id is not None and schema.database_id != database_id:
                 raise ValidationError(
                     {"schema": [f"schema {schema_id} is not a schema of database {database_id}"]}
                 )
             tables, database = tables.filter(schema=schema), schema.database
         else:
-            database = get_object_or_404(Database, pk=database_id)
+            database = get_object_or_404(access.readable_databases(user), pk=database_id)
         return self.filtered(tables.filter(database=self.listed(database)))
 
     def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
@@ -190,8 +233,40 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
         offset = query_int(request, "offset") or 0
         live.check_page(limit, offset)  # before anything is looked up
-        page = browse.read_records(self.get_object(), limit, offset)
+        table = self.get_object()
+        access.check_records(request.user, table.database)
+        page = browse.read_records(table, limit, offset)
         return Response(asdict(page))
+
+
+class TaskViewSet(viewsets.ViewSet):
+    """State and progress of a queued task (staff): an import reports done and total."""
+
+    permission_classes = [IsAdminUser]
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # task ids are UUIDs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "id",
+                {"type": "string", "pattern": "^[0-9a-fA-F-]{32,36}$"},
+                OpenApiParameter.PATH,
+                description="the task id that queuing it answered",
+            )
+        ],
+        responses={
+            200: TaskSerializer,
+            401: doc.NOT_LOGGED_IN,
+            404: doc.error("not a task id"),
+            403: doc.error("a user who is not staff"),
+            503: doc.error("the result backend is unavailable"),
+        },
+    )
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = progress.task_progress(str(pk))
+        if found is None:
+            raise QueueUnavailable("the result backend is unavailable: try again later")
+        return Response(TaskSerializer(asdict(found)).data)
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from sync import freshness
+from sync import state
 from sync.breaker import Breaker, BreakerOpen
 from tests.conftest import client_for, make_user, wait_until
 
@@ -98,10 +98,10 @@ def test_a_successful_probe_closes_the_breaker(hanging, settings):
         get(breaker, client_of(hanging))
     clock.now += 5
 
-    assert get(breaker, redis.Redis.from_url(settings.SYNC_LOCK_REDIS_URL)) is None
+    assert get(breaker, redis.Redis.from_url(settings.SYNC_STATE_REDIS_URL)) is None
 
     assert not breaker.is_open
-    get(breaker, redis.Redis.from_url(settings.SYNC_LOCK_REDIS_URL))
+    get(breaker, redis.Redis.from_url(settings.SYNC_STATE_REDIS_URL))
 
 
 def test_while_a_probe_is_under_way_the_others_fail_at_once():
@@ -141,7 +141,7 @@ def test_lists_stop_asking_a_hung_redis_after_the_first_failure(
             "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3},
         }
     }
-    monkeypatch.setattr(freshness.REDIS_BREAKER, "cooldown", 3600)  # no probe in this test
+    monkeypatch.setattr(state.REDIS_BREAKER, "cooldown", 3600)  # no probe in this test
     client = client_for(make_user("reader"))
 
     statuses = []

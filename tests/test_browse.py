@@ -2,7 +2,7 @@
 
 import pytest
 
-from sync import names, recency, reflection
+from sync import names, reflection, state
 from sync.models import Database, Table
 from tests.conftest import quote
 
@@ -75,7 +75,7 @@ def test_a_table_renamed_since_the_last_reflection_is_still_read_and_a_reflectio
     assert response.json()["rows"] == [[1, "row 1"]]
     assert names.lookup(registered.id, odd_table.oid) == (ODD, "renamed")
     assert len(published) == 1
-    assert recency.holder(registered.id) is not None
+    assert state.holder(registered.id) is not None
 
 
 def test_a_dropped_table_is_a_404_and_a_reflection_is_queued(

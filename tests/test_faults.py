@@ -19,7 +19,7 @@ from celery import Celery
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from sync import freshness, recency, reflection
+from sync import reflection, state
 from sync.models import Database, Table
 from tests.conftest import (
     admin_connection,
@@ -193,23 +193,19 @@ def test_reads_after_a_registered_database_restarted_are_answered(web, registere
 def test_a_lock_that_a_hung_redis_took_after_the_gate_gave_up_is_released(
     own_redis_server, registered, settings, published, monkeypatch
 ):
-    settings.SYNC_LOCK_REDIS_URL = f"redis://127.0.0.1:{own_redis_server.port}/0"
-    recency.lock_client.cache_clear()
-    monkeypatch.setattr(freshness.REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
-    try:
-        # A kept connection, and the script loaded, as in every web process that listed before.
-        recency.lock_client().script_load(recency.TAKE)
-        os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
-        gave_up = freshness.ensure_fresh(registered)  # the take waits, then gives up
-        os.killpg(own_redis_server.process.pid, signal.SIGCONT)  # and the server runs it now
-        wait_until(lambda: recency.holder(registered.id) is not None, what="the late take")
+    settings.SYNC_STATE_REDIS_URL = f"redis://127.0.0.1:{own_redis_server.port}/0"
+    monkeypatch.setattr(state.REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
+    # A kept connection, and the script loaded, as in every web process that listed before.
+    state.client().script_load(state.REQUEST)
+    os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
+    gave_up = state.ensure_fresh(registered)  # the take waits, then gives up
+    os.killpg(own_redis_server.process.pid, signal.SIGCONT)  # and the server runs it now
+    wait_until(lambda: state.holder(registered.id) is not None, what="the late take")
 
-        after = freshness.ensure_fresh(registered)
-        holder = recency.holder(registered.id)
-    finally:
-        recency.lock_client.cache_clear()
+    after = state.ensure_fresh(registered)
+    holder = state.holder(registered.id)
 
-    assert gave_up.status == freshness.Status.UNAVAILABLE
-    assert (after.status, after.queued_now) == (freshness.Status.QUEUED, True)
+    assert gave_up.status == state.Status.UNAVAILABLE
+    assert (after.status, after.queued_now) == (state.Status.QUEUED, True)
     assert published == [after.task_id]
-    assert holder == (recency.LockState.QUEUED, after.task_id)
+    assert holder == (state.LeaseState.QUEUED, after.task_id)

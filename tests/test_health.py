@@ -7,7 +7,6 @@ import pytest
 from celery import current_app
 from rest_framework.test import APIClient
 
-from sync import recency
 from tests.conftest import free_port, start_redis_server, stop_process, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +23,7 @@ def test_healthz_answers_200_when_everything_is_up():
 
 @pytest.fixture
 def own_redis(settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A Redis server of this test's own, used as cache, lock store and broker."""
+    """A Redis server of this test's own, used as cache, state store and broker."""
     port = free_port()
     process = start_redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
@@ -35,14 +34,12 @@ def own_redis(settings) -> Iterator[subprocess.Popen[bytes]]:
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
-    settings.SYNC_LOCK_REDIS_URL = url
-    recency.lock_client.cache_clear()
+    settings.SYNC_STATE_REDIS_URL = url
     current_app.conf.broker_write_url = url
     try:
         yield process
     finally:
         current_app.conf.broker_write_url = None
-        recency.lock_client.cache_clear()
         stop_process(process)
 
 

@@ -9,9 +9,9 @@ from celery import current_app
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from sync import recency, reflection, tasks
+from sync import reflection, state, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import ScratchDatabase, create_scratch
+from tests.conftest import ScratchDatabase, create_scratch, hold_lease
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,14 +37,14 @@ def test_a_new_registration_is_imported_by_the_next_import_run(registered, user_
     assert Table.objects.live().filter(name="arrived").exists()
     registered.refresh_from_db()
     assert registered.imported_at is not None
-    assert recency.is_recent(registered.id)
+    assert state.is_recent(registered.id)
     assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
     # Imported databases are not imported again.
     assert tasks.import_database.apply().get()["imported"] == []
 
 
 def test_import_skips_a_database_whose_reflection_is_in_flight(registered):
-    assert recency.acquire(registered.id, "someone-else")
+    hold_lease(registered.id, "someone-else")
     report = tasks.import_database.apply().get()
     assert report["skipped"] == ["userdb"]
     assert not ReflectionRun.objects.exists()
@@ -68,7 +68,7 @@ def test_renew_queues_exactly_the_expired_databases(
         scratch = create_scratch()
         scratch_factory.append(scratch)
         databases.append(Database.objects.create(name=name, url=scratch.url))
-    recency.mark_recent(databases[0].id, timezone.now())
+    state.mark_recent(databases[0].id, timezone.now())
 
     first = tasks.renew_databases.apply().get()
     second = tasks.renew_databases.apply().get()
@@ -76,7 +76,7 @@ def test_renew_queues_exactly_the_expired_databases(
     assert first == {"fresh": 1, "queued": 2}
     assert len(published) == 2  # the second pass found both queued, running or done
     assert sum(second.values()) == 3
-    assert recency.holder(databases[0].id) is None
+    assert state.holder(databases[0].id) is None
 
 
 def test_purge_deletes_only_what_was_dropped_before_the_retention_period(registered, user_db):
@@ -104,6 +104,19 @@ def test_import_database_command_registers_and_imports(user_db):
     assert "import: 3/3 done" in out.getvalue()
     assert Database.objects.get(name="shop").imported_at is not None
     assert Table.objects.live().filter(name="t").exists()
+
+
+def test_a_refused_import_keeps_its_record_in_the_history(user_db, scratch_factory):
+    call_command("import_database", "shop", user_db.url, stdout=StringIO())
+    elsewhere = create_scratch()
+    scratch_factory.append(elsewhere)
+
+    with pytest.raises(CommandError, match="now points at another database"):
+        call_command("import_database", "shop", elsewhere.url, stdout=StringIO())
+
+    database = Database.objects.get(name="shop")
+    assert "now points at another database" in database.last_error
+    assert ReflectionRun.objects.filter(database=database, outcome="refused").count() == 1
 
 
 def test_import_database_of_an_unreachable_url_registers_nothing(db):

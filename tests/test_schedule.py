@@ -39,5 +39,6 @@ def test_registered_task_names_are_pinned():
         "sync.tasks.reflect_db_objects",
         "sync.tasks.import_database",
         "sync.tasks.renew_databases",
+        "sync.tasks.poll_databases",
         "sync.tasks.purge_dropped",
     }

@@ -2,22 +2,23 @@
 
 import os
 import signal
-import time
 from datetime import timedelta
 
-import psycopg2
 import pytest
 import redis
 from celery import current_app
-from django.db import connection
+from celery.signals import task_postrun
 from django.utils import timezone
 
-from sync import recency, reflection, tasks
+from sync import reflection, state, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     HeldDatabaseRow,
+    LockedTableInserts,
+    backend_gone,
     client_for,
     free_port,
+    hold_lease,
     make_user,
     run_together,
     start_redis_server,
@@ -39,7 +40,7 @@ def fresh(registered: Database, user_db) -> Database:
     """A registered database reflected once, its recency key set."""
     user_db.execute("CREATE TABLE existing (id int)")
     reflection.reflect(registered.id)
-    recency.mark_recent(registered.id, registered.created_at)
+    state.mark_recent(registered.id, registered.created_at)
     registered.refresh_from_db()
     return registered
 
@@ -58,7 +59,7 @@ def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
     assert first["X-Reflection-Status"] == "fresh"
     assert published == []
 
-    recency.expire(fresh.id)
+    state.expire(fresh.id)
     expired = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
 
     # Answered at once with the rows as they were, and one reflection queued.
@@ -73,7 +74,7 @@ def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
 
 def test_no_reflection_is_queued_within_the_minimum_gap(fresh, reader_client, published, settings):
     settings.SYNC_MIN_REFLECTION_GAP = 60
-    recency.expire(fresh.id)  # lost moments after the reflection that set it
+    state.expire(fresh.id)  # lost moments after the reflection that set it
 
     within = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
 
@@ -100,12 +101,12 @@ def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_
     wait_until(lambda: redis_answers(url), what="the broker to start")
     current_app.conf.broker_write_url = url
     try:
-        recency.expire(fresh.id)
+        state.expire(fresh.id)
         before = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
         stop_process(broker)  # the connection kept for publishing dies with it
         broker = start_redis_server(port)
         wait_until(lambda: redis_answers(url), what="the broker to restart")
-        recency.lock_client().delete(recency.lock_key(fresh.id))  # no worker took the first
+        state.client().delete(state.lease_key(fresh.id))  # no worker took the first
         after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
         queued = redis.Redis.from_url(url).llen("celery")
     finally:
@@ -120,7 +121,7 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
     worker, fresh, user_db, published
 ):
     user_db.execute("CREATE TABLE burst (id int)")
-    recency.expire(fresh.id)
+    state.expire(fresh.id)
     user = make_user("burst")
 
     def list_tables() -> str:
@@ -133,11 +134,11 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
     assert all(status.startswith("200 ") for status in statuses)
     assert len(published) == 1
     wait_until(lambda: Table.objects.live().filter(name="burst").exists(), what="the reflection")
-    assert ReflectionRun.objects.filter(database=fresh, trigger="task").count() == 1
+    assert ReflectionRun.objects.filter(database=fresh, trigger="list").count() == 1
 
 
 def test_list_answers_when_the_broker_is_down(fresh, reader_client, published):
-    recency.expire(fresh.id)
+    state.expire(fresh.id)
     app = current_app
     app.conf.broker_write_url = "redis://127.0.0.1:1/0"
     try:
@@ -180,25 +181,35 @@ def test_two_reflections_at_once_end_in_the_same_state_as_one(registered, user_d
     assert Table.objects.count() == 2
 
 
-def test_a_redelivered_message_is_a_no_op(registered, user_db):
+def test_a_message_delivered_twice_through_the_broker_reflects_once(worker, registered, user_db):
     user_db.execute("CREATE TABLE t (id int)")
     token = "redelivered-token"
-    assert recency.acquire(registered.id, token)
-    assert tasks.reflect_db_objects.apply((registered.id,), task_id=token).get() == "reflected"
+    hold_lease(registered.id, token)
+    outcomes: list[str] = []
 
-    again = tasks.reflect_db_objects.apply((registered.id,), task_id=token).get()
+    def finished(task_id: str | None = None, retval: object = None, **_: object) -> None:
+        if task_id == token:
+            outcomes.append(str(retval))
 
-    assert again == "fresh"
+    task_postrun.connect(finished, weak=False)
+    try:
+        for _ in range(2):  # the same message again, as a broker redelivers it
+            tasks.reflect_db_objects.apply_async((registered.id,), task_id=token)
+        wait_until(lambda: len(outcomes) == 2, what="both deliveries to run")
+    finally:
+        task_postrun.disconnect(finished)
+
+    assert outcomes == ["reflected", "fresh"]
     assert ReflectionRun.objects.filter(database=registered).count() == 1
 
 
 def test_a_message_whose_lock_is_held_by_another_run_is_a_no_op(registered):
-    assert recency.acquire(registered.id, "the-other-run")
+    hold_lease(registered.id, "the-other-run")
 
     outcome = tasks.reflect_db_objects.apply((registered.id,), task_id="a-duplicate").get()
 
     assert outcome == "duplicate"
-    assert recency.holder(registered.id) == (recency.LockState.QUEUED, "the-other-run")
+    assert state.holder(registered.id) == (state.LeaseState.QUEUED, "the-other-run")
     assert not ReflectionRun.objects.exists()
 
 
@@ -208,9 +219,7 @@ def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, 
     try:
         first = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
         wait_until(
-            lambda: (
-                recency.holder(fresh.id) == (recency.LockState.RUNNING, first.json()["task_id"])
-            ),
+            lambda: state.holder(fresh.id) == (state.LeaseState.RUNNING, first.json()["task_id"]),
             what="the task to start",
         )
         second = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
@@ -220,15 +229,16 @@ def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, 
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.json()["status"] == "queued"
     assert second.json() == {"task_id": first.json()["task_id"], "status": "running"}
-    wait_until(lambda: recency.holder(fresh.id) is None, what="the task to finish")
-    assert ReflectionRun.objects.filter(database=fresh, trigger="task").count() == 1
+    wait_until(lambda: state.holder(fresh.id) is None, what="the task to finish")
+    # The second request came while the first ran: the same task reflected once more after.
+    assert ReflectionRun.objects.filter(database=fresh, trigger="api").count() == 2
 
 
 def test_an_unreachable_database_is_backed_off_not_hammered(worker, db, reader_client, published):
     database = Database.objects.create(name="down", url="postgresql://u:pw@127.0.0.1:1/gone")
 
     first = reader_client.get(f"/api/v1/schemas/?database={database.id}")
-    wait_until(lambda: recency.backing_off(database.id), what="the back-off")
+    wait_until(lambda: state.backing_off(database.id), what="the back-off")
     later = reader_client.get(f"/api/v1/schemas/?database={database.id}")
 
     assert first["X-Reflection-Status"] == "queued"
@@ -245,50 +255,37 @@ def test_backoff_grows_and_is_capped():
     assert waits[-1] == tasks.RETRY_CAP_SECONDS
 
 
-def test_a_worker_killed_mid_reflection_leaves_no_partial_state(registered, user_db, reader_client):
+def test_a_worker_killed_mid_reflection_leaves_nothing_half_done_and_is_forgotten(
+    registered, user_db, reader_client
+):
     user_db.execute("CREATE SCHEMA half; CREATE TABLE half.done (id int)")
     token = "killed-mid-run"
-    assert recency.acquire(registered.id, token)
-    blocker = psycopg2.connect(**connection.get_connection_params())
-    with blocker.cursor() as cursor:
-        # Reads go on, the table insert waits: the worker is stopped between two writes.
-        cursor.execute("LOCK TABLE sync_table IN EXCLUSIVE MODE")
+    hold_lease(registered.id, token)
+    locked = LockedTableInserts()  # reads go on, the table insert waits: stopped between writes
     worker_process = start_worker_process(queue="killable")
     try:
         tasks.reflect_db_objects.apply_async((registered.id,), task_id=token, queue="killable")
-        wait_until(
-            lambda: backends_in("INSERT INTO sync_table", waiting=True) == 1,
-            timeout=60,
-            what="the worker to block mid-reflection",
-        )
+        wait_until(locked.blocked, timeout=60, what="the worker to block mid-reflection")
+        (backend,) = locked.blocked()
+        assert state.holder(registered.id) == (state.LeaseState.RUNNING, token)
         os.killpg(worker_process.pid, signal.SIGKILL)
         worker_process.wait(timeout=10)
     finally:
-        blocker.rollback()
-        blocker.close()
-        if worker_process.poll() is None:
-            os.killpg(worker_process.pid, signal.SIGKILL)
+        locked.release()
+        stop_process(worker_process)
     # Its server process notices the dead client at its next write and rolls back.
-    wait_until(lambda: backends_in("INSERT INTO sync_table") == 0, what="the rollback")
+    wait_until(lambda: backend_gone(backend), what="the rollback")
 
-    # Its schema insert went with it; the lock says running until it lapses.
+    # Its schema insert went with it; nothing renews its lease, so within the lease the
+    # next list queues anew, and a staff request no longer answers with the dead task's id.
     assert not Schema.objects.filter(database=registered).exists()
-    listed = reader_client.get(f"/api/v1/schemas/?database={registered.id}")
-    assert (listed.status_code, listed["X-Reflection-Status"]) == (200, "running")
-    recency.lock_client().pexpire(recency.lock_key(registered.id), 1)  # the lock lapses
-    time.sleep(0.05)
-    again = reader_client.get(f"/api/v1/schemas/?database={registered.id}")
-    assert again["X-Reflection-Status"] == "queued"
-
-
-def backends_in(query_prefix: str, waiting: bool = False) -> int:
-    """Count the other server processes running a statement, or waiting for a lock in one."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-            " AND query LIKE %s AND state <> 'idle'"
-            " AND (NOT %s OR wait_event_type = 'Lock')",
-            [query_prefix + "%", waiting],
-        )
-        (count,) = cursor.fetchone()
-    return int(count)
+    wait_until(
+        lambda: (
+            reader_client.get(f"/api/v1/schemas/?database={registered.id}")["X-Reflection-Status"]
+            == "queued"
+        ),
+        timeout=3 * 3,  # SYNC_LEASE_SECONDS is 3 in the test settings
+        what="the lease to lapse",
+    )
+    staff = client_for(make_user("operator", staff=True))
+    assert staff.post(f"/api/v1/databases/{registered.id}/reflect/").json()["task_id"] != token

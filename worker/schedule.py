@@ -32,6 +32,15 @@ JOBS = (
         60,
         "Queue one reflection of each database whose recency key expired.",
     ),
+    # Changes made behind dbsync's back, where no listener hears them: each imported database
+    # is checked every SYNC_POLL_INTERVAL seconds (the tick only picks those due), by its watch's
+    # version counter where installed, else by its catalog's fingerprint.
+    Job(
+        "Poll databases for changes",
+        "sync.tasks.poll_databases",
+        5,
+        "Check each database due for a poll; queue a reflection of those that changed.",
+    ),
     # Soft-deleted objects and old history go after SYNC_RETENTION_DAYS.
     Job(
         "Purge dropped objects",

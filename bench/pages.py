@@ -1,0 +1,190 @@
+"""Benchmark the pages' server time: the tables page beside the API list of the same rows, and
+an unchanged poll (204) beside the full fragment; print JSON.
+
+Requests go through the whole Django stack in this process (middleware, session
+authentication, the freshness gate in Redis, templates), without a network in between, and
+alternate kind by kind within each round, so that the shared machine's drift falls on all alike.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
+os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_pages")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")  # cache and locks in 3..5
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import django
+
+django.setup()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+from bench.common import connect, log, machine, server_url  # noqa: E402
+from sync import registry, state  # noqa: E402
+from sync.exceptions import IdentityChanged  # noqa: E402
+from sync.reflection import reflect  # noqa: E402
+
+USER_DATABASE = "dbsync_bench_pages_user"  # kept between runs
+MARKER = "dbsync bench: pages"
+SCHEMAS = 10
+BENCH_USER = "bench_pages_reader"
+
+
+def check_isolation() -> None:
+    if settings.DATABASES["default"]["NAME"] == "dbsync":
+        raise SystemExit("DATABASE_URL points at the real service database dbsync; refusing")
+    if urlsplit(settings.REDIS_URL).path.strip("/") in {"", "0"}:
+        raise SystemExit("REDIS_URL points at Redis databases 0-2 of the service; refusing")
+
+
+def ensure_database(dbname: str, marker: str | None) -> None:
+    """Create a database if missing; one with a marker must carry it, or it is not ours."""
+    admin = connect("postgres")
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                [dbname],
+            )
+            found = cursor.fetchone()
+            if found is None:
+                log(f"creating database {dbname}")
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+                if marker is not None:
+                    comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
+                    cursor.execute(comment.format(sql.Identifier(dbname), sql.Literal(marker)))
+            elif marker is not None and found[0] != marker:
+                raise SystemExit(f"{dbname} exists without the marker {marker!r}; not touching it")
+    finally:
+        admin.close()
+
+
+def prepare(tables: int) -> int:
+    """Migrate, build `tables` tables over SCHEMAS schemas, register and reflect; return the id."""
+    ensure_database(settings.DATABASES["default"]["NAME"], None)
+    ensure_database(USER_DATABASE, MARKER)
+    call_command("migrate", interactive=False, verbosity=0)
+    statements = [f"CREATE SCHEMA IF NOT EXISTS s{number}" for number in range(SCHEMAS)]
+    statements += [
+        f"CREATE TABLE IF NOT EXISTS s{number % SCHEMAS}.t{number:05d} (id int)"
+        for number in range(tables)
+    ]
+    pg = connect(USER_DATABASE)
+    try:
+        with pg.cursor() as cursor:
+            cursor.execute("; ".join(statements))
+    finally:
+        pg.close()
+    database, _ = registry.register("bench_pages", server_url(USER_DATABASE))
+    try:
+        result = reflect(database.id)
+    except IdentityChanged:  # the kept user database was dropped and created again
+        result = reflect(database.id, accept_new_identity=True)
+    log(f"reflected {USER_DATABASE} in {result.duration_ms} ms: {result.counts}")
+    database.refresh_from_db()
+    # Fresh for the whole run: the gate answers from Redis and queues nothing.
+    state.mark_recent(database.id, database.reflected_at)
+    return database.id
+
+
+def logged_in_client() -> Client:
+    user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    client = Client(HTTP_HOST=settings.ALLOWED_HOSTS[0])
+    client.force_login(user)  # a session row in the service database, as a browser has
+    return client
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median_ms": round(statistics.median(ordered), 3),
+        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "min_ms": round(ordered[0], 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tables", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    arguments = parser.parse_args()
+    check_isolation()
+    database_id = prepare(arguments.tables)
+    client = logged_in_client()
+    page_url = f"/databases/{database_id}/tables/"
+    version_match = re.search(r'data-version="([0-9a-f]+)"', client.get(page_url).content.decode())
+    assert version_match is not None, "the tables page carries no version"
+    version = version_match.group(1)
+    polled = {"HTTP_HX_REQUEST": "true"}
+
+    kinds: dict[str, tuple[Callable[[], Any], int]] = {
+        "tables_page": (lambda: client.get(page_url), 200),
+        "api_list": (lambda: client.get(f"/api/v1/tables/?database={database_id}"), 200),
+        "fragment": (lambda: client.get(page_url, **polled), 200),
+        "unchanged_poll": (lambda: client.get(f"{page_url}?v={version}", **polled), 204),
+    }
+    queries = {}
+    for name, (request, status) in kinds.items():
+        with CaptureQueriesContext(connection) as captured:
+            response = request()
+        if response.status_code != status:
+            raise SystemExit(f"{name} answered {response.status_code}, expected {status}")
+        queries[name] = len(captured)
+    rows = {
+        "tables_page": client.get(page_url).content.decode().count('<tr id="oid-'),
+        "api_list": len(client.get(f"/api/v1/tables/?database={database_id}").json()["results"]),
+    }
+
+    samples: dict[str, list[float]] = {name: [] for name in kinds}
+    for round_number in range(arguments.warmup + arguments.rounds):
+        for name, (request, _) in kinds.items():
+            started = time.perf_counter()
+            request()
+            elapsed = (time.perf_counter() - started) * 1000
+            if round_number >= arguments.warmup:
+                samples[name].append(elapsed)
+    results = {
+        name: summary(values) | {"sql_queries": queries[name]} for name, values in samples.items()
+    }
+    page_ratio = results["tables_page"]["median_ms"] / results["api_list"]["median_ms"]
+    poll_ratio = results["unchanged_poll"]["median_ms"] / results["fragment"]["median_ms"]
+    report = {
+        "benchmark": "pages: tables page vs API list, unchanged poll vs fragment",
+        "tables": arguments.tables,
+        "rows_per_page": rows,
+        "rounds": arguments.rounds,
+        "authentication": "session (django.contrib.sessions, database backend)",
+        "machine": machine(),
+        "results": results,
+        "tables_page_over_api_list": round(page_ratio, 2),
+        "unchanged_poll_over_fragment": round(poll_ratio, 3),
+        "targets": {
+            "tables_page_at_most_1.5x_api_list": page_ratio <= 1.5,
+            "unchanged_poll_median_under_5_ms": results["unchanged_poll"]["median_ms"] < 5,
+        },
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

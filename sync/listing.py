@@ -1,0 +1,134 @@
+"""What the listing pages show: filtered rows of one page, counts per kind, and their totals."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from django.db.models import Count, Q, QuerySet
+
+from sync.models import Database, ReflectionRun, Schema, Table
+
+T = TypeVar("T")
+
+PAGE_SIZE = 100
+
+
+class BadFilter(ValueError):
+    """A filter of a listing page that cannot be applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    rows: Sequence[T]
+    total: int
+    number: int  # 1-based, within 1..pages
+    size: int = PAGE_SIZE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def first_row(self) -> int:
+        return (self.number - 1) * self.size + 1 if self.total else 0
+
+    @property
+    def last_row(self) -> int:
+        return min(self.total, self.number * self.size)
+
+    @property
+    def previous(self) -> int | None:
+        return self.number - 1 if self.number > 1 else None
+
+    @property
+    def next(self) -> int | None:
+        return self.number + 1 if self.number < self.pages else None
+
+
+def page_number(raw: str | None) -> int:
+    """Read ?page=: a positive whole number, 1 when absent."""
+    if not raw:
+        return 1
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise BadFilter(f"page must be a whole number from 1, got {raw[:40]!r}")
+    return int(raw)
+
+
+def paged(rows: QuerySet[T], total: int, number: int, size: int = PAGE_SIZE) -> Page[T]:
+    """Cut one page of rows, the number brought within the pages there are."""
+    number = min(number, max(1, -(-total // size)))
+    start = (number - 1) * size
+    return Page(list(rows[start : start + size]), total, number, size)
+
+
+@dataclass(frozen=True)
+class TableFilters:
+    search: str = ""
+    kind: str = ""  # "" for every kind
+    schema: Schema | None = None
+    dropped: bool = False  # list dropped tables too
+
+    def __post_init__(self) -> None:
+        if self.kind and self.kind not in Table.Kind.values:
+            raise BadFilter(f"kind must be one of {', '.join(Table.Kind.values)}")
+
+
+@dataclass(frozen=True)
+class KindCount:
+    kind: str
+    label: str
+    count: int
+
+
+def schemas_of(database: Database, search: str, dropped: bool, number: int) -> Page[Schema]:
+    """Return a page of the database's schemas, each with its count of live tables."""
+    schemas = Schema.objects.filter(database=database)
+    if not dropped:
+        schemas = schemas.live()
+    if search:
+        schemas = schemas.filter(name__icontains=search)
+    total = schemas.count()
+    live_tables = Count("tables", filter=Q(tables__dropped_at__isnull=True))
+    return paged(schemas.annotate(table_count=live_tables).order_by("name", "id"), total, number)
+
+
+def tables_of(
+    database: Database, filters: TableFilters, number: int
+) -> tuple[Page[Table], list[KindCount]]:
+    """Return a page of the database's tables and the count of each kind under the filters.
+
+    One grouped count serves both the kind filter's counts and the page's total.
+    """
+    tables = Table.objects.filter(database=database)
+    if filters.schema is not None:
+        tables = tables.filter(schema=filters.schema)
+    if not filters.dropped:
+        tables = tables.live()
+    if filters.search:
+        tables = tables.filter(name__icontains=filters.search)
+    grouped = dict(tables.order_by().values_list("kind").annotate(count=Count("id")))
+    kinds = [
+        KindCount(kind, str(label), grouped.get(kind, 0)) for kind, label in Table.Kind.choices
+    ]
+    if filters.kind:
+        tables = tables.filter(kind=filters.kind)
+        total = grouped.get(filters.kind, 0)
+    else:
+        total = sum(grouped.values())
+    return paged(tables.select_related("schema"), total, number), kinds
+
+
+def runs_of(database: Database, number: int) -> Page[ReflectionRun]:
+    """Return a page of the database's reflection history, the latest first."""
+    runs = ReflectionRun.objects.filter(database=database)
+    return paged(runs, runs.count(), number)
+
+
+def object_counts(databases: Sequence[Database]) -> dict[int, tuple[int, int]]:
+    """Return the live schemas and tables of each database, in two grouped queries."""
+    ids = [database.id for database in databases]
+    schemas = Schema.objects.live().filter(database__in=ids).order_by().values_list("database")
+    tables = Table.objects.live().filter(database__in=ids).order_by().values_list("database")
+    schema_counts = dict(schemas.annotate(count=Count("id")))
+    table_counts = dict(tables.annotate(count=Count("id")))
+    return {i: (schema_counts.get(i, 0), table_counts.get(i, 0)) for i in ids}

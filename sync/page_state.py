@@ -1,0 +1,84 @@
+"""The pages' one door to a database's reflection state: the gate, its status, the actions.
+
+Every call the pages make into the gate goes through here, so that a change of the gate's
+interface changes this module only.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sync import state
+from sync.models import Database
+from sync.progress import TaskProgress, task_progress
+
+
+@dataclass(frozen=True)
+class Badge:
+    """Where a database stands, as its freshness badge shows it."""
+
+    status: str  # fresh, stale, queued, running, failed, unavailable
+    reflected_at: datetime | None
+    error: str
+    task_id: str | None = None
+    progress: TaskProgress | None = None
+
+    @property
+    def version(self) -> str:
+        """The part of a page's version token that this badge decides."""
+        done = self.progress.done if self.progress else None
+        return f"{self.status}:{self.reflected_at}:{self.error}:{done}"
+
+
+def opened(database: Database) -> Badge:
+    """Pass the database through the list gate, as the API list does: may queue a reflection."""
+    return badge(database, state.ensure_fresh(database))
+
+
+def looked_at(database: Database) -> Badge:
+    """Report where the database stands without queuing anything."""
+    return badge(database, state.status_of(database))
+
+
+def badge(database: Database, now: state.Freshness) -> Badge:
+    progress = None
+    if now.task_id and now.status == state.Status.RUNNING:
+        progress = task_progress(now.task_id)  # an import reports done/total
+    # A failure shows the error; an old error under a later success does not.
+    error = database.last_error if now.status == state.Status.FAILED else ""
+    return Badge(str(now.status), database.reflected_at, error, now.task_id, progress)
+
+
+Queued = state.Freshness  # what a staff action's request to queue a task came to
+
+
+def refresh(database: Database) -> Queued:
+    """Queue a reflection now, unless one is queued or running (staff action)."""
+    return state.request_reflection(database, state.Trigger.PAGE)
+
+
+def import_now(database: Database) -> Queued:
+    """Queue the import of the database now, unless a reflection of it is under way."""
+    return state.request_import(database)
+
+
+def unavailable(queued: Queued) -> bool:
+    return queued.status == state.Status.UNAVAILABLE
+
+
+def why_not_queued(queued: Queued) -> str:
+    """Say why nothing new was queued: another run of the database holds its lease."""
+    if queued.status == state.Status.FAILED:
+        return "not queued: a reflection failed and waits to be retried"
+    return f"not queued again: a reflection is already {queued.status}"
+
+
+def watch_mode(database: Database) -> str:
+    """How changes of the database reach dbsync: listen, poll or off."""
+    return state.watch_mode(database)
+
+
+def version(*parts: object) -> str:
+    """Return a short token that changes whenever one of the parts does."""
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -1,0 +1,52 @@
+"""Template filters of the pages: how long ago, and a page link that keeps the filters."""
+
+from datetime import datetime
+
+from django import template
+from django.http import QueryDict
+from django.utils import timezone
+
+from sync.models import ReflectionRun
+
+register = template.Library()
+
+
+@register.filter
+def ago(moment: datetime | None) -> str:
+    """Say how long ago a moment was, as pages.js says it when it refreshes the text."""
+    if moment is None:
+        return "never"
+    seconds = max(0, int((timezone.now() - moment).total_seconds()))
+    return f"{span(seconds)} ago"
+
+
+def span(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+@register.filter
+def duration(run: ReflectionRun) -> str:
+    """Return how long a reflection ran, or say that it still runs."""
+    if run.finished_at is None:
+        return "running"
+    milliseconds = round((run.finished_at - run.started_at).total_seconds() * 1000)
+    return f"{milliseconds} ms" if milliseconds < 10_000 else f"{milliseconds / 1000:.1f} s"
+
+
+@register.simple_tag
+def with_query(query: QueryDict, **changes: object) -> str:
+    """Return the query string with some parameters changed (None removes one)."""
+    copy = query.copy()
+    copy.pop("v", None)  # the version token belongs to polls only
+    for name, value in changes.items():
+        if value is None:
+            copy.pop(name, None)
+        else:
+            copy[name] = str(value)
+    return "?" + copy.urlencode() if copy else "?"
