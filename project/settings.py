@@ -227,9 +227,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("SYNC_ANON_RATE", "60/minute")},
     "DEFAULT_PERMISSION_CLASSES": ["sync.permissions.ReadAuthenticatedWriteStaff"],
-    "DEFAULT_PAGINATION_CLASS": "sync.api.StrictLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "sync.pagination.StrictLimitOffsetPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "sync.api.exception_handler",
+    "EXCEPTION_HANDLER": "sync.error_responses.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "dbsync API",

@@ -18,5 +18,5 @@ urlpatterns = [
 ]
 
 # Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.
-handler404 = "sync.api.not_found"
-handler500 = "sync.api.server_error"
+handler404 = "sync.error_responses.not_found"
+handler500 = "sync.error_responses.server_error"

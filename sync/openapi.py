@@ -6,8 +6,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_seri
 from rest_framework import serializers
 
 from sync import live
-from sync.api import MAX_SEARCH, MAX_WHOLE
 from sync.models import Table
+from sync.query import MAX_SEARCH, MAX_WHOLE
 
 
 def whole(least: int, most: int = MAX_WHOLE) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sync import access, browse, health, live, progress, state, watch
+from sync import access, health, live, progress, state, table_reads, watch
 from sync import openapi as doc
-from sync.api import StrictIdMixin, query_bool, query_int, query_text, query_value
 from sync.exceptions import QueueUnavailable
 from sync.models import Database, Schema, Table
+from sync.query import StrictIdMixin, query_bool, query_int, query_text, query_value
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
@@ -219,7 +219,7 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
     @action(detail=True)
     def columns(self, request: Request, pk: str | None = None) -> Response:
         """Columns of the table, read from its database now (never stored)."""
-        columns = browse.read_columns(self.get_object())
+        columns = table_reads.read_columns(self.get_object())
         return Response({"columns": [asdict(column) for column in columns]})
 
     @extend_schema(
@@ -235,7 +235,7 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         live.check_page(limit, offset)  # before anything is looked up
         table = self.get_object()
         access.check_records(request.user, table.database)
-        page = browse.read_records(table, limit, offset)
+        page = table_reads.read_records(table, limit, offset)
         return Response(asdict(page))
 
 
