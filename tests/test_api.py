@@ -5,7 +5,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from sync import reflection, registry
+from sync import reflection, registry, state
 from sync.exceptions import InvalidDatabaseURL
 from sync.models import Database, Schema, Table
 from tests.conftest import make_user
@@ -67,12 +67,17 @@ def test_table_list_filters(reader, reflected):
 
 
 def test_schema_list_and_freshness_headers(reader, reflected):
+    state.mark_recent(reflected.id, reflected.reflected_at)
     response = reader.get(f"/api/v1/schemas/?database={reflected.id}")
 
     assert response.status_code == 200
     assert names(response) == ["public", "shop"]
     assert response["X-Reflected-At"] == reflected.reflected_at.isoformat()
-    assert response["X-Reflection-Status"] in {"queued", "running", "fresh"}
+    assert response["X-Reflection-Status"] == "fresh"
+    state.expire(reflected.id)
+    assert reader.get(f"/api/v1/schemas/?database={reflected.id}")["X-Reflection-Status"] == (
+        "queued"
+    )
 
 
 def test_dropped_objects_are_hidden_unless_asked_for(reader, reflected):
