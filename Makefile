@@ -7,11 +7,18 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test install services migrate lint bench
 
+# `make run` only: SECRET_KEY, SYNC_SECRET_KEYS and FLOWER_BASIC_AUTH, where the environment
+# sets none, come from .run/secrets.mk, generated once and kept (git-ignored).
+ifneq ($(filter run migrate,$(or $(MAKECMDGOALS),run)),)
+LOCAL_SECRETS := $(shell $(PYTHON) scripts/local_secrets.py .run/secrets.mk >&2)
+include .run/secrets.mk
+endif
+
 run: migrate
 	python manage.py collectstatic --noinput -v0
 	python manage.py demo
 	@echo "dbsync: pages http://127.0.0.1:8000/  API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
-	honcho start
+	python scripts/supervise.py
 
 test: install
 	python scripts/ensure_services.py --browser

@@ -10,6 +10,9 @@ os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsy
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")  # broker 12, results 13, cache 14
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
+os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import django
@@ -41,6 +44,7 @@ import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
@@ -50,7 +54,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from bench.common import connect, free_port, log, machine, service, tail  # noqa: E402
 from sync import demo, queues, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import ReflectionRun, Table  # noqa: E402
+from sync.models import DatabaseGrant, ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 from worker.app import app as celery_app  # noqa: E402
 
@@ -117,6 +121,9 @@ def prepare_databases(tables: int) -> int:
         admin.close()
     call_command("migrate", interactive=False, verbosity=0)
     database, _ = registry.register(REGISTERED_NAME, ensure_tables(tables))
+    # The bench's reader lists it through a grant to its group, as any reader would.
+    readers, _ = Group.objects.get_or_create(name=BENCH_USER)
+    DatabaseGrant.objects.get_or_create(database=database, group=readers)
     try:
         result = reflect(database.id)
     except IdentityChanged:  # the kept user database was dropped and created again
@@ -128,6 +135,7 @@ def prepare_databases(tables: int) -> int:
 def auth_header(scheme: str) -> str:
     """Create or refresh the bench's reader; return its Authorization header value."""
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    user.groups.add(Group.objects.get_or_create(name=BENCH_USER)[0])
     if scheme == "token":
         return f"Token {Token.objects.get_or_create(user=user)[0].key}"
     password = secrets.token_urlsafe(16)

@@ -9,6 +9,9 @@ os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsy
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")  # broker 4, results 5, cache 6
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
+os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import django

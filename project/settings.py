@@ -50,6 +50,22 @@ def _parse_sync_databases(raw: str) -> dict[str, str]:
     return databases
 
 
+def _fernet_keys(raw: str) -> list[str]:
+    """Parse SYNC_SECRET_KEYS: comma-separated Fernet keys, the first of which encrypts."""
+    from cryptography.fernet import Fernet
+
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"SYNC_SECRET_KEYS: key {number} is not a Fernet key (32 url-safe base64-encoded "
+                "bytes, as cryptography.fernet.Fernet.generate_key() makes)"
+            ) from None
+    return keys
+
+
 def _redis_url(base: str, offset: int) -> str:
     """Return the Redis URL of database number base-db + offset on the same server."""
     parts = urlsplit(base)
@@ -66,7 +82,11 @@ def _redis_url(base: str, offset: int) -> str:
 
 
 DEBUG = _env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "dbsync-development-key-change-me-in-production")
+# Required with DEBUG off: web, worker and commands refuse to start without it (sync.checks).
+# `make run` generates one into .run/ when the environment sets none.
+SECRET_KEY = os.environ.get("SECRET_KEY", "dbsync-debug-only-key" if DEBUG else "")
+# Encrypt database URLs at rest; independent of SECRET_KEY. Required with DEBUG off.
+SYNC_SECRET_KEYS = _fernet_keys(os.environ.get("SYNC_SECRET_KEYS", ""))
 ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
@@ -79,6 +99,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
     "sync",
@@ -130,6 +151,9 @@ except ValueError as error:
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
 # The same PostgreSQL backend, counting connections, queries and errors for /metrics.
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# Before each request, a kept connection is checked: after the server restarted, the
+# request opens a new one instead of failing on the dead one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker, results, cache and reflection state live in separate databases of one server,
@@ -178,6 +202,8 @@ SYNC_REFLECTION_INTERVAL = _env_int("SYNC_REFLECTION_INTERVAL", 300)
 # The least time between the end of a reflection and the next that list traffic queues: a
 # recency key lost early (a cache flush, an eviction) cannot set off one per request.
 SYNC_MIN_REFLECTION_GAP = _env_int("SYNC_MIN_REFLECTION_GAP", 10, least=0)
+# Seconds the gate stops asking Redis after it failed to answer (sync/breaker.py); 0: always ask.
+SYNC_REDIS_COOLDOWN = _env_int("SYNC_REDIS_COOLDOWN", 5, least=0)
 SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 # Seconds between checks of a database's catalog for changes made behind dbsync's back: by the
 # watch's version counter where `manage.py watch` installed it, else by the fingerprint; 0: none.
@@ -215,28 +241,51 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault(
 )
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
-# The admin user that `make run` creates for the demo.
+# The admin user that `make run` creates for the demo (when no user of that name exists).
 DEMO_ADMIN_PASSWORD = os.environ.get("DEMO_ADMIN_PASSWORD", "dbsync-demo")
+# Flower's login, user:password; `make run` prints it beside the admin's.
+FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
+
+# Failed logins (API or admin) from one address, or for one user name, within the window:
+# beyond the limit, further attempts are refused before any password is hashed.
+SYNC_LOGIN_FAILURE_LIMIT = _env_int("SYNC_LOGIN_FAILURE_LIMIT", 10)
+SYNC_LOGIN_FAILURE_WINDOW = _env_int("SYNC_LOGIN_FAILURE_WINDOW", 300)
+AUTHENTICATION_BACKENDS = ["sync.throttling.ThrottledModelBackend"]
 
 REST_FRAMEWORK = {
     # Token first: an anonymous API client is told (401, WWW-Authenticate) how to log in.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "sync.throttling.ThrottledBasicAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("SYNC_ANON_RATE", "60/minute")},
     "DEFAULT_PERMISSION_CLASSES": ["sync.permissions.ReadAuthenticatedWriteStaff"],
-    "DEFAULT_PAGINATION_CLASS": "sync.api.StrictLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "sync.pagination.StrictLimitOffsetPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "sync.api.exception_handler",
+    "EXCEPTION_HANDLER": "sync.error_responses.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "dbsync API",
     "DESCRIPTION": "Schemas, tables and views of registered PostgreSQL databases.",
     "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,  # the schema documents the API, not itself
+    # Swagger UI's files from the project itself (drf-spectacular-sidecar), not a public CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
-AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

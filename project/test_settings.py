@@ -3,6 +3,11 @@
 import os
 import tempfile
 
+# Fixed test secrets, unless the environment names its own; processes a test starts (workers,
+# Flower, gunicorn) inherit them through this module.
+os.environ.setdefault("SECRET_KEY", "dbsync-test-secret-key")
+os.environ.setdefault("SYNC_SECRET_KEYS", "dGVzdC1rZXktb2YtZGJzeW5jLTAwMDAwMDAwMDAwMDA=")
+
 from project.settings import *  # noqa: F403
 from project.settings import REDIS_URL, _redis_url
 

@@ -17,3 +17,7 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("", include("sync.page_urls")),
 ]
+
+# Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.
+handler404 = "sync.error_responses.not_found"
+handler500 = "sync.error_responses.server_error"

@@ -1,22 +1,50 @@
-"""Who may read what: the databases a user sees, and whether they may read their records.
+"""Who may read what: staff see every database; others the ones granted to their groups.
 
-A stand-in until per-database grants exist: every logged-in user reads every database.
+A database not granted is indistinguishable from one that does not exist: callers filter
+their querysets through readable_databases and answer 404 for what it leaves out.
 """
 
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
-from sync.models import Database
+from sync.exceptions import AccessDenied
+from sync.models import Database, DatabaseGrant
+
+T = TypeVar("T", bound=Model)
 
 
 def readable_databases(user: Any) -> QuerySet[Database]:
-    """Return the databases the user may see (staff: all)."""
-    if not user.is_authenticated:
+    """Return the databases whose names and objects the user may list (staff: all)."""
+    if not (user and user.is_authenticated and user.is_active):
         return Database.objects.none()
-    return Database.objects.all()
+    if user.is_staff:
+        return Database.objects.all()
+    granted = DatabaseGrant.objects.filter(group__user=user).values("database_id")
+    return Database.objects.filter(pk__in=granted)
 
 
 def may_read_records(user: Any, database: Database) -> bool:
-    """Whether the user may read the rows of the database's tables."""
-    return True
+    """Return whether the user may read the rows of the database's tables and views."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    if user.is_staff:
+        return True
+    grants = DatabaseGrant.objects.filter(database=database, group__user=user, records=True)
+    return grants.exists()
+
+
+def check_records(user: Any, database: Database) -> None:
+    """Raise AccessDenied (403) unless the user may read the database's records."""
+    if not may_read_records(user, database):
+        raise AccessDenied(
+            f"you may list the tables of {database.name} but not read their records: "
+            "ask an administrator for the records grant"
+        )
+
+
+def only_readable(user: Any, objects: QuerySet[T]) -> QuerySet[T]:
+    """Return the schemas or tables of `objects` that belong to databases the user may list."""
+    if user and user.is_authenticated and user.is_active and user.is_staff:
+        return objects  # no subquery for staff, who see everything
+    return objects.filter(database__in=readable_databases(user))

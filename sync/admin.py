@@ -1,5 +1,6 @@
 """The Django admin: register databases, watch their state, queue imports and reflections."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -10,8 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from sync import catalog, registry, state, watch
-from sync.exceptions import SyncError
-from sync.models import Database, ReflectionRun, Schema, Table
+from sync.exceptions import SecretUnreadable, SyncError
+from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
 from sync.state import Freshness, Status
 
 
@@ -22,8 +23,9 @@ class DatabaseForm(forms.ModelForm):
         label="URL",
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="postgresql://user:password@host:port/database. Leave empty to keep the "
-        "current one. dbsync connects once before saving.",
+        help_text="postgresql://user:password@host:port/database (percent-encode '@', '/', "
+        "'?', '#' and ':' in the password). Leave empty to keep the current one. dbsync "
+        "connects once before saving.",
     )
 
     class Meta:
@@ -42,7 +44,8 @@ class DatabaseForm(forms.ModelForm):
             raise forms.ValidationError("A new database needs its URL.")
         if url:
             try:
-                catalog.check_connection(url)
+                # The checks of registry.register: the service's own database is refused.
+                self.probe = registry.vet(url, check=True)
             except SyncError as error:
                 raise forms.ValidationError(str(error)) from None
         return url
@@ -50,7 +53,21 @@ class DatabaseForm(forms.ModelForm):
     def save(self, commit: bool = True) -> Database:
         if self.cleaned_data.get("new_url"):
             self.instance.url = self.cleaned_data["new_url"]
+            self.instance.role_is_superuser = self.probe.superuser if self.probe else None
         return super().save(commit=commit)
+
+    probe: catalog.ServerProbe | None = None
+
+
+class DatabaseGrantInline(admin.TabularInline):
+    """Who may list the database (members of the group), and read its records."""
+
+    model = DatabaseGrant
+    extra = 1
+    verbose_name = "grant to a group"
+    verbose_name_plural = (
+        "grants (staff see every database; others only what their groups are granted)"
+    )
 
 
 @admin.register(Database)
@@ -59,10 +76,17 @@ class DatabaseAdmin(admin.ModelAdmin):
     list_display = ["name", "location", "status", "watch_mode", "reflected_at", "schema_count",
                     "table_count", "last_error"]  # fmt: skip
     search_fields = ["name"]
-    readonly_fields = ["location", "status", "watch_mode", "watch_error", "created_at",
-                       "imported_at", "reflected_at", "last_error", "last_error_at",
+    readonly_fields = ["location", "role_is_superuser", "status", "watch_mode", "watch_error",
+                       "created_at", "imported_at", "reflected_at", "last_error", "last_error_at",
                        "history"]  # fmt: skip
     actions = ["import_now", "reflect_now", "install_watch", "uninstall_watch"]
+    inlines = [DatabaseGrantInline]
+
+    def save_model(self, request: HttpRequest, obj: Database, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        warning = registry.superuser_warning(obj)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Database]:
         live_schemas = Q(schemas__dropped_at__isnull=True)
@@ -78,7 +102,10 @@ class DatabaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="location")
     def location(self, database: Database) -> str:
-        return database.redacted_url
+        try:
+            return database.redacted_url
+        except SecretUnreadable as error:
+            return str(error)
 
     @admin.display(description="status")
     def status(self, database: Database) -> str:
@@ -124,7 +151,11 @@ class DatabaseAdmin(admin.ModelAdmin):
             self.change_watch(request, database, watch.uninstall, "watch removed")
 
     def change_watch(
-        self, request: HttpRequest, database: Database, change: Any, done: str
+        self,
+        request: HttpRequest,
+        database: Database,
+        change: Callable[[Database], None],
+        done: str,
     ) -> None:
         try:
             change(database)

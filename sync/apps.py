@@ -21,4 +21,6 @@ class SyncConfig(AppConfig):
     verbose_name = "Database sync"
 
     def ready(self) -> None:
+        from sync import checks  # noqa: F401  (registers the system checks)
+
         post_migrate.connect(after_migrate, sender=self)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import unquote
 
 import psycopg2
 from django.conf import settings
@@ -19,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
-from sync.credentials import redact_url, scrub
+from sync.credentials import ambiguity, redact, redact_url
 from sync.exceptions import CatalogUnavailable, InvalidDatabaseURL
 
 IDENTITY_SQL = """
@@ -151,9 +152,16 @@ class CatalogRead:
 
 def validate_url(url: str) -> str:
     """Return the URL if it names a PostgreSQL database; raise InvalidDatabaseURL if not."""
+    if "\x00" in unquote(url):
+        raise InvalidDatabaseURL("the URL contains a NUL character, which PostgreSQL refuses")
+    # Before anything parses it: libpq would read such user info otherwise than it looks,
+    # and show the rest of the password as a host name in its errors.
+    unclear = ambiguity(url)
+    if unclear:
+        raise InvalidDatabaseURL(unclear)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         # Not echoed: an unparseable string may well be a password pasted in the wrong place.
         raise InvalidDatabaseURL(
             "not a database URL (expected postgresql://user:password@host:port/database)"
@@ -164,6 +172,8 @@ def validate_url(url: str) -> str:
         )
     if not parsed.database:
         raise InvalidDatabaseURL(f"the URL names no database: {redact_url(url)!r}")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise InvalidDatabaseURL(f"the URL's port must be 1 to 65535, got {parsed.port}")
     return url
 
 
@@ -298,6 +308,43 @@ def check_connection(url: str) -> None:
         probe.dispose()
 
 
+# Who answers a URL: enough to tell the service's own database from any other. The start time
+# of the server process tells clusters apart where the system identifier is not readable.
+SERVER_IDENTITY_SQL = f"""
+    SELECT identity.*, pg_postmaster_start_time()::text AS started_at,
+           current_setting('is_superuser') = 'on' AS superuser
+    FROM ({IDENTITY_SQL}) AS identity
+"""
+
+
+class ServerProbe(NamedTuple):
+    database_oid: int
+    database_name: str
+    server_identifier: str | None
+    started_at: str
+    superuser: bool
+
+    def same_database(self, other: "ServerProbe") -> bool:
+        """Return whether both name one database of one cluster (or a copy of it)."""
+        if (self.database_oid, self.database_name) != (other.database_oid, other.database_name):
+            return False
+        if self.server_identifier and other.server_identifier:
+            return self.server_identifier == other.server_identifier
+        return self.started_at == other.started_at
+
+
+def probe(url: str) -> ServerProbe:
+    """Connect once to the URL and say who answers; CatalogUnavailable with a safe message."""
+    source = create_user_engine(url, poolclass=NullPool)
+    try:
+        with source.connect() as connection:
+            return ServerProbe(*connection.exec_driver_sql(SERVER_IDENTITY_SQL).one())
+    except DBAPIError as error:
+        raise unavailable(url, error) from None
+    finally:
+        source.dispose()
+
+
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     """Return a CatalogUnavailable for a driver error, with the password kept out."""
     return CatalogUnavailable(f"{redact_url(url)}: {error_detail(error, url)}")
@@ -306,7 +353,7 @@ def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
 def error_detail(error: DBAPIError, url: str) -> str:
     """Return the first line of a driver error's message, with the URL's password kept out."""
     lines = str(error.orig).strip().splitlines() if error.orig else []
-    return scrub(lines[0] if lines else type(error).__name__, url)
+    return redact(lines[0] if lines else type(error).__name__, url)
 
 
 def read_catalog(key: int, url: str, known: str = "") -> CatalogRead:

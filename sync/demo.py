@@ -1,5 +1,7 @@
 """The demo database that `make run` creates, registers and reflects."""
 
+import secrets
+
 from django.conf import settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
@@ -7,6 +9,8 @@ from sqlalchemy.pool import NullPool
 
 DEMO_NAME = "demo"
 DEMO_DATABASE = "dbsync_demo"
+# dbsync reads the demo as this role: catalog and SELECT only, never a superuser.
+DEMO_ROLE = "dbsync_demo_reader"
 
 DEMO_DDL = """
 CREATE SCHEMA IF NOT EXISTS library;
@@ -40,6 +44,22 @@ INSERT INTO library.books (author_id, title, price, tags)
 """
 
 
+# What a least-privilege role needs (the README shows the same): CONNECT to read the catalog,
+# USAGE and SELECT to read records. Its transactions are read-only by default as well.
+READER_GRANTS = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+        CREATE ROLE "{role}" LOGIN;
+    END IF;
+END $$;
+ALTER ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %(password)s;
+ALTER ROLE "{role}" SET default_transaction_read_only = on;
+GRANT CONNECT ON DATABASE "{database}" TO "{role}";
+GRANT USAGE ON SCHEMA library, "Sales 2026" TO "{role}";
+GRANT SELECT ON ALL TABLES IN SCHEMA library, "Sales 2026" TO "{role}";
+"""
+
+
 def server_url(database: str) -> URL:
     """Return a URL to a database on the server that holds the service database."""
     db = settings.DATABASES["default"]
@@ -54,7 +74,7 @@ def server_url(database: str) -> URL:
 
 
 def create_demo_database() -> str:
-    """Create (or complete) the demo database and return its URL, password included."""
+    """Create (or complete) the demo database and return its reader's URL, password included."""
     admin = create_engine(server_url("postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         exists = connection.execute(
@@ -65,7 +85,12 @@ def create_demo_database() -> str:
     admin.dispose()
     url = server_url(DEMO_DATABASE)
     demo = create_engine(url, poolclass=NullPool)
+    # A new password on every run: it is stored encrypted, and nothing else needs it.
+    password = secrets.token_urlsafe(18)
     with demo.begin() as connection:
         connection.exec_driver_sql(DEMO_DDL)
+        grants = READER_GRANTS.format(role=DEMO_ROLE, database=DEMO_DATABASE)
+        connection.exec_driver_sql(grants, {"password": password})
     demo.dispose()
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    reader = url.set(drivername="postgresql", username=DEMO_ROLE, password=password)
+    return reader.render_as_string(hide_password=False)

@@ -3,7 +3,7 @@
 import json
 from dataclasses import dataclass
 
-from sync.live import JSONValue
+from sync.values import JSONValue
 
 SHORT = 80  # characters shown before a value is cut; the rest is one click away
 

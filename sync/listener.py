@@ -145,7 +145,8 @@ class Listener:
             time.monotonic(),
         )
         self.selector.register(item.fd, selectors.EVENT_READ, database.id)
-        logger.info("listening to %s after %d failed attempts", database.name, item.failures)
+        retried = f" after {item.failures} failed attempts" if item.failures else ""
+        logger.info("listening to %s%s", database.name, retried)
         if item.connects:
             with contextlib.suppress(*state.STATE_ERRORS):
                 state.count_reconnect(database.id)

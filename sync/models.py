@@ -1,17 +1,30 @@
 """Models of registered databases, their schemas and tables, and the reflection history."""
 
+from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
 
+from sync import encryption
 from sync.credentials import redact_url
+
+
+class DatabaseQuerySet(models.QuerySet):
+    def update(self, **fields: object) -> int:
+        """Update rows; a plain `url` is encrypted on its way, as the url property does."""
+        if "url" in fields:
+            fields["encrypted_url"] = encryption.encrypt(str(fields.pop("url")))
+        return super().update(**fields)
 
 
 class Database(models.Model):
     """A PostgreSQL database registered with dbsync."""
 
     name = models.CharField(max_length=63, unique=True)
-    # Holds the password: never serialize, log or print it; use redacted_url.
-    url = models.TextField()
+    # The URL, password included, encrypted with SYNC_SECRET_KEYS (see the url property):
+    # a dump of the service database holds no password.
+    encrypted_url = models.TextField()
+    # Whether the role of the URL was a superuser when last checked (None: never checked).
+    role_is_superuser = models.BooleanField(null=True, blank=True)
     # Identity of what the URL pointed at when first reflected: oids mean nothing elsewhere.
     server_identifier = models.CharField(max_length=32, blank=True)
     database_oid = models.BigIntegerField(null=True, blank=True)
@@ -31,6 +44,8 @@ class Database(models.Model):
     # counter is the same, no DDL has run since (the renewal's one-row check).
     catalog_version = models.BigIntegerField(null=True, blank=True)
 
+    objects = DatabaseQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -38,8 +53,35 @@ class Database(models.Model):
         return self.name
 
     @property
+    def url(self) -> str:
+        """The URL, password included: never serialize, log or print it; use redacted_url."""
+        return encryption.decrypt(self.encrypted_url, f"the URL of database {self.name!r}")
+
+    @url.setter
+    def url(self, value: str) -> None:
+        self.encrypted_url = encryption.encrypt(value)
+
+    @property
     def redacted_url(self) -> str:
-        return redact_url(self.url)
+        return redact_url(self.url) if self.encrypted_url else ""
+
+
+class DatabaseGrant(models.Model):
+    """Members of a group may list a database's objects, and read its records if granted."""
+
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="grants")
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="database_grants")
+    records = models.BooleanField(
+        default=False, help_text="Members may also read the rows of its tables and views."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["database", "group"], name="one_grant_per_group")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} on {self.database}" + (" (records)" if self.records else "")
 
 
 class LiveQuerySet(models.QuerySet):

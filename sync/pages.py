@@ -23,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from sync import access, browse, grid, listing, live, page_state, registry
+from sync import access, grid, listing, live, page_state, registry, table_reads
 from sync.exceptions import SyncError
 from sync.listing import BadFilter, TableFilters
 from sync.models import Database, ReflectionRun, Schema, Table
@@ -212,10 +212,10 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
     context: dict[str, Any] = {"table": table, "database": table.database, "offset": offset}
     status = 200
     try:
-        context["columns"] = browse.read_columns(table)
+        context["columns"] = table_reads.read_columns(table)
         if access.may_read_records(request.user, table.database):
             live.check_page(RECORDS_LIMIT, offset)
-            records = browse.read_records(table, RECORDS_LIMIT, offset)
+            records = table_reads.read_records(table, RECORDS_LIMIT, offset)
             context |= records_context(records)
     except SyncError as error:
         context["error"], status = str(error), error.http_status

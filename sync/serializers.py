@@ -6,28 +6,42 @@ from rest_framework import serializers
 
 from sync import registry, state
 from sync.credentials import redact_url
-from sync.exceptions import SyncError
+from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, ReflectionRun, Schema, Table
 
 
 class DatabaseSerializer(serializers.ModelSerializer):
     url = serializers.CharField(
-        write_only=True, help_text="postgresql://user:password@host:port/database"
+        write_only=True,
+        min_length=1,
+        max_length=2000,
+        help_text="postgresql://user:password@host:port/database",
     )
     location = serializers.SerializerMethodField(help_text="the URL with its password hidden")
 
     class Meta:
         model = Database
         fields = [
-            "id", "name", "url", "location", "created_at", "imported_at", "reflected_at",
-            "last_error", "last_error_at",
+            "id", "name", "url", "location", "role_is_superuser", "created_at", "imported_at",
+            "reflected_at", "last_error", "last_error_at",
         ]  # fmt: skip
         read_only_fields = [
-            "created_at", "imported_at", "reflected_at", "last_error", "last_error_at",
+            "role_is_superuser", "created_at", "imported_at", "reflected_at", "last_error",
+            "last_error_at",
         ]  # fmt: skip
 
     def get_location(self, database: Database) -> str:
-        return redact_url(database.url)
+        try:
+            return redact_url(database.url)
+        except SecretUnreadable:
+            # One unreadable row must not fail the whole list; its reads say why (503).
+            return "(unreadable: its key is missing from SYNC_SECRET_KEYS)"
+
+    def validate_name(self, name: str) -> str:
+        try:
+            return registry.validate_name(name)
+        except SyncError as error:
+            raise serializers.ValidationError(str(error)) from None
 
     def create(self, validated_data: dict[str, Any]) -> Database:
         try:

@@ -53,6 +53,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from sync import metrics, publisher, queues, task_names
+from sync.breaker import REDIS_BREAKER
 from sync.models import Database, ReflectionRun
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ STATE_ERRORS = (RedisError, OSError)
 # How long a database is not asked again after a live read or the listener found it unreachable.
 UNREACHABLE_BACKOFF_SECONDS = 10
 DIRTY_TTL = 24 * 3600
+# The callers are guarded by REDIS_BREAKER: a Redis that hangs costs one request its socket
+# timeouts, not every request. The task side (leases) is not: a worker waits for Redis rather
+# than give its work up.
 
 
 class Status(StrEnum):
@@ -212,10 +216,11 @@ def ensure_fresh(
     the recency key.
     """
     try:
-        recent = reflected_moments_ago(database) or (
-            is_recent(database.id) if recent is None else recent
-        )
-        return _request(database, trigger, recent=recent, countdown=countdown)
+        if reflected_moments_ago(database):
+            return _counted(Freshness(Status.FRESH), trigger, "fresh")
+        with REDIS_BREAKER:
+            recent = is_recent(database.id) if recent is None else recent
+            return _request(database, trigger, recent=recent, countdown=countdown)
     except STATE_ERRORS:
         logger.warning("reflection state of %s unavailable: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -227,7 +232,8 @@ def notice_change(database: Database, trigger: str) -> Freshness:
     If one is queued or running, the mark makes the running one reflect again when it ends.
     """
     try:
-        return _request(database, trigger, mark=trigger)
+        with REDIS_BREAKER:
+            return _request(database, trigger, mark=trigger)
     except STATE_ERRORS:
         logger.warning("change of %s not recorded: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -236,7 +242,8 @@ def notice_change(database: Database, trigger: str) -> Freshness:
 def request_reflection(database: Database, trigger: str) -> Freshness:
     """Queue a reflection now for a staff request, overriding the back-off."""
     try:
-        return _request(database, trigger, mark=trigger, override_backoff=True)
+        with REDIS_BREAKER:
+            return _request(database, trigger, mark=trigger, override_backoff=True)
     except STATE_ERRORS:
         logger.warning("reflection of %s not queued: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -246,9 +253,10 @@ def request_import(database: Database, override_backoff: bool = True) -> Freshne
     """Queue the import of a database, unless one is in flight: at once for a staff request;
     obeying the back-off for the periodic import of new databases."""
     try:
-        return _request(
-            database, Trigger.IMPORT, task=task_names.IMPORT, override_backoff=override_backoff
-        )
+        with REDIS_BREAKER:
+            return _request(
+                database, Trigger.IMPORT, task=task_names.IMPORT, override_backoff=override_backoff
+            )
     except STATE_ERRORS:
         logger.warning("import of %s not queued: Redis down", database.name)
         return Freshness(Status.UNAVAILABLE)
@@ -263,13 +271,18 @@ def _request(
     task: str = task_names.REFLECT,
     countdown: float | None = None,
 ) -> Freshness:
+    release_unanswered()
     token = (RENEWAL_TASK_PREFIX if trigger == Trigger.RENEWAL else "") + uuid.uuid4().hex
     value = f"{LeaseState.QUEUED}:{token}"
     keys = (*_keys(database.id), changed_key(database.id))
     interactive = queues.queue_of(task, {"trigger": trigger}) == queues.INTERACTIVE
     take_over = task == task_names.REFLECT and interactive
     flags = (int(recent), mark, int(override_backoff), DIRTY_TTL, time.time(), int(take_over))
-    held = _script(REQUEST)(keys=keys, args=(value, settings.SYNC_LOCK_TTL, *flags))
+    try:
+        held = _script(REQUEST)(keys=keys, args=(value, settings.SYNC_LOCK_TTL, *flags))
+    except STATE_ERRORS:
+        _unanswered.add((database.id, token))
+        raise
     if held == FRESH:
         return _counted(Freshness(Status.FRESH), trigger, "fresh")
     if held == BACKING_OFF:
@@ -304,13 +317,15 @@ def status_of(database: Database) -> Freshness:
     """Report where a database stands without queuing anything."""
     try:
         keys = (lease_key(database.id), backoff_key(database.id), dirty_key(database.id))
-        lease, backing_off, dirty = cast(list[str | None], client().mget(keys))
+        with REDIS_BREAKER:
+            lease, backing_off, dirty = cast(list[str | None], client().mget(keys))
+            recent = is_recent(database.id)
         if lease is not None:
             state, _, holder = lease.partition(":")
             return Freshness(LEASE_STATUS[LeaseState(state)], holder)
         if backing_off is not None or database.last_error:
             return Freshness(Status.FAILED)
-        if dirty is None and (reflected_moments_ago(database) or is_recent(database.id)):
+        if dirty is None and (reflected_moments_ago(database) or recent):
             return Freshness(Status.FRESH)
         return Freshness(Status.STALE)
     except STATE_ERRORS:
@@ -439,7 +454,24 @@ def lease(database_id: int, token: str) -> Iterator[Lease | None]:
 
 
 def release(database_id: int, token: str) -> None:
-    _script(RELEASE)(keys=(lease_key(database_id),), args=(token,))
+    try:
+        _script(RELEASE)(keys=(lease_key(database_id),), args=(token,))
+    except STATE_ERRORS:
+        _unanswered.add((database_id, token))
+        raise
+
+
+# Takes and releases whose answer never came (a Redis that hung, then woke up): the server may
+# have run them after the client gave up, leaving a lease that no queued message will ever free
+# until it lapses. Each is released, by its token, when Redis answers this process again.
+_unanswered: set[tuple[int, str]] = set()
+
+
+def release_unanswered() -> None:
+    """Release the leases that takes or releases of this process may have left behind."""
+    for database_id, token in list(_unanswered):
+        release(database_id, token)
+        _unanswered.discard((database_id, token))
 
 
 def renewals_in_flight() -> int:
@@ -529,7 +561,8 @@ def stop_listening(database_id: int) -> None:
 def watch_mode(database: Database) -> str:
     """Return listen (triggers and a connected listener), poll, or off (nothing watches)."""
     try:
-        listening = bool(client().exists(listening_key(database.id)))
+        with REDIS_BREAKER:
+            listening = bool(client().exists(listening_key(database.id)))
     except STATE_ERRORS:
         listening = False
     if database.watch_installed_at is not None and listening:

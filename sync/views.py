@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models import Count, QuerySet, Window
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from prometheus_client import CONTENT_TYPE_LATEST
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -16,10 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sync import browse, health, live, progress, scrape, state, watch
-from sync.api import query_bool, query_int
+from sync import access, health, live, progress, scrape, state, table_reads, watch
+from sync import openapi as doc
+from sync.exceptions import QueueUnavailable
 from sync.models import Database, Schema, Table
 from sync.permissions import StaffOrMetricsToken
+from sync.query import StrictIdMixin, query_bool, query_int, query_text, query_value
 from sync.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
@@ -40,8 +42,11 @@ def with_freshness(response: Response, database: Database, freshness: Freshness)
 
 
 DEFAULT_RECORDS_LIMIT = 50
-DATABASE_PARAMETER = OpenApiParameter("database", int, description="id of the database")
-INCLUDE_DROPPED = OpenApiParameter("include_dropped", bool, description="list dropped objects")
+
+
+def _listed(serializer: type[Any]) -> dict[int, Any]:
+    """Return the documented answers of a list: a page of rows, or an error."""
+    return {200: serializer(many=True), **doc.READ_ERRORS}
 
 
 class ListedDatabaseMixin:
@@ -80,7 +85,15 @@ class ListedDatabaseMixin:
         return with_freshness(response, self.listed_database, self.listed_freshness)
 
 
+@extend_schema_view(
+    list=extend_schema(responses=_listed(DatabaseSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: DatabaseDetailSerializer, **doc.READ_ERRORS}
+    ),
+    create=extend_schema(responses={201: DatabaseSerializer, **doc.WRITE_ERRORS}),
+)
 class DatabaseViewSet(
+    StrictIdMixin,
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -89,6 +102,10 @@ class DatabaseViewSet(
     """Registered databases. Registering one checks that it answers first."""
 
     queryset = Database.objects.all()
+
+    def get_queryset(self) -> QuerySet[Database]:
+        # Not granted reads as not registered: 404, as for an id that does not exist.
+        return access.readable_databases(self.request.user)
 
     def get_serializer_class(self) -> type[serializers.Serializer]:
         if self.action == "runs":
@@ -101,7 +118,15 @@ class DatabaseViewSet(
             context["status"] = state.status_of(self.get_object()).status
         return context
 
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(
+        request=None,
+        parameters=[doc.ID],
+        responses={
+            202: doc.Queued,
+            **doc.WRITE_ERRORS,
+            503: doc.error("the task queue is unavailable: nothing was queued"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def reflect(self, request: Request, pk: str | None = None) -> Response:
         """Queue a reflection now (or report the one already queued or running).
@@ -110,23 +135,25 @@ class DatabaseViewSet(
         """
         queued = state.request_reflection(self.get_object(), state.Trigger.API)
         if queued.status == state.Status.UNAVAILABLE:
-            return Response(
-                {"detail": "The task queue is unavailable; nothing was queued. Try again later."},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
+            raise QueueUnavailable("the task queue is unavailable; nothing was queued: try again")
         return Response(
             {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
         )
 
-    @extend_schema(responses=ReflectionRunSerializer(many=True))
+    @extend_schema(
+        parameters=[doc.ID, doc.LIST_LIMIT, doc.LIST_OFFSET],
+        responses={200: ReflectionRunSerializer(many=True), **doc.READ_ERRORS},
+    )
     @action(detail=True)
     def runs(self, request: Request, pk: str | None = None) -> Response:
         """The database's reflection history, the latest first."""
         runs = self.paginate_queryset(self.get_object().runs.all())
         return self.get_paginated_response(self.get_serializer(runs, many=True).data)
 
-    @extend_schema(request=None, responses={200: dict, 409: dict, 503: dict})
+    @extend_schema(
+        request=None, parameters=[doc.ID], responses={200: doc.WatchMode, **doc.WATCH_ERRORS}
+    )
     @action(detail=True, methods=["post", "delete"], url_path="watch")
     def watch(self, request: Request, pk: str | None = None) -> Response:
         """Install (POST) or remove (DELETE) the database's DDL watch; answer its watch mode.
@@ -143,8 +170,13 @@ class DatabaseViewSet(
         return Response({"watch_mode": state.watch_mode(database)})
 
 
-@extend_schema(parameters=[DATABASE_PARAMETER, INCLUDE_DROPPED])
-class SchemaViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+@extend_schema_view(
+    list=extend_schema(parameters=doc.SCHEMA_LIST_PARAMETERS, responses=_listed(SchemaSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: SchemaSerializer, **doc.READ_ERRORS}
+    ),
+)
+class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     """Schemas of a database. Listing queues a reflection when the last one is not recent."""
 
     serializer_class = SchemaSerializer
@@ -154,25 +186,23 @@ class SchemaViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     }  # fmt: skip
 
     def get_queryset(self) -> QuerySet[Schema]:
-        schemas = Schema.objects.all()
+        readable = access.readable_databases(self.request.user)
+        schemas = access.only_readable(self.request.user, Schema.objects.all())
         if self.action != "list":
             return schemas
-        database_id = query_int(self.request, "database", required=True)
-        database = self.listed(get_object_or_404(Database, pk=database_id))
+        database_id = query_int(self.request, "database", required=True, least=1)
+        database = self.listed(get_object_or_404(readable, pk=database_id))
         schemas = schemas.filter(database=database)
         return schemas if query_bool(self.request, "include_dropped") else schemas.live()
 
 
-@extend_schema(
-    parameters=[
-        DATABASE_PARAMETER,
-        OpenApiParameter("schema", int, description="id of the schema (implies its database)"),
-        OpenApiParameter("kind", str, enum=Table.Kind.values),
-        OpenApiParameter("search", str, description="part of the name, any case"),
-        INCLUDE_DROPPED,
-    ]
+@extend_schema_view(
+    list=extend_schema(parameters=doc.TABLE_LIST_PARAMETERS, responses=_listed(TableSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: TableSerializer, **doc.READ_ERRORS}
+    ),
 )
-class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     """Tables, views and other relations. Listing queues a reflection when not recent."""
 
     serializer_class = TableSerializer
@@ -183,53 +213,58 @@ class TableViewSet(ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
     }  # fmt: skip
 
     def get_queryset(self) -> QuerySet[Table]:
+        user = self.request.user
         if self.action != "list":
-            return Table.objects.select_related("schema", "database")
+            return access.only_readable(user, Table.objects.select_related("schema", "database"))
         # A listed row shows its schema's name; its database is known by id alone.
         tables = Table.objects.select_related("schema")
-        schema_id = query_int(self.request, "schema")
+        schema_id = query_int(self.request, "schema", least=1)
+        database_id = query_int(self.request, "database", required=schema_id is None, least=1)
         if schema_id is not None:
-            schema = get_object_or_404(Schema.objects.select_related("database"), pk=schema_id)
+            schemas = access.only_readable(user, Schema.objects.select_related("database"))
+            schema = get_object_or_404(schemas, pk=schema_id)
+            if database_id is not None and schema.database_id != database_id:
+                raise ValidationError(
+                    {"schema": [f"schema {schema_id} is not a schema of database {database_id}"]}
+                )
             tables, database = tables.filter(schema=schema), schema.database
         else:
-            database_id = query_int(self.request, "database", required=True)
-            database = get_object_or_404(Database, pk=database_id)
+            database = get_object_or_404(access.readable_databases(user), pk=database_id)
         return self.filtered(tables.filter(database=self.listed(database)))
 
     def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
         """Apply the kind, search and include_dropped parameters of the query string."""
-        kind = self.request.query_params.get("kind")
-        if kind:
+        kind = query_value(self.request, "kind")
+        if kind is not None:
             if kind not in Table.Kind.values:
                 raise ValidationError({"kind": [f"must be one of {', '.join(Table.Kind.values)}"]})
             tables = tables.filter(kind=kind)
-        search = self.request.query_params.get("search")
+        search = query_text(self.request, "search")
         if search:
             tables = tables.filter(name__icontains=search)
         return tables if query_bool(self.request, "include_dropped") else tables.live()
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(parameters=[doc.ID], responses={200: doc.Columns, **doc.LIVE_READ_ERRORS})
     @action(detail=True)
     def columns(self, request: Request, pk: str | None = None) -> Response:
         """Columns of the table, read from its database now (never stored)."""
-        columns = browse.read_columns(self.get_object())
+        columns = table_reads.read_columns(self.get_object())
         return Response({"columns": [asdict(column) for column in columns]})
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("limit", int, description=f"rows, 1 to {live.MAX_LIMIT}; 50"),
-            OpenApiParameter("offset", int, description="rows to skip; 0"),
-        ],
-        responses={200: dict},
+        parameters=[doc.ID, doc.RECORDS_LIMIT, doc.RECORDS_OFFSET],
+        responses={200: doc.Records, **doc.LIVE_READ_ERRORS},
     )
     @action(detail=True)
     def records(self, request: Request, pk: str | None = None) -> Response:
         """A page of the table's rows, read from its database now (never stored)."""
-        limit = query_int(request, "limit")
+        limit = query_int(request, "limit", least=1, most=live.MAX_LIMIT)
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
         offset = query_int(request, "offset") or 0
         live.check_page(limit, offset)  # before anything is looked up
-        page = browse.read_records(self.get_object(), limit, offset)
+        table = self.get_object()
+        access.check_records(request.user, table.database)
+        page = table_reads.read_records(table, limit, offset)
         return Response(asdict(page))
 
 
@@ -239,14 +274,27 @@ class TaskViewSet(viewsets.ViewSet):
     permission_classes = [IsAdminUser]
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # task ids are UUIDs
 
-    @extend_schema(responses={200: TaskSerializer})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "id",
+                {"type": "string", "pattern": "^[0-9a-fA-F-]{32,36}$"},
+                OpenApiParameter.PATH,
+                description="the task id that queuing it answered",
+            )
+        ],
+        responses={
+            200: TaskSerializer,
+            401: doc.NOT_LOGGED_IN,
+            404: doc.error("not a task id"),
+            403: doc.error("a user who is not staff"),
+            503: doc.error("the result backend is unavailable"),
+        },
+    )
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         found = progress.task_progress(str(pk))
         if found is None:
-            return Response(
-                {"detail": "The result backend is unavailable. Try again later."},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
+            raise QueueUnavailable("the result backend is unavailable: try again later")
         return Response(TaskSerializer(asdict(found)).data)
 
 

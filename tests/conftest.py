@@ -23,14 +23,15 @@ from celery import current_app
 from celery.signals import after_task_publish
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.db import connection
+from django.db.models.signals import post_save
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
 from sync import demo, queues, registry, state
-from sync.models import Database
+from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T")
 
@@ -174,6 +175,7 @@ def clear_cache() -> None:
     """Start every test with no recency keys, leases, back-offs, dirty marks or cached names."""
     cache.clear()
     state.clear_all()
+    state.REDIS_BREAKER.reset()  # and with Redis trusted again
 
 
 def hold_lease(database_id: int, token: str, lease_state: str = "queued") -> None:
@@ -242,8 +244,33 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15, what: str =
         time.sleep(0.05)
 
 
-def make_user(username: str, staff: bool = False) -> User:
-    return User.objects.create_user(username, password=f"{username}-pw", is_staff=staff)
+# In tests, members of this group may read every database (see readers_read_everything);
+# make_user puts a non-staff user in it unless told not to.
+READERS = "readers"
+
+
+def grant_to_readers(instance: Database, created: bool, **_: Any) -> None:
+    if created:
+        group, _ = Group.objects.get_or_create(name=READERS)
+        DatabaseGrant.objects.get_or_create(
+            database=instance, group=group, defaults={"records": True}
+        )
+
+
+@pytest.fixture(autouse=True)
+def readers_read_everything() -> Iterator[None]:
+    """Grant every database registered during a test to the readers group, records too."""
+    post_save.connect(grant_to_readers, sender=Database, weak=False, dispatch_uid=READERS)
+    yield
+    post_save.disconnect(sender=Database, dispatch_uid=READERS)
+
+
+def make_user(username: str, staff: bool = False, granted: bool = True) -> User:
+    """Create a user; a non-staff one reads every database unless granted is False."""
+    user = User.objects.create_user(username, password=f"{username}-pw", is_staff=staff)
+    if granted and not staff:
+        user.groups.add(Group.objects.get_or_create(name=READERS)[0])
+    return user
 
 
 def client_for(user: User | None) -> APIClient:
@@ -366,15 +393,86 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class HeldDatabaseRow:
-    """Hold the row lock of a database from another connection, so reflections of it wait."""
+class Blocker:
+    """Hold a lock of the service database from a connection of its own: who needs it waits."""
 
-    def __init__(self, database: Database) -> None:
-        params = connection.get_connection_params()
-        self.connection = psycopg2.connect(**params)
+    def __init__(self, statement: str, parameters: tuple[Any, ...] = ()) -> None:
+        self.connection = psycopg2.connect(**connection.get_connection_params())
         with self.connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", [database.id])
+            cursor.execute(statement, parameters)
+
+    def blocked(self) -> list[int]:
+        """Return the server processes that wait for this blocker's lock.
+
+        Asked on a connection of its own, outside any transaction: within one, the server
+        shows the activity of other processes as it was at its first look.
+        """
+        observer = psycopg2.connect(**connection.get_connection_params())
+        observer.autocommit = True
+        try:
+            with observer.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                    [self.connection.get_backend_pid()],
+                )
+                return [pid for (pid,) in cursor.fetchall()]
+        finally:
+            observer.close()
 
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+
+class HeldDatabaseRow(Blocker):
+    """Hold the row lock of a database, so that reflections of it wait before they read."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__("SELECT 1 FROM sync_database WHERE id = %s FOR UPDATE", (database.id,))
+
+
+class LockedTableInserts(Blocker):
+    """Make every write of table rows wait: a reflection stops after its catalog read."""
+
+    def __init__(self) -> None:
+        super().__init__("LOCK TABLE sync_table IN EXCLUSIVE MODE")
+
+
+def backend_gone(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+        (count,) = cursor.fetchone()
+    return count == 0
+
+
+def procfile_command(role: str) -> str:
+    """Return the shell command the Procfile runs for a role, as honcho would run it."""
+    procfile = os.path.join(os.path.dirname(os.path.dirname(__file__)), "Procfile")
+    with open(procfile) as lines:
+        for line in lines:
+            name, sep, command = line.partition(":")
+            if sep and name.strip() == role:
+                return command.strip()
+    raise AssertionError(f"the Procfile has no {role!r} role")
+
+
+def start_procfile_role(
+    role: str, env: dict[str, str], replace: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a Procfile role through the shell, with the virtualenv's commands first on PATH.
+
+    `replace` changes parts of the command (a port, say) before it runs.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+    command = procfile_command(role)
+    for old, new in (replace or {}).items():
+        assert old in command, f"the Procfile's {role} command has no {old!r}"
+        command = command.replace(old, new)
+    return subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )

@@ -10,6 +10,8 @@ from tests.conftest import HeldDatabaseRow, make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGELIST = "/admin/sync/database/"
+# The grants inline's management form, with no grant in it.
+NO_GRANTS = {"grants-TOTAL_FORMS": "0", "grants-INITIAL_FORMS": "0"}
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_a_non_staff_user_is_refused(registered):
 def test_registering_checks_the_connection_and_hides_the_password(operator, user_db):
     bad = operator.post(
         "/admin/sync/database/add/",
-        {"name": "shop", "new_url": "postgresql://u:hunter2@127.0.0.1:1/shop"},
+        {"name": "shop", "new_url": "postgresql://u:hunter2@127.0.0.1:1/shop", **NO_GRANTS},
     )
     assert bad.status_code == 200
     assert "Connection refused" in bad.content.decode()
@@ -70,7 +72,7 @@ def test_registering_checks_the_connection_and_hides_the_password(operator, user
     assert not Database.objects.exists()
 
     url = user_db.url.replace("postgres@", "postgres:s3cret@")
-    good = operator.post("/admin/sync/database/add/", {"name": "shop", "new_url": url})
+    good = operator.post("/admin/sync/database/add/", {"name": "shop", "new_url": url, **NO_GRANTS})
     assert good.status_code == 302
     database = Database.objects.get(name="shop")
     assert database.url == url
@@ -81,15 +83,50 @@ def test_registering_checks_the_connection_and_hides_the_password(operator, user
 
 
 def test_a_blank_url_on_change_keeps_the_current_one(operator, registered):
+    url = registered.url
     response = operator.post(
-        f"/admin/sync/database/{registered.pk}/change/", {"name": "renamed", "new_url": ""}
+        f"/admin/sync/database/{registered.pk}/change/",
+        {"name": "renamed", "new_url": "", **NO_GRANTS},
     )
     assert response.status_code == 302
     registered.refresh_from_db()
-    assert (registered.name, registered.url) == ("renamed", registered.url)
+    assert (registered.name, registered.url) == ("renamed", url)
 
 
 def test_reflected_objects_are_listed_read_only(operator, registered):
     for page in ("/admin/sync/schema/", "/admin/sync/table/", "/admin/sync/reflectionrun/"):
         assert operator.get(page).status_code == 200
     assert operator.get("/admin/sync/table/add/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:hunter2@127.0.0.1:abc/db", "not a database URL"),
+        ("postgresql://postgres:hunter2@[::1/db", "not a database URL"),
+    ],
+    ids=["port-not-a-number", "unclosed-ipv6"],
+)
+def test_a_malformed_url_is_a_form_error_not_a_500(operator, url, message):
+    response = operator.post(
+        "/admin/sync/database/add/", {"name": "shop", "new_url": url, **NO_GRANTS}
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert "hunter2" not in response.content.decode()
+    assert not Database.objects.exists()
+
+
+def test_the_watch_actions_install_and_remove_the_triggers(operator, registered):
+    installed = run_action(operator, "install_watch", registered)
+    registered.refresh_from_db()
+    assert installed == [f"{registered.name}: watch installed."]
+    assert registered.watch_installed_at is not None
+    page = operator.get(CHANGELIST).content.decode()
+    assert "poll" in page  # installed, and no listener connected in this test
+
+    removed = run_action(operator, "uninstall_watch", registered)
+    registered.refresh_from_db()
+    assert removed == [f"{registered.name}: watch removed."]
+    assert registered.watch_installed_at is None

@@ -45,8 +45,10 @@ def test_register_database_twice_updates_the_url(user_db):
         "mysql://admin:hunter2@db.example/shop",
         "hunter2",
         "postgresql://admin:hunter2@db.example",
+        "postgresql://admin:hunter2@127.0.0.1:abc/db",
+        "postgresql://admin:hunter2@[::1/db",
     ],
-    ids=["wrong-scheme", "not-a-url", "no-database"],
+    ids=["wrong-scheme", "not-a-url", "no-database", "port-not-a-number", "unclosed-ipv6"],
 )
 def test_malformed_url_exits_non_zero_with_one_line_and_no_password(url):
     result = subprocess.run(

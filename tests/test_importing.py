@@ -129,6 +129,19 @@ def test_import_database_command_registers_and_imports(user_db):
     assert Table.objects.live().filter(name="t").exists()
 
 
+def test_a_refused_import_keeps_its_record_in_the_history(user_db, scratch_factory):
+    call_command("import_database", "shop", user_db.url, stdout=StringIO())
+    elsewhere = create_scratch()
+    scratch_factory.append(elsewhere)
+
+    with pytest.raises(CommandError, match="now points at another database"):
+        call_command("import_database", "shop", elsewhere.url, stdout=StringIO())
+
+    database = Database.objects.get(name="shop")
+    assert "now points at another database" in database.last_error
+    assert ReflectionRun.objects.filter(database=database, outcome="refused").count() == 1
+
+
 def test_import_database_of_an_unreachable_url_registers_nothing(db):
     with pytest.raises(CommandError) as raised:
         call_command(

@@ -1,22 +1,17 @@
 """The reflection state of a database: the gate, leases, the dirty mark, back-off and status."""
 
-import os
-import signal
 import time
 from collections.abc import Callable
 
-import psycopg2
 import pytest
 from django.core.cache import cache
-from django.db import connection
 
 from sync import polling, reflection, state, tasks
 from sync.models import Database, ReflectionRun, Table
 from tests.conftest import (
     HeldDatabaseRow,
+    LockedTableInserts,
     run_together,
-    start_worker_process,
-    stop_process,
     wait_until,
 )
 
@@ -66,30 +61,6 @@ def test_a_live_read_that_finds_the_database_unreachable_turns_the_status_failed
     assert "Connection refused" in detail["last_error"]
 
 
-class LockedTableInserts:
-    """Make every insert into the service's table rows wait, from another connection."""
-
-    def __init__(self) -> None:
-        self.connection = psycopg2.connect(**connection.get_connection_params())
-        with self.connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE sync_table IN EXCLUSIVE MODE")
-
-    def release(self) -> None:
-        self.connection.rollback()
-        self.connection.close()
-
-
-def inserts_waiting() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-            " AND datname = current_database()"
-            " AND query LIKE 'INSERT INTO sync_table%%' AND wait_event_type = 'Lock'"
-        )
-        (waiting,) = cursor.fetchone()
-    return bool(waiting)
-
-
 def test_a_ddl_committed_while_a_reflection_runs_is_visible_right_after_it_ends(
     worker, fresh, user_db
 ):
@@ -97,7 +68,7 @@ def test_a_ddl_committed_while_a_reflection_runs_is_visible_right_after_it_ends(
     locked = LockedTableInserts()
     try:
         state.notice_change(fresh, state.Trigger.LISTENER)
-        wait_until(inserts_waiting, what="the reflection to block after its snapshot")
+        wait_until(locked.blocked, what="the reflection to block after its snapshot")
         user_db.execute("CREATE TABLE second (id int)")  # after the snapshot began
         state.notice_change(fresh, state.Trigger.LISTENER)  # what the listener does
     finally:
@@ -109,38 +80,12 @@ def test_a_ddl_committed_while_a_reflection_runs_is_visible_right_after_it_ends(
     assert state.status_of(fresh).status == "fresh"
 
 
-def test_a_worker_killed_mid_reflection_is_forgotten_within_the_lease(registered, user_db, staff):
-    user_db.execute("CREATE TABLE t (id int)")
-    locked = LockedTableInserts()
-    worker_process = start_worker_process(queue="killable")
-    try:
-        token = "killed-mid-run"
-        state.client().set(state.lease_key(registered.id), f"queued:{token}")
-        tasks.reflect_db_objects.apply_async((registered.id,), task_id=token, queue="killable")
-        wait_until(inserts_waiting, timeout=60, what="the worker to block mid-reflection")
-        assert state.holder(registered.id) == (state.LeaseState.RUNNING, token)
-        os.killpg(worker_process.pid, signal.SIGKILL)
-        worker_process.wait(timeout=10)
-    finally:
-        locked.release()
-        stop_process(worker_process)
-
-    # Nothing renews the lease any more: within it, a request queues a new task.
-    wait_until(
-        lambda: (
-            staff.post(f"/api/v1/databases/{registered.id}/reflect/").json()["task_id"] != token
-        ),
-        timeout=3 * 3,  # SYNC_LEASE_SECONDS is 3 in the test settings
-        what="the dead worker's lease to lapse",
-    )
-
-
 def test_a_lease_is_renewed_while_a_long_reflection_runs(worker, fresh, user_db):
     locked = LockedTableInserts()
     user_db.execute("CREATE TABLE slow (id int)")
     try:
         queued = state.request_reflection(fresh, state.Trigger.API)
-        wait_until(inserts_waiting, what="the reflection to block")
+        wait_until(locked.blocked, what="the reflection to block")
         time.sleep(3 * 2)  # twice SYNC_LEASE_SECONDS of the test settings: renewal keeps it
         assert state.holder(fresh.id) == (state.LeaseState.RUNNING, queued.task_id)
     finally:

@@ -4,17 +4,18 @@ import os
 import signal
 from datetime import timedelta
 
-import psycopg2
 import pytest
 import redis
 from celery import current_app
-from django.db import connection
+from celery.signals import task_postrun
 from django.utils import timezone
 
 from sync import queues, reflection, state, tasks
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     HeldDatabaseRow,
+    LockedTableInserts,
+    backend_gone,
     client_for,
     free_port,
     hold_lease,
@@ -180,15 +181,25 @@ def test_two_reflections_at_once_end_in_the_same_state_as_one(registered, user_d
     assert Table.objects.count() == 2
 
 
-def test_a_redelivered_message_is_a_no_op(registered, user_db):
+def test_a_message_delivered_twice_through_the_broker_reflects_once(worker, registered, user_db):
     user_db.execute("CREATE TABLE t (id int)")
     token = "redelivered-token"
     hold_lease(registered.id, token)
-    assert tasks.reflect_db_objects.apply((registered.id,), task_id=token).get() == "reflected"
+    outcomes: list[str] = []
 
-    again = tasks.reflect_db_objects.apply((registered.id,), task_id=token).get()
+    def finished(task_id: str | None = None, retval: object = None, **_: object) -> None:
+        if task_id == token:
+            outcomes.append(str(retval))
 
-    assert again == "fresh"
+    task_postrun.connect(finished, weak=False)
+    try:
+        for _ in range(2):  # the same message again, as a broker redelivers it
+            tasks.reflect_db_objects.apply_async((registered.id,), task_id=token)
+        wait_until(lambda: len(outcomes) == 2, what="both deliveries to run")
+    finally:
+        task_postrun.disconnect(finished)
+
+    assert outcomes == ["reflected", "fresh"]
     assert ReflectionRun.objects.filter(database=registered).count() == 1
 
 
@@ -244,33 +255,29 @@ def test_backoff_grows_and_is_capped():
     assert waits[-1] == tasks.RETRY_CAP_SECONDS
 
 
-def test_a_worker_killed_mid_reflection_leaves_no_partial_state(registered, user_db, reader_client):
+def test_a_worker_killed_mid_reflection_leaves_nothing_half_done_and_is_forgotten(
+    registered, user_db, reader_client
+):
     user_db.execute("CREATE SCHEMA half; CREATE TABLE half.done (id int)")
     token = "killed-mid-run"
     hold_lease(registered.id, token)
-    blocker = psycopg2.connect(**connection.get_connection_params())
-    with blocker.cursor() as cursor:
-        # Reads go on, the table insert waits: the worker is stopped between two writes.
-        cursor.execute("LOCK TABLE sync_table IN EXCLUSIVE MODE")
+    locked = LockedTableInserts()  # reads go on, the table insert waits: stopped between writes
     worker_process = start_worker_process(queue="killable")
     try:
         tasks.reflect_db_objects.apply_async((registered.id,), task_id=token, queue="killable")
-        wait_until(
-            lambda: backends_in("INSERT INTO sync_table", waiting=True) == 1,
-            timeout=60,
-            what="the worker to block mid-reflection",
-        )
+        wait_until(locked.blocked, timeout=60, what="the worker to block mid-reflection")
+        (backend,) = locked.blocked()
+        assert state.holder(registered.id) == (state.LeaseState.RUNNING, token)
         os.killpg(worker_process.pid, signal.SIGKILL)
         worker_process.wait(timeout=10)
     finally:
-        blocker.rollback()
-        blocker.close()
-        if worker_process.poll() is None:
-            os.killpg(worker_process.pid, signal.SIGKILL)
+        locked.release()
+        stop_process(worker_process)
     # Its server process notices the dead client at its next write and rolls back.
-    wait_until(lambda: backends_in("INSERT INTO sync_table") == 0, what="the rollback")
+    wait_until(lambda: backend_gone(backend), what="the rollback")
 
-    # Its schema insert went with it; once its lease lapses, the next list queues anew.
+    # Its schema insert went with it; nothing renews its lease, so within the lease the
+    # next list queues anew, and a staff request no longer answers with the dead task's id.
     assert not Schema.objects.filter(database=registered).exists()
     wait_until(
         lambda: (
@@ -280,16 +287,5 @@ def test_a_worker_killed_mid_reflection_leaves_no_partial_state(registered, user
         timeout=3 * 3,  # SYNC_LEASE_SECONDS is 3 in the test settings
         what="the lease to lapse",
     )
-
-
-def backends_in(query_prefix: str, waiting: bool = False) -> int:
-    """Count the other server processes running a statement, or waiting for a lock in one."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-            " AND query LIKE %s AND state <> 'idle'"
-            " AND (NOT %s OR wait_event_type = 'Lock')",
-            [query_prefix + "%", waiting],
-        )
-        (count,) = cursor.fetchone()
-    return int(count)
+    staff = client_for(make_user("operator", staff=True))
+    assert staff.post(f"/api/v1/databases/{registered.id}/reflect/").json()["task_id"] != token

@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from sync import demo, reflection, registry, watch
-from sync.exceptions import SyncError, WatchRefused
-from sync.models import ReflectionRun
+from sync.exceptions import SyncError
+from sync.models import Database, ReflectionRun
 
 DEMO_ADMIN = "admin"
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            database, _ = registry.register(demo.DEMO_NAME, demo.create_demo_database())
+            database, _ = registry.register(demo.DEMO_NAME, demo.create_demo_database(), check=True)
             result = reflection.reflect(database.id, trigger=ReflectionRun.Trigger.COMMAND)
         except SyncError as error:
             raise CommandError(str(error)) from None
@@ -26,15 +26,26 @@ class Command(BaseCommand):
             f"demo database {database.name} ({database.redacted_url}): "
             f"{result.counts.added} objects added"
         )
+        self.stdout.write(self.watch(database))
+        self.stdout.write(self.demo_admin())
+        if settings.FLOWER_BASIC_AUTH:
+            user, _, password = settings.FLOWER_BASIC_AUTH.partition(":")
+            self.stdout.write(f"Flower login: {user} / {password}")
+
+    def watch(self, database: Database) -> str:
+        """Install the DDL watch as the server's own user: the demo's role only reads."""
+        owner = demo.server_url(demo.DEMO_DATABASE).set(drivername="postgresql")
         try:
-            watch.install(database)
-            self.stdout.write("demo database watched: a change made in psql shows at once")
-        except WatchRefused as error:
-            self.stdout.write(str(error))
-        password = settings.DEMO_ADMIN_PASSWORD
+            watch.install(database, owner.render_as_string(hide_password=False))
+        except SyncError as error:
+            return str(error)
+        return "demo database watched: a table created in psql shows at once"
+
+    def demo_admin(self) -> str:
+        """Create the demo admin when no user has its name; never change an existing one."""
         user_model = get_user_model()
-        user, _ = user_model.objects.get_or_create(username=DEMO_ADMIN)
-        user.is_staff = user.is_superuser = True
-        user.set_password(password)
-        user.save()
-        self.stdout.write(f"demo admin login: {DEMO_ADMIN} / {password}")
+        if user_model.objects.filter(username=DEMO_ADMIN).exists():
+            return f"demo admin login: {DEMO_ADMIN} (existing user, password unchanged)"
+        password = settings.DEMO_ADMIN_PASSWORD
+        user_model.objects.create_superuser(DEMO_ADMIN, password=password)
+        return f"demo admin login: {DEMO_ADMIN} / {password}"

@@ -3,9 +3,8 @@
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 
-from sync import catalog, reflection, registry
+from sync import reflection, registry
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
 
@@ -22,16 +21,21 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, url: str, **options: Any) -> None:
         show = self.bar if self.stdout.isatty() else self.line
         try:
-            catalog.check_connection(url)
-            # One transaction: a failed import leaves no half-made registration behind.
-            with transaction.atomic():
-                database, _ = registry.register(name, url)
-                result = reflection.reflect(
-                    database.id, trigger=ReflectionRun.Trigger.IMPORT, progress=show
-                )
+            # Connects first: an unreachable URL registers nothing.
+            database, _ = registry.register(name, url, check=True)
         except SyncError as error:
             raise CommandError(str(error)) from None
+        try:
+            # Not inside the registration's transaction: a failed reflection's record (on the
+            # database and in its history) must outlive the failure it records.
+            result = reflection.reflect(
+                database.id, trigger=ReflectionRun.Trigger.IMPORT, progress=show
+            )
+        except SyncError as error:
+            raise CommandError(f"registered {name}, but the import failed: {error}") from None
         counts = result.counts
+        if registry.superuser_warning(database):
+            self.stderr.write(f"warning: {registry.superuser_warning(database)}")
         self.stdout.write(
             f"imported {result.database} in {result.duration_ms} ms: "
             f"{counts.added} schemas, tables and views"

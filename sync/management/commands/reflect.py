@@ -34,6 +34,9 @@ class Command(BaseCommand):
                 accept_new_identity=options["accept_new_identity"],
             )
         except SyncError as error:
+            if as_json:  # a script reads standard output: the failure is JSON there too
+                failure = {"database": name, "error": error.code, "detail": str(error)}
+                self.stdout.write(json.dumps(failure))
             raise CommandError(str(error)) from None
         if as_json:
             self.stdout.write(json.dumps(result.as_dict()))

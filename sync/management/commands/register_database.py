@@ -23,3 +23,5 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         verb = "registered" if created else "updated"
         self.stdout.write(f"{verb} {database.name} ({database.redacted_url})")
+        if registry.superuser_warning(database):
+            self.stderr.write(f"warning: {registry.superuser_warning(database)}")

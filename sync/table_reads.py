@@ -1,4 +1,7 @@
-"""Columns and records of a reflected table, read on the fly by its oid under its live name.
+"""Columns and records of a reflected Table model, read on the fly through sync.live.
+
+sync.live reads a relation of a user's database by oid and name; this module is the model's
+side: it finds the table's live name, and tells the reflection state what the read found.
 
 The name comes from the name cache, or the catalog on a miss. A table renamed since the last
 reflection is still read, and a reflection is queued; one that is gone answers TableNotFound,

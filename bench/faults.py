@@ -1,0 +1,384 @@
+"""Benchmark recovery from faults injected into a running service under light list traffic.
+
+Runs every Procfile role under scripts/supervise.py (as `make run` does), on free ports, with a
+Redis server of its own, and lists a registered database five times a second throughout. For
+each fault it prints the seconds from the fault's end until a list says `fresh` again, the
+5xx answers and failed requests meanwhile, the model rows lost, and the list latency during the
+fault beside the baseline measured before any fault. The service's PostgreSQL is shared on this
+machine, so its restart is stood in for by ending every session of the service database.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# Before Django is set up: a Redis server of the bench's own, never the service's databases.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_faults")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+os.environ["SYNC_MIN_REFLECTION_GAP"] = "0"  # an expired key queues at once: recovery shows
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "0")) or _free_port()
+os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+import django  # noqa: E402
+
+django.setup()
+
+import http.client  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager, suppress  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection as db_connection  # noqa: E402
+from psycopg2 import sql  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    connect,
+    log,
+    machine,
+    server_url,
+    stop,
+)
+from bench.list_latency import auth_header, ensure_database  # noqa: E402
+from sync import registry, state  # noqa: E402
+from sync.exceptions import IdentityChanged  # noqa: E402
+from sync.models import Database, Table  # noqa: E402
+from sync.reflection import reflect  # noqa: E402
+
+USER_DATABASE = "dbsync_bench_faults_user"  # kept between runs
+MARKER = "dbsync bench: faults"
+TABLES = 20
+OUTAGE_SECONDS = 5.0
+RECOVERY_LIMIT = 60.0  # a fault not recovered by then is reported as not recovered
+TARGET_SECONDS = 30
+
+
+@dataclass
+class Sample:
+    at: float
+    status: int  # 0: no answer (refused, reset, timed out)
+    freshness: str
+    seconds: float
+
+
+class Traffic:
+    """Lists the database five times a second, in a thread, keeping every answer."""
+
+    def __init__(self, port: int, database_id: int, authorization: str) -> None:
+        self.port, self.path = port, f"/api/v1/tables/?database={database_id}"
+        self.headers = {"Authorization": authorization}
+        self.samples: list[Sample] = []
+        self.running = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while self.running:
+            started = time.monotonic()
+            status, state = 0, ""
+            try:
+                web = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                web.request("GET", self.path, headers=self.headers)
+                response = web.getresponse()
+                response.read()
+                status, state = response.status, response.getheader("X-Reflection-Status", "")
+                web.close()
+            except OSError:
+                pass
+            self.samples.append(Sample(started, status, state, time.monotonic() - started))
+            time.sleep(max(0.0, 0.2 - (time.monotonic() - started)))
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [sample for sample in self.samples if start <= sample.at < end]
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=15)
+
+
+class Service:
+    """The Procfile's roles under supervise.py, on free ports, and the Redis server."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.web_port = _free_port()
+        procfile = (
+            (ROOT / "Procfile").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
+        )
+        (workdir / "Procfile").write_text(procfile)
+        os.environ["FLOWER_PORT"] = str(_free_port())
+        self.redis = self.start_redis()
+
+    def start_roles(self) -> None:
+        workdir = self.workdir
+        self.supervisor = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "supervise.py"),
+             "--procfile", str(workdir / "Procfile"), "--run-dir", str(workdir / "run")],
+            cwd=ROOT, stdout=(workdir / "roles.log").open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def start_redis(self) -> subprocess.Popen[bytes]:
+        server = shutil.which("redis-server") or "redis-server"
+        process = subprocess.Popen(
+            [server, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        poll_until(lambda: redis_answers(), "Redis to start")
+        return process
+
+    def pid(self, role: str) -> int:
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("supervisorctl")), "-c",
+             str(self.workdir / "run" / "supervisord.conf"), "pid", role],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()  # fmt: skip
+        return int(out) if out.isdigit() and out != "0" else 0
+
+    def restarted(self, role: str, before: int) -> float:
+        """Return the seconds until supervisord runs the role again under a new pid."""
+        seconds = poll_until(lambda: self.pid(role) not in (0, before), f"{role} to restart")
+        return round(seconds, 2)
+
+    def close(self) -> None:
+        if hasattr(self, "supervisor"):
+            stop(self.supervisor, "supervisord")
+        subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
+                       capture_output=True, check=False)  # fmt: skip
+        stop(self.redis, "redis-server")
+
+
+def redis_answers() -> bool:
+    try:
+        return bool(redis.Redis(port=REDIS_PORT, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def poll_until(ready: Callable[[], object], what: str, seconds: float = 90) -> float:
+    """Poll until ready; return the seconds it took. Raise after `seconds`."""
+    start = time.monotonic()
+    while not ready():
+        if time.monotonic() - start > seconds:
+            raise RuntimeError(f"{what}: not within {seconds:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def prepare() -> int:
+    """Migrate the bench service database, register the user database, reflect it once."""
+    admin = connect("postgres")
+    try:
+        ensure_database(admin, settings.DATABASES["default"]["NAME"], None)
+        ensure_database(admin, USER_DATABASE, MARKER)
+    finally:
+        admin.close()
+    call_command("migrate", interactive=False, verbosity=0)
+    pg = connect(USER_DATABASE)
+    with pg.cursor() as cursor:
+        for number in range(TABLES):
+            table = sql.Identifier(f"t{number:02d}")
+            cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id int)").format(table))
+    pg.close()
+    database, _ = registry.register("bench_faults", server_url(USER_DATABASE))
+    try:
+        reflect(database.id)
+    except IdentityChanged:
+        reflect(database.id, accept_new_identity=True)
+    return database.id
+
+
+def end_sessions(dbname: str, application_name: str | None = None) -> int:
+    """End every session on a database but the bench's, as a server restart would."""
+    admin = connect("postgres")
+    try:
+        with admin.cursor() as cursor:
+            extra = "" if application_name is None else " AND application_name = %s"
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s"
+                f" AND application_name NOT LIKE 'dbsync-bench%%'{extra}",
+                [dbname] + ([application_name] if application_name else []),
+            )
+            (ended,) = cursor.fetchone() or (0,)
+    finally:
+        admin.close()
+    db_connection.close()  # this script's own session was one of them
+    return int(ended)
+
+
+def expire(database_id: int) -> None:
+    """Expire the recency key: a list queues a reflection, which the worker must run."""
+    with suppress(redis.RedisError):
+        state.expire(database_id)
+
+
+def first_fresh(traffic: Traffic, since: float) -> float | None:
+    """Return when a list first answered `fresh` after `since`, or None."""
+    fresh = [
+        s.at for s in traffic.between(since, 1e18) if s.status == 200 and s.freshness == "fresh"
+    ]
+    return min(fresh) if fresh else None
+
+
+@contextmanager
+def fault(
+    name: str, traffic: Traffic, database_id: int, report: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Measure one fault: the block injects it and returns once it is lifted."""
+    rows_before = Table.objects.live().filter(database_id=database_id).count()
+    started = time.monotonic()
+    facts: dict[str, Any] = {}
+    log(f"fault: {name}")
+    yield facts
+    lifted = time.monotonic()
+    with suppress(RuntimeError):  # not recovered within RECOVERY_LIMIT: reported as None
+        poll_until(lambda: first_fresh(traffic, lifted) is not None, name, RECOVERY_LIMIT)
+    fresh = first_fresh(traffic, lifted)
+    fresh_at = time.monotonic() if fresh is None else fresh
+    recovered = None if fresh is None else round(fresh - lifted, 2)
+    window = traffic.between(started, fresh_at)
+    during = [s.seconds * 1000 for s in traffic.between(started, lifted) if s.status == 200]
+    report[name] = {
+        **facts,
+        "fault_seconds": round(lifted - started, 2),
+        "fresh_again_after_s": recovered,
+        "requests": len(window),
+        "answers_5xx": sum(1 for s in window if s.status >= 500),
+        "no_answer": sum(1 for s in window if s.status == 0),
+        "statuses_seen": sorted({s.freshness or str(s.status) for s in window}),
+        "list_p50_ms_during_fault": round(statistics.median(during), 1) if during else None,
+        "lost_rows": rows_before - Table.objects.live().filter(database_id=database_id).count(),
+    }
+    log(f"  {report[name]}")
+    time.sleep(2)  # let the service settle before the next fault
+
+
+def run_faults(service: Service, traffic: Traffic, database_id: int) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    broker = redis.Redis(port=REDIS_PORT, db=0)
+
+    with fault(
+        "redis_stopped_while_worker_holds_a_delayed_message", traffic, database_id, report
+    ) as facts:
+        broken, _ = registry.register("bench_faults_broken", "postgresql://nobody@127.0.0.1:1/none")
+        state.request_reflection(
+            broken, state.Trigger.API
+        )  # fails, and is retried after a countdown
+        poll_until(lambda: broker.exists("unacked"), "the worker to hold the retry")
+        worker = service.pid("worker")
+        subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=True)
+        time.sleep(OUTAGE_SECONDS)
+        service.redis = service.start_redis()
+        facts["worker_survived"] = service.pid("worker") == worker
+        Database.objects.filter(pk=broken.pk).delete()
+
+    with fault("redis_hangs", traffic, database_id, report):
+        expire(database_id)
+        service.redis.send_signal(signal.SIGSTOP)
+        time.sleep(OUTAGE_SECONDS)
+        service.redis.send_signal(signal.SIGCONT)
+
+    for role in ("worker", "beat", "web"):
+        with fault(f"{role}_killed", traffic, database_id, report) as facts:
+            before = service.pid(role)
+            os.killpg(before, signal.SIGKILL)
+            expire(database_id)
+            facts["restarted_after_s"] = service.restarted(role, before)
+
+    with fault("service_database_restarted", traffic, database_id, report) as facts:
+        facts["sessions_ended"] = end_sessions(settings.DATABASES["default"]["NAME"])
+        expire(database_id)
+
+    with fault("registered_database_restarted", traffic, database_id, report) as facts:
+        facts["sessions_ended"] = end_sessions(USER_DATABASE)
+        expire(database_id)
+    return report
+
+
+def hang_without_breaker(service: Service, database_id: int, authorization: str) -> dict[str, Any]:
+    """The breaker's baseline: the same hang, the roles started again with SYNC_REDIS_COOLDOWN=0."""
+    stop(service.supervisor, "supervisord")
+    os.environ["SYNC_REDIS_COOLDOWN"] = "0"
+    service.start_roles()
+    traffic = Traffic(service.web_port, database_id, authorization)
+    poll_until(lambda: first_fresh(traffic, 0) is not None, "the web without the breaker", 120)
+    report: dict[str, Any] = {}
+    with fault("redis_hangs_without_breaker", traffic, database_id, report):
+        expire(database_id)
+        service.redis.send_signal(signal.SIGSTOP)
+        time.sleep(OUTAGE_SECONDS)
+        service.redis.send_signal(signal.SIGCONT)
+    traffic.stop()
+    return report
+
+
+def target_met(faults: dict[str, Any]) -> dict[str, Any]:
+    """Every fault recovered within 30 s; no row lost; no 5xx but where the service database
+    itself is down."""
+    recovered = [fault["fresh_again_after_s"] for fault in faults.values()]
+    fives = [f["answers_5xx"] for name, f in faults.items() if name != "service_database_restarted"]
+    return {
+        "recovered_within_s": TARGET_SECONDS,
+        "met": all(r is not None and r <= TARGET_SECONDS for r in recovered)
+        and all(fault["lost_rows"] == 0 for fault in faults.values())
+        and not any(fives),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="dbsync-bench-faults-") as workdir:
+        service = Service(Path(workdir))
+        try:
+            database_id = prepare()
+            service.start_roles()
+            authorization = auth_header("token")
+            traffic = Traffic(service.web_port, database_id, authorization)
+            poll_until(lambda: first_fresh(traffic, 0) is not None, "the web", 120)
+            baseline_start = time.monotonic()
+            time.sleep(10)
+            baseline = [s.seconds for s in traffic.between(baseline_start, 1e18) if s.status == 200]
+            faults = run_faults(service, traffic, database_id)
+            traffic.stop()
+            faults |= hang_without_breaker(service, database_id, authorization)
+        finally:
+            service.close()
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "baseline_list_p50_ms": round(statistics.median(baseline) * 1000, 1),
+                "faults": faults,
+                "target": target_met(faults),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
