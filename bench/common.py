@@ -6,7 +6,6 @@ Import after django.setup(): the server is the one that holds the service databa
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import psycopg2
 import sqlalchemy
 from psycopg2.extensions import connection as PgConnection
 
+from bench.isolate import free_port as free_port  # the benchmarks take it from here
 from sync import demo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +62,6 @@ def machine() -> dict[str, Any]:
         "postgresql": server_version,
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager

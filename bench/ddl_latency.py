@@ -4,37 +4,18 @@ Starts gunicorn, a Celery worker, beat and the listener on a Redis server of its
 from a second client and times each change until the list API (token auth) shows it.
 """
 
-import atexit
-import os
-import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-# Before Django is set up: a service database and a Redis server of the bench's own.
-with socket.socket() as _probe:
-    _probe.bind(("127.0.0.1", 0))
-    REDIS_PORT = _probe.getsockname()[1]
-_redis = subprocess.Popen(
-    [shutil.which("redis-server") or "redis-server", "--port", str(REDIS_PORT), "--bind",
-     "127.0.0.1", "--save", "", "--appendonly", "no"],
-    stdout=subprocess.DEVNULL, start_new_session=True,
-)  # fmt: skip
-atexit.register(_redis.kill)
-os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_ddl")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django  # noqa: E402
-
-django.setup()
+isolate("dbsync_bench_ddl")
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402

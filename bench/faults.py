@@ -14,29 +14,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Before Django is set up: a Redis server of the bench's own, never the service's databases.
+# Before Django is set up. The bench starts, stops and freezes its Redis server itself (the
+# faults), on this port, rather than the one isolate() would start.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_faults")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ["SYNC_MIN_REFLECTION_GAP"] = "0"  # an expired key queues at once: recovery shows
+from bench.isolate import free_port, isolate  # noqa: E402
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "0")) or _free_port()
+REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "0")) or free_port()
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
-
-import django  # noqa: E402
-
-django.setup()
+os.environ["SYNC_MIN_REFLECTION_GAP"] = "0"  # an expired key queues at once: recovery shows
+isolate("dbsync_bench_faults")
 
 import http.client  # noqa: E402
 import json  # noqa: E402
@@ -125,12 +112,12 @@ class Service:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.web_port = _free_port()
+        self.web_port = free_port()
         procfile = (
             (ROOT / "Procfile").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
         )
         (workdir / "Procfile").write_text(procfile)
-        os.environ["FLOWER_PORT"] = str(_free_port())
+        os.environ["FLOWER_PORT"] = str(free_port())
         self.redis = self.start_redis()
 
     def start_roles(self) -> None:

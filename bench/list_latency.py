@@ -1,29 +1,20 @@
 """Benchmark list latency under gunicorn and a Celery worker, with a fresh and an expired key,
 against a minimal Django view that returns the same rows (bench/minimal_list.py)."""
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_api")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")  # broker 12, results 13, cache 14
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
-os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
-os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_bench_api")
 
 import argparse  # noqa: E402
 import base64  # noqa: E402
 import http.client  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import secrets  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402

@@ -1,19 +1,12 @@
 """Benchmark on-the-fly reads (first page, columns) beside the same SQL run bare; print JSON."""
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_live")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")  # not used by this benchmark
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_live")
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -6,20 +6,13 @@ authentication, the freshness gate in Redis, templates), without a network in be
 alternate kind by kind within each round, so that the shared machine's drift falls on all alike.
 """
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_pages")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")  # cache and locks in 3..5
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_bench_pages")
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -1,25 +1,16 @@
 """Benchmark reflection beside a bare catalog read on kept databases of 1k to 100k relations."""
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/4")  # broker 4, results 5, cache 6
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
-os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
-os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_bench")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402

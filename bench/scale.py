@@ -9,23 +9,17 @@ person's list of another database queues a reflection every few tenths of a seco
 measured in the same run just before.
 """
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: never touch the real service database `dbsync` or its Redis databases.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_scale")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")  # broker 12, results 13, cache 14
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_bench_scale")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402

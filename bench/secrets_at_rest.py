@@ -6,24 +6,13 @@ Three variants, interleaved in the same run so that the machine's drift hits the
   uncached   the decryption cache emptied before every request (one Fernet decryption each)
 """
 
-import os
 import sys
 from pathlib import Path
 
-# Before Django is set up: a service database of its own, never the real `dbsync`.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/dbsync_bench_secrets")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/3")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("SYNC_REFLECTION_INTERVAL", "3600")  # lists queue nothing meanwhile
-# Fixed secrets of the benchmarks alone: stored URLs stay readable from one run to the next.
-os.environ.setdefault("SECRET_KEY", "dbsync-bench-secret-key")
-os.environ.setdefault("SYNC_SECRET_KEYS", "YmVuY2gta2V5LW9mLWRic3luYy0wMDAwMDAwMDAwMDA=")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.isolate import isolate
 
-import django
-
-django.setup()
+isolate("dbsync_bench_secrets", SYNC_REFLECTION_INTERVAL="3600")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
