@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_SECRETS = {
@@ -32,6 +33,7 @@ def isolate(service_database: str, **settings: str) -> None:
 
     `settings` are environment variables to set as well (the environment's own win).
     """
+    refuse_the_service(os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", ""))
     if "REDIS_URL" not in os.environ:
         os.environ["REDIS_URL"] = f"redis://127.0.0.1:{start_redis()}/0"
     defaults = {
@@ -48,6 +50,15 @@ def isolate(service_database: str, **settings: str) -> None:
     import django
 
     django.setup()
+
+
+def refuse_the_service(database_url: str, redis_url: str) -> None:
+    """Exit if the environment points a benchmark at a running dbsync's own database or Redis."""
+    if urlsplit(database_url).path.strip("/") == "dbsync":
+        raise SystemExit("DATABASE_URL points at the service database dbsync; refusing")
+    redis = urlsplit(redis_url)
+    if redis_url and (redis.port or 6379) == 6379 and redis.path.strip("/") in {"", "0"}:
+        raise SystemExit("REDIS_URL points at the service's Redis databases; refusing")
 
 
 def free_port() -> int:

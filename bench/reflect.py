@@ -16,7 +16,6 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 from django.core.cache import cache  # noqa: E402
@@ -158,10 +157,6 @@ def ensure_user_database(n: int) -> str:
 def ensure_service_database() -> None:
     """Create the bench service database if missing and migrate it."""
     name = settings.DATABASES["default"]["NAME"]
-    if name == "dbsync":
-        raise SystemExit("DATABASE_URL points at the real service database dbsync; refusing")
-    if urlsplit(settings.REDIS_URL).path.strip("/") in {"", "0"}:
-        raise SystemExit("REDIS_URL points at Redis databases 0-2 of the service; refusing")
     admin = connect("postgres")
     try:
         with admin.cursor() as cursor:
