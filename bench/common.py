@@ -17,6 +17,7 @@ from typing import Any
 import django
 import psycopg2
 import sqlalchemy
+from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
 from bench.isolate import free_port as free_port  # the benchmarks take it from here
@@ -96,3 +97,25 @@ def stop(process: subprocess.Popen[bytes], name: str) -> None:
 
 def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def ensure_database(dbname: str, marker: str | None = None) -> None:
+    """Create a database if missing; one with a marker must carry it, or it is not ours."""
+    admin = connect("postgres")
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                [dbname],
+            )
+            found = cursor.fetchone()
+            if found is None:
+                log(f"creating database {dbname}")
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+                if marker is not None:
+                    comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
+                    cursor.execute(comment.format(sql.Identifier(dbname), sql.Literal(marker)))
+            elif marker is not None and found[0] != marker:
+                raise SystemExit(f"{dbname} exists without the marker {marker!r}; not touching it")
+    finally:
+        admin.close()

@@ -31,6 +31,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import (  # noqa: E402
     connect,
+    ensure_database,
     free_port,
     log,
     machine,
@@ -47,13 +48,8 @@ MARKER = "dbsync bench: ddl latency"
 
 def ensure_databases() -> Database:
     """Create the service and user databases if missing, migrate, register and reflect."""
-    admin = connect("postgres")
-    with admin.cursor() as cursor:
-        for name in (settings.DATABASES["default"]["NAME"], USER_DATABASE):
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
+    ensure_database(settings.DATABASES["default"]["NAME"])
+    ensure_database(USER_DATABASE)
     call_command("migrate", verbosity=0)
     user = connect(USER_DATABASE)
     with user.cursor() as cursor:

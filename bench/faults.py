@@ -45,12 +45,13 @@ from psycopg2 import sql  # noqa: E402
 
 from bench.common import (  # noqa: E402
     connect,
+    ensure_database,
     log,
     machine,
     server_url,
     stop,
 )
-from bench.list_latency import auth_header, ensure_database  # noqa: E402
+from bench.list_latency import auth_header  # noqa: E402
 from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import Database, Table  # noqa: E402
@@ -179,12 +180,8 @@ def poll_until(ready: Callable[[], object], what: str, seconds: float = 90) -> f
 
 def prepare() -> int:
     """Migrate the bench service database, register the user database, reflect it once."""
-    admin = connect("postgres")
-    try:
-        ensure_database(admin, settings.DATABASES["default"]["NAME"], None)
-        ensure_database(admin, USER_DATABASE, MARKER)
-    finally:
-        admin.close()
+    ensure_database(settings.DATABASES["default"]["NAME"])
+    ensure_database(USER_DATABASE, MARKER)
     call_command("migrate", interactive=False, verbosity=0)
     pg = connect(USER_DATABASE)
     with pg.cursor() as cursor:

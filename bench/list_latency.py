@@ -38,10 +38,9 @@ from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
-from psycopg2.extensions import connection as PgConnection  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from bench.common import connect, free_port, log, machine, service, tail  # noqa: E402
+from bench.common import connect, ensure_database, free_port, log, machine, service, tail  # noqa: E402
 from sync import demo, queues, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import DatabaseGrant, ReflectionRun, Table  # noqa: E402
@@ -55,24 +54,6 @@ MARKER = "dbsync bench: list latency"
 BENCH_USER = "bench_list_reader"
 CONTROL_ID = -1  # no database has this id: the fresh phase deletes its recency key instead
 FINISHED = ("task-succeeded", "task-failed", "task-rejected", "task-revoked", "task-retried")
-
-
-def ensure_database(admin: PgConnection, dbname: str, marker: str | None) -> None:
-    """Create a database if missing; one with a marker must carry it, or it is not ours."""
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [dbname],
-        )
-        found = cursor.fetchone()
-        if found is None:
-            log(f"creating database {dbname}")
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            if marker is not None:
-                comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
-                cursor.execute(comment.format(sql.Identifier(dbname), sql.Literal(marker)))
-        elif marker is not None and found[0] != marker:
-            raise SystemExit(f"{dbname} exists without the marker {marker!r}; not touching it")
 
 
 def ensure_tables(tables: int) -> str:
@@ -95,12 +76,8 @@ def ensure_tables(tables: int) -> str:
 
 def prepare_databases(tables: int) -> int:
     """Migrate the bench service database, register the user database, reflect it once."""
-    admin = connect("postgres")
-    try:
-        ensure_database(admin, settings.DATABASES["default"]["NAME"], None)
-        ensure_database(admin, USER_DATABASE, MARKER)
-    finally:
-        admin.close()
+    ensure_database(settings.DATABASES["default"]["NAME"])
+    ensure_database(USER_DATABASE, MARKER)
     call_command("migrate", interactive=False, verbosity=0)
     database, _ = registry.register(REGISTERED_NAME, ensure_tables(tables))
     # The bench's reader lists it through a grant to its group, as any reader would.

@@ -28,9 +28,8 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 
-from bench.common import connect, log, machine, server_url  # noqa: E402
+from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
 from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
@@ -39,28 +38,6 @@ USER_DATABASE = "dbsync_bench_pages_user"  # kept between runs
 MARKER = "dbsync bench: pages"
 SCHEMAS = 10
 BENCH_USER = "bench_pages_reader"
-
-
-def ensure_database(dbname: str, marker: str | None) -> None:
-    """Create a database if missing; one with a marker must carry it, or it is not ours."""
-    admin = connect("postgres")
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                [dbname],
-            )
-            found = cursor.fetchone()
-            if found is None:
-                log(f"creating database {dbname}")
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-                if marker is not None:
-                    comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
-                    cursor.execute(comment.format(sql.Identifier(dbname), sql.Literal(marker)))
-            elif marker is not None and found[0] != marker:
-                raise SystemExit(f"{dbname} exists without the marker {marker!r}; not touching it")
-    finally:
-        admin.close()
 
 
 def prepare(tables: int) -> int:

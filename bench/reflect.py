@@ -25,7 +25,7 @@ from django.utils import timezone  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 
-from bench.common import connect, log, machine, server_url  # noqa: E402
+from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
 from sync import catalog, names, registry  # noqa: E402
 from sync.catalog import Snapshot  # noqa: E402
 from sync.models import Database, Schema, Table  # noqa: E402
@@ -127,27 +127,8 @@ def ensure_relations(dbname: str, n: int) -> None:
 
 def ensure_user_database(n: int) -> str:
     """Create the kept database of n relations, or check and repair the existing one."""
-    dbname, marker = f"dbsync_bench_{n}", MARKER.format(n=n)
-    admin = connect("postgres")
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                [dbname],
-            )
-            found = cursor.fetchone()
-            if found is None:
-                log(f"creating {dbname}")
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-                cursor.execute(
-                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                        sql.Identifier(dbname), sql.Literal(marker)
-                    )
-                )
-            elif found[0] != marker:
-                raise SystemExit(f"{dbname} exists without the marker {marker!r}; not touching it")
-    finally:
-        admin.close()
+    dbname = f"dbsync_bench_{n}"
+    ensure_database(dbname, MARKER.format(n=n))
     started = time.perf_counter()
     ensure_relations(dbname, n)
     log(f"{dbname} ready ({time.perf_counter() - started:.1f} s)")

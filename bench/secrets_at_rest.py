@@ -28,10 +28,9 @@ from django.contrib.auth.models import Group, User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
-from psycopg2 import sql  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from bench.common import connect, log, machine, server_url  # noqa: E402
+from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
 from sync import encryption, reflection, registry, state  # noqa: E402
 from sync.models import Database, DatabaseGrant, Table  # noqa: E402
 
@@ -43,13 +42,8 @@ TARGET_OVERHEAD = 0.05
 
 def ensure_databases() -> str:
     """Create the service and user databases when missing; migrate; return the user URL."""
-    admin = connect("postgres")
-    with admin.cursor() as cursor:
-        for name in (settings.DATABASES["default"]["NAME"], USER_DATABASE):
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
+    ensure_database(settings.DATABASES["default"]["NAME"])
+    ensure_database(USER_DATABASE)
     pg = connect(USER_DATABASE)
     with pg.cursor() as cursor:
         cursor.execute(
