@@ -25,6 +25,7 @@ from typing import Any  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
@@ -39,7 +40,7 @@ from bench.common import (  # noqa: E402
     service,
 )
 from sync import catalog, reflection, registry, state, watch  # noqa: E402
-from sync.models import Database, ReflectionRun  # noqa: E402
+from sync.models import Database, DatabaseGrant, ReflectionRun  # noqa: E402
 
 USER_DATABASE = "dbsync_bench_ddl_user"  # kept between runs
 SCHEMAS = ("ddl_a", "ddl_b")
@@ -67,8 +68,12 @@ def ensure_databases() -> Database:
     return database
 
 
-def token() -> str:
+def token(database: Database) -> str:
+    """Return the API token of a reader granted the database (through a group, as readers are)."""
     user, _ = get_user_model().objects.get_or_create(username="bench_ddl_reader")
+    readers, _ = Group.objects.get_or_create(name="bench_ddl_readers")
+    DatabaseGrant.objects.get_or_create(database=database, group=readers)
+    user.groups.add(readers)
     return Token.objects.get_or_create(user=user)[0].key
 
 
@@ -256,7 +261,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     watch.install(database)
     database.refresh_from_db()
     port = free_port()
-    lister = Lister(port, database.id, token())
+    lister = Lister(port, database.id, token(database))
     argv = processes(port)
     report: dict[str, Any] = {}
     os.environ["SYNC_POLL_INTERVAL"] = str(args.poll_interval)

@@ -24,6 +24,7 @@ from typing import Any  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth.models import Group  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
@@ -32,6 +33,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
 from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
+from sync.models import DatabaseGrant  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 
 USER_DATABASE = "dbsync_bench_pages_user"  # kept between runs
@@ -65,11 +67,17 @@ def prepare(tables: int) -> int:
     database.refresh_from_db()
     # Fresh for the whole run: the gate answers from Redis and queues nothing.
     state.mark_recent(database.id, database.reflected_at)
+    # The bench's reader is no staff: it reads the database through a group's grant.
+    readers, _ = Group.objects.get_or_create(name=BENCH_USER)
+    DatabaseGrant.objects.get_or_create(
+        database=database, group=readers, defaults={"records": True}
+    )
     return database.id
 
 
 def logged_in_client() -> Client:
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    user.groups.add(Group.objects.get(name=BENCH_USER))
     client = Client(HTTP_HOST=settings.ALLOWED_HOSTS[0])
     client.force_login(user)  # a session row in the service database, as a browser has
     return client
