@@ -2,7 +2,8 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from datetime import datetime
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from django.db.models import Count, Q, QuerySet
 
@@ -92,9 +93,36 @@ def schemas_of(database: Database, search: str, dropped: bool, number: int) -> P
     return paged(schemas.annotate(table_count=live_tables).order_by("name", "id"), total, number)
 
 
+KIND_LABELS = {kind: str(label) for kind, label in Table.Kind.choices}
+
+
+class TableRow(NamedTuple):
+    """A listed table as the page shows it: read as one tuple, no model instance built.
+
+    A page of 100 Table instances and their schemas cost a third of the tables page's time
+    (bench/pages.py: 13.2 ms against 7.5 ms for the API list of the same rows, which reads
+    tuples).
+    """
+
+    id: int
+    oid: int
+    name: str
+    kind: str
+    dropped_at: datetime | None
+    schema_id: int
+    schema_name: str
+
+    @property
+    def kind_label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind)
+
+
+TABLE_ROW = ("id", "oid", "name", "kind", "dropped_at", "schema_id", "schema__name")
+
+
 def tables_of(
     database: Database, filters: TableFilters, number: int
-) -> tuple[Page[Table], list[KindCount]]:
+) -> tuple[Page[TableRow], list[KindCount]]:
     """Return a page of the database's tables and the count of each kind under the filters.
 
     One grouped count serves both the kind filter's counts and the page's total.
@@ -115,7 +143,9 @@ def tables_of(
         total = grouped.get(filters.kind, 0)
     else:
         total = sum(grouped.values())
-    return paged(tables.select_related("schema"), total, number), kinds
+    page: Page[tuple[Any, ...]] = paged(tables.values_list(*TABLE_ROW), total, number)
+    rows = [TableRow._make(row) for row in page.rows]
+    return Page(rows, page.total, page.number, page.size), kinds
 
 
 def runs_of(database: Database, number: int) -> Page[ReflectionRun]:
