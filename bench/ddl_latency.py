@@ -39,7 +39,7 @@ from bench.common import (  # noqa: E402
     server_url,
     service,
 )
-from sync import catalog, reflection, registry, state, watch  # noqa: E402
+from sync import catalog, connections, reflection, registry, state, watch  # noqa: E402
 from sync.models import Database, DatabaseGrant, ReflectionRun  # noqa: E402
 
 USER_DATABASE = "dbsync_bench_ddl_user"  # kept between runs
@@ -208,13 +208,13 @@ def check_cost(n: int, repeat: int) -> dict[str, Any]:
     # connection: the target), and as a poll runs it: on a connection opened for it and
     # closed after, so that a thousand databases hold no idle connection between polls.
     def kept(sql: str) -> Callable[[], Any]:
-        return lambda: catalog.read_once(database.id, url, sql, {})
+        return lambda: connections.read_once(database.source, sql, {})
 
     kept(catalog.VERSION_CHECK)()  # warm the pooled engine
     version = median_ms(kept(catalog.VERSION_CHECK), repeat)
     fingerprint = median_ms(kept(catalog.FINGERPRINT_CHECK), repeat)
-    version_poll = median_ms(lambda: catalog.read_version(database.id, url), repeat)
-    fingerprint_poll = median_ms(lambda: catalog.read_fingerprint(database.id, url), repeat)
+    version_poll = median_ms(lambda: catalog.read_version(database.source), repeat)
+    fingerprint_poll = median_ms(lambda: catalog.read_fingerprint(database.source), repeat)
     bare_ms = median_ms(bare_read, max(3, repeat // 5))
     bare.close()
     return {

@@ -21,7 +21,8 @@ from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 
 from bench.common import connect, log, machine, server_url  # noqa: E402
-from sync import catalog, live  # noqa: E402
+from sync import connections, live  # noqa: E402
+from sync.connections import Source  # noqa: E402
 
 BENCH_DATABASE = "dbsync_bench_live"  # kept between runs
 ROWS = 1_000_000
@@ -146,7 +147,7 @@ def measure(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int) -
 
 def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
     def read() -> live.Page:
-        return live.read_records(KEY, url, oid, "public", "items", LIMIT, 0)
+        return live.read_records(Source(KEY, url), live.Relation(oid, "public", "items"), LIMIT, 0)
 
     read()  # the relation's shape is read once per process, and kept
     with captured() as statements:
@@ -168,7 +169,7 @@ def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, An
 
 def columns(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
     def read() -> list[live.Column]:
-        return live.read_columns(KEY, url, oid)
+        return live.read_columns(Source(KEY, url), oid)
 
     with captured() as statements:
         listed = read()
@@ -215,7 +216,7 @@ def main() -> None:
         "columns": listed,
         "targets": targets(page, listed),
     }
-    catalog.engine(KEY, url).dispose()
+    connections.engine(Source(KEY, url)).dispose()
     print(json.dumps(report, indent=2))
 
 

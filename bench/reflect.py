@@ -26,8 +26,9 @@ from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 
 from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
-from sync import catalog, names, registry  # noqa: E402
+from sync import catalog, connections, names, registry  # noqa: E402
 from sync.catalog import Snapshot  # noqa: E402
+from sync.connections import Source  # noqa: E402
 from sync.models import Database, Schema, Table  # noqa: E402
 from sync.reflection import Counts, reflect  # noqa: E402
 
@@ -154,7 +155,7 @@ def forget(name: str) -> None:
     """Delete a registered database with its rows and cached names, then vacuum the tables."""
     old = Database.objects.filter(name=name).first()
     if old is not None:
-        catalog.engine(old.id, old.url).dispose()
+        connections.engine(Source(old.id, old.url)).dispose()
         oids = Table.objects.filter(database=old).values_list("oid", flat=True)
         cache.delete_many([names.name_key(old.id, oid) for oid in oids])
         old.delete()
@@ -252,7 +253,7 @@ def naive_schemas(database_id: int, snapshot: Snapshot) -> dict[int, Schema]:
 
 def naive_reflect(database_id: int, url: str) -> None:
     """The baseline: one get_or_create (one query or more) per schema and relation."""
-    snapshot = catalog.read_catalog(database_id, url).snapshot
+    snapshot = catalog.read_catalog(Source(database_id, url)).snapshot
     if snapshot is None:
         raise RuntimeError("read_catalog without a known fingerprint always reads the catalog")
     with transaction.atomic():

@@ -22,7 +22,7 @@ from django.db import DatabaseError, close_old_connections
 from psycopg2.extensions import connection as PgConnection
 from sqlalchemy.engine import make_url
 
-from sync import catalog, state, watch
+from sync import connections, state, watch
 from sync.credentials import scrub
 from sync.debounce import Debouncer
 from sync.exceptions import SyncError
@@ -229,7 +229,7 @@ class Listener:
 
 def open_listening(url: str) -> PgConnection:
     """Open an autocommit connection that listens on the watch's channel."""
-    dsn = make_url(catalog.validate_url(url)).set(drivername="postgresql")
+    dsn = make_url(connections.validate_url(url)).set(drivername="postgresql")
     connection = psycopg2.connect(
         dsn.render_as_string(hide_password=False),
         connect_timeout=settings.SYNC_CONNECT_TIMEOUT,

@@ -1,7 +1,7 @@
 """Read columns and records of a user's relation on the fly, never stored, never written.
 
 Each read is one round trip: one statement, in a read-only transaction of its own with the
-statement timeout (see catalog.read_once). A page is read by a statement built from the
+statement timeout (see connections.read_once). A page is read by a statement built from the
 relation's shape (sync.relation_sql), kept per process and checked by the server in the same
 statement: a shape that changed is read again from the catalog, never trusted.
 """
@@ -17,7 +17,7 @@ from django.conf import settings
 from psycopg2 import errors as pg_errors
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from sync.catalog import error_detail, read_once, unavailable
+from sync.connections import Source, error_detail, read_once, unavailable
 from sync.credentials import redact_url
 from sync.exceptions import (
     InvalidPage,
@@ -84,12 +84,32 @@ class _RelationRow(NamedTuple):
     element_category: str | None
 
 
+class Relation(NamedTuple):
+    """A relation to read: its oid, and the name it is expected to have now."""
+
+    oid: int
+    schema: str
+    name: str
+
+
+@dataclass(frozen=True)
+class _PageRead:
+    """One page asked of a relation, and where and how it is read."""
+
+    source: Source
+    oid: int
+    subject: str  # the relation's quoted name, for messages
+    limit: int
+    offset: int
+    exact_limit: int  # counted exactly up to this many rows; estimated above
+
+
 class _ShapeChanged(Exception):
     """The relation no longer has the shape a statement was built from."""
 
 
-# Shapes read from the catalog, by (engine key, URL, oid); every read checks its own.
-_shapes: dict[tuple[int, str, int], Shape] = {}
+# Shapes read from the catalog, by (source, oid); every read checks its own.
+_shapes: dict[tuple[Source, int], Shape] = {}
 _shapes_lock = threading.Lock()
 MAX_SHAPES = 4096
 
@@ -101,9 +121,9 @@ def _forget_shapes_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_shapes_after_fork)
 
 
-def read_columns(key: int, url: str, oid: int) -> list[Column]:
+def read_columns(source: Source, oid: int) -> list[Column]:
     """Return the columns of the relation with this oid, read from the catalog now."""
-    rows = _relation_rows(key, url, oid, COLUMNS_SQL, f"the columns of relation {oid}")
+    rows = _relation_rows(source, oid, COLUMNS_SQL, f"the columns of relation {oid}")
     return [
         Column(
             position=row.position,
@@ -118,19 +138,16 @@ def read_columns(key: int, url: str, oid: int) -> list[Column]:
     ]
 
 
-def live_name(key: int, url: str, oid: int) -> QualifiedName | None:
+def live_name(source: Source, oid: int) -> QualifiedName | None:
     """Return the current (schema, name) of the relation with this oid, or None if it is gone."""
-    failure = partial(_failure, url, f"the name of relation {oid}")
-    rows = read_once(key, url, NAME_SQL, {"oid": oid}, failure)
+    failure = partial(_failure, source.url, f"the name of relation {oid}")
+    rows = read_once(source, NAME_SQL, {"oid": oid}, failure)
     return (rows[0][0], rows[0][1]) if rows else None
 
 
 def read_records(
-    key: int,
-    url: str,
-    oid: int,
-    schema: str,
-    name: str,
+    source: Source,
+    relation: Relation,
     limit: int,
     offset: int,
     *,
@@ -142,27 +159,29 @@ def read_records(
     shape is read from the catalog first when this process has not kept it, or it changed.
     """
     check_page(limit, offset)
-    subject = _display(schema, name)
-    read = partial(_read_page, key, url, oid, subject, limit, offset, exact_count_limit)
-    cached = _shapes.get((key, url, oid))
-    if cached is not None and (cached.schema, cached.name) == (schema, name):
+    oid, name = relation.oid, (relation.schema, relation.name)
+    request = _PageRead(source, oid, _display(*name), limit, offset, exact_count_limit)
+    cached = _shapes.get((source, oid))
+    if cached is not None and (cached.schema, cached.name) == name:
         try:
-            return read(cached, stale_errors=True)
+            return _read_page(request, cached, stale_errors=True)
         except _ShapeChanged:
             pass
-    shape = _read_shape(key, url, oid, subject)
-    if (shape.schema, shape.name) != (schema, name):
+    shape = _read_shape(source, oid, request.subject)
+    if (shape.schema, shape.name) != name:
         current = _display(shape.schema, shape.name)
-        raise TableNotFound(f"{redact_url(url)}: relation {oid} is {current}, not {subject}")
+        where = redact_url(source.url)
+        raise TableNotFound(f"{where}: relation {oid} is {current}, not {request.subject}")
     try:
-        return read(shape, stale_errors=False)
+        return _read_page(request, shape, stale_errors=False)
     except _ShapeChanged:
-        raise ReadFailed(f"{redact_url(url)}: {subject} changed while it was read") from None
+        where = redact_url(source.url)
+        raise ReadFailed(f"{where}: {request.subject} changed while it was read") from None
 
 
-def _read_shape(key: int, url: str, oid: int, subject: str) -> Shape:
+def _read_shape(source: Source, oid: int, subject: str) -> Shape:
     """Read the relation's shape from the catalog and keep it; TableNotFound if it is gone."""
-    rows = _relation_rows(key, url, oid, SHAPE_SQL, subject)
+    rows = _relation_rows(source, oid, SHAPE_SQL, subject)
     first = rows[0]
     shape = Shape(
         schema=first.schema_name,
@@ -178,47 +197,37 @@ def _read_shape(key: int, url: str, oid: int, subject: str) -> Shape:
     with _shapes_lock:
         if len(_shapes) >= MAX_SHAPES:
             _shapes.clear()
-        _shapes[(key, url, oid)] = shape
+        _shapes[(source, oid)] = shape
     return shape
 
 
-def _read_page(
-    key: int,
-    url: str,
-    oid: int,
-    subject: str,
-    limit: int,
-    offset: int,
-    exact_limit: int,
-    shape: Shape,
-    *,
-    stale_errors: bool,
-) -> Page:
+def _read_page(request: _PageRead, shape: Shape, *, stale_errors: bool) -> Page:
     """Read a page with the statement built from shape; _ShapeChanged if it no longer holds.
 
     With stale_errors, an error that a changed relation would give (an unknown name, a type
     that no longer fits) counts as a changed shape too.
     """
+    source, exact_limit = request.source, request.exact_limit
     statements = statements_for(shape.schema, shape.name, shape.relkind, shape.attributes)
-    failure = partial(_page_failure, url, subject, stale_errors)
+    failure = partial(_page_failure, source.url, request.subject, stale_errors)
     parameters = {
-        "oid": oid,
+        "oid": request.oid,
         "shape": shape.digest,
-        "page_limit": limit,
-        "page_offset": offset,
+        "page_limit": request.limit,
+        "page_offset": request.offset,
         "count_limit": exact_limit,
         "count_cap": exact_limit + 1,
     }
-    values = read_once(key, url, statements.page, parameters, failure)
+    values = read_once(source, statements.page, parameters, failure)
     width = statements.width
     if values:
         meta = values[0][width]
     else:  # past the last row, or no rows at all
-        checked = read_once(key, url, statements.check, parameters, failure)
+        checked = read_once(source, statements.check, parameters, failure)
         meta = checked[0][0] if checked else None
     if meta is None:
         raise _ShapeChanged
-    count, estimated = _count(key, url, statements, meta, exact_limit, failure)
+    count, estimated = _count(source, statements, meta, exact_limit, failure)
     read = len(shape.attributes)  # a relation without columns is read as SELECT true
     return Page(
         columns=tuple(attribute.name for attribute in shape.attributes),
@@ -226,16 +235,17 @@ def _read_page(
         count=count,
         count_is_estimate=estimated,
         ordered_by=statements.ordered_by,
-        limit=limit,
-        offset=offset,
+        limit=request.limit,
+        offset=request.offset,
     )
 
 
-def _relation_rows(key: int, url: str, oid: int, sql: str, subject: str) -> list[_RelationRow]:
+def _relation_rows(source: Source, oid: int, sql: str, subject: str) -> list[_RelationRow]:
     """Return the relation's catalog rows, one a column; raise TableNotFound if it is gone."""
-    rows = read_once(key, url, sql, {"oid": oid}, partial(_failure, url, subject))
+    rows = read_once(source, sql, {"oid": oid}, partial(_failure, source.url, subject))
     if not rows:
-        raise TableNotFound(f"{redact_url(url)}: no table or view has oid {oid} any more")
+        where = redact_url(source.url)
+        raise TableNotFound(f"{where}: no table or view has oid {oid} any more")
     return [_RelationRow._make(row) for row in rows]
 
 
@@ -280,8 +290,7 @@ def _display(schema: str, name: str) -> str:
 
 
 def _count(
-    key: int,
-    url: str,
+    source: Source,
     statements: Statements,
     meta: list[float | None],
     exact_limit: int,
@@ -298,5 +307,5 @@ def _count(
     if counted <= exact_limit:
         return int(counted), False
     # More rows than exact_limit where the catalog keeps no estimate: ask the planner.
-    (plan,) = read_once(key, url, statements.estimate, {}, failure)[0]
+    (plan,) = read_once(source, statements.estimate, {}, failure)[0]
     return max(round(plan[0]["Plan"]["Plan Rows"]), int(counted)), True

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from sync import encryption
+from sync.connections import Source
 from sync.credentials import redact_url
 
 
@@ -64,6 +65,11 @@ class Database(models.Model):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url) if self.encrypted_url else ""
+
+    @property
+    def source(self) -> Source:
+        """Where its connections read it: the engines' key in this process, and its URL."""
+        return Source(self.id, self.url)
 
 
 class DatabaseGrant(models.Model):

@@ -87,8 +87,8 @@ def changed(database: Database) -> bool:
     """Whether DDL ran since the last reflection: by the watch's counter where it is installed
     (one row, whatever the size of the catalog), else by the catalog's fingerprint."""
     if database.watch_installed_at is not None:
-        version = catalog.read_version(database.id, database.url)
+        version = catalog.read_version(database.source)
         if version is not None:
             return version != database.catalog_version
-    fingerprint = catalog.read_fingerprint(database.id, database.url)
+    fingerprint = catalog.read_fingerprint(database.source)
     return fingerprint.text != database.catalog_fingerprint

@@ -350,7 +350,7 @@ def compute_changes(
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
-    read = catalog.read_catalog(database.id, database.url, known=known)
+    read = catalog.read_catalog(database.source, known=known)
     stored = identity_fields(database, read.identity, accept_new_identity)
     stored["catalog_fingerprint"] = read.fingerprint.text
     stored["catalog_version"] = read.version

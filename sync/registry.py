@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.db import connection, transaction
 
-from sync import catalog
+from sync import catalog, connections
 from sync.exceptions import (
     CatalogUnavailable,
     InvalidDatabaseURL,
@@ -44,7 +44,7 @@ def vet(url: str, check: bool = False) -> catalog.ServerProbe | None:
     Refuses the service's own database: by address before any connection, and with check by
     the identity of the server and database that answer.
     """
-    catalog.validate_url(url)
+    connections.validate_url(url)
     if _same_address_as_service(url):
         raise InvalidDatabaseURL(SERVICE_DATABASE)
     if not check:

@@ -220,7 +220,7 @@ def ensure_fresh(
             return _counted(Freshness(Status.FRESH), trigger, "fresh")
         with REDIS_BREAKER:
             recent = is_recent(database.id) if recent is None else recent
-            return _request(database, trigger, recent=recent, countdown=countdown)
+            return _request(database, Ask(trigger, recent=recent, countdown=countdown))
     except STATE_ERRORS:
         logger.warning("reflection state of %s unavailable: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -233,7 +233,7 @@ def notice_change(database: Database, trigger: str) -> Freshness:
     """
     try:
         with REDIS_BREAKER:
-            return _request(database, trigger, mark=trigger)
+            return _request(database, Ask(trigger, mark=trigger))
     except STATE_ERRORS:
         logger.warning("change of %s not recorded: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -243,7 +243,7 @@ def request_reflection(database: Database, trigger: str) -> Freshness:
     """Queue a reflection now for a staff request, overriding the back-off."""
     try:
         with REDIS_BREAKER:
-            return _request(database, trigger, mark=trigger, override_backoff=True)
+            return _request(database, Ask(trigger, mark=trigger, override_backoff=True))
     except STATE_ERRORS:
         logger.warning("reflection of %s not queued: Redis down", database.name)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
@@ -254,30 +254,42 @@ def request_import(database: Database, override_backoff: bool = True) -> Freshne
     obeying the back-off for the periodic import of new databases."""
     try:
         with REDIS_BREAKER:
-            return _request(
-                database, Trigger.IMPORT, task=task_names.IMPORT, override_backoff=override_backoff
-            )
+            ask = Ask(Trigger.IMPORT, override_backoff=override_backoff, task=task_names.IMPORT)
+            return _request(database, ask)
     except STATE_ERRORS:
         logger.warning("import of %s not queued: Redis down", database.name)
         return Freshness(Status.UNAVAILABLE)
 
 
-def _request(
-    database: Database,
-    trigger: str,
-    recent: bool = False,
-    mark: str = "",
-    override_backoff: bool = False,
-    task: str = task_names.REFLECT,
-    countdown: float | None = None,
-) -> Freshness:
+@dataclass(frozen=True)
+class Ask:
+    """What a caller asks of the gate for one database."""
+
+    trigger: str
+    recent: bool = False  # the caller found the recency key set
+    mark: str = ""  # mark the database dirty, with this trigger: a change is known
+    override_backoff: bool = False  # a staff request
+    task: str = task_names.REFLECT
+    countdown: float | None = None  # the renewal spreads its reflections
+
+
+def _request(database: Database, ask: Ask) -> Freshness:
+    """Decide in one round trip (REQUEST) and publish the task when this call took the lease."""
+    trigger, mark, task = ask.trigger, ask.mark, ask.task
     release_unanswered()
     token = (RENEWAL_TASK_PREFIX if trigger == Trigger.RENEWAL else "") + uuid.uuid4().hex
     value = f"{LeaseState.QUEUED}:{token}"
     keys = (*_keys(database.id), changed_key(database.id))
     interactive = queues.queue_of(task, {"trigger": trigger}) == queues.INTERACTIVE
     take_over = task == task_names.REFLECT and interactive
-    flags = (int(recent), mark, int(override_backoff), DIRTY_TTL, time.time(), int(take_over))
+    flags = (
+        int(ask.recent),
+        mark,
+        int(ask.override_backoff),
+        DIRTY_TTL,
+        time.time(),
+        int(take_over),
+    )
     try:
         held = _script(REQUEST)(keys=keys, args=(value, settings.SYNC_LOCK_TTL, *flags))
     except STATE_ERRORS:
@@ -294,7 +306,7 @@ def _request(
     if task == task_names.REFLECT:
         kwargs |= {"force": bool(mark), "trigger": trigger}
     try:
-        publisher.publish(task, (), kwargs, token, countdown)
+        publisher.publish(task, (), kwargs, token, ask.countdown)
     except publisher.PUBLISH_ERRORS:
         release(database.id, token)
         logger.warning("could not queue %s for %s: broker unavailable", task, database.name)

@@ -21,7 +21,7 @@ def read_columns(table: Table) -> list[live.Column]:
     database = check_live(table).database
     try:
         with reporting_unreachable(database):
-            return live.read_columns(database.id, database.url, table.oid)
+            return live.read_columns(database.source, table.oid)
     except TableNotFound:
         raise dropped(table) from None
 
@@ -32,11 +32,13 @@ def read_records(table: Table, limit: int, offset: int) -> live.Page:
     with reporting_unreachable(database):
         name = names.lookup(database.id, table.oid) or catalog_name(table)
         try:
-            page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
+            relation = live.Relation(table.oid, *name)
+            page = live.read_records(database.source, relation, limit, offset)
         except TableNotFound:
             # The cached name is stale (renamed since it was cached): ask the catalog once.
             name = catalog_name(table)
-            page = live.read_records(database.id, database.url, table.oid, *name, limit, offset)
+            relation = live.Relation(table.oid, *name)
+            page = live.read_records(database.source, relation, limit, offset)
     if name != (table.schema.name, table.name):
         state.notice_change(database, state.Trigger.LIVE)
     return page
@@ -55,7 +57,7 @@ def reporting_unreachable(database: Database) -> Iterator[None]:
 def catalog_name(table: Table) -> names.QualifiedName:
     """Look the table's live name up in the catalog and cache it; TableNotFound if it is gone."""
     database = table.database
-    found = live.live_name(database.id, database.url, table.oid)
+    found = live.live_name(database.source, table.oid)
     if found is None:
         raise dropped(table)
     names.remember(database.id, {table.oid: found})

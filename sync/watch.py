@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from sync import catalog
+from sync import connections
 from sync.catalog import WATCH_SCHEMA, WATCH_SCHEMA_COMMENT
 from sync.exceptions import WatchRefused
 from sync.models import Database
@@ -120,14 +120,14 @@ def lost(database: Database, reason: str) -> None:
 
 def _run(database: Database, url: str | None, script: str) -> None:
     url = url or database.url
-    engine = catalog.create_user_engine(url, poolclass=NullPool)
+    engine = connections.create_user_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
             _execute(connection, script)
     except DBAPIError as error:
         refused = _refusal(database, error, url)
         if refused is None:
-            raise catalog.unavailable(url, error) from None
+            raise connections.unavailable(url, error) from None
         Database.objects.filter(pk=database.pk).update(watch_error=str(refused))
         raise refused from None
     finally:
@@ -148,7 +148,7 @@ def _execute(connection: Connection, script: str) -> None:
 
 def _refusal(database: Database, error: DBAPIError, url: str) -> WatchRefused | None:
     """Return the one-line refusal for a privilege or dependency error, None for others."""
-    detail = catalog.error_detail(error, url)
+    detail = connections.error_detail(error, url)
     if isinstance(error.orig, pg_errors.InsufficientPrivilege):
         return WatchRefused(
             f"cannot change the watch of {database.name}: {detail}. Event triggers need a "

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from sync import catalog, reflection, registry
+from sync import catalog, connections, reflection, registry
+from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
 from tests.conftest import ScratchDatabase, admin_connection, run_together
 
@@ -36,8 +37,8 @@ def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
 
 def test_polling_many_databases_holds_no_connection(user_db):
     for key in range(40_000, 40_010):  # ten databases, as far as the engines can tell
-        catalog.read_fingerprint(key, user_db.url)
-        assert catalog.read_version(key, user_db.url) is None
+        catalog.read_fingerprint(Source(key, user_db.url))
+        assert catalog.read_version(Source(key, user_db.url)) is None
 
     assert dbsync_connections(user_db) == 0
 
@@ -45,7 +46,7 @@ def test_polling_many_databases_holds_no_connection(user_db):
 def test_live_reads_keep_pooled_connections_to_a_bounded_number_of_databases(user_db, settings):
     settings.SYNC_POOLED_DATABASES = 3
     for key in range(10_000, 10_010):  # ten databases, as far as the pools can tell
-        assert catalog.read_once(key, user_db.url, "SELECT 1", {}) == [(1,)]
+        assert connections.read_once(Source(key, user_db.url), "SELECT 1", {}) == [(1,)]
 
     assert 1 <= dbsync_connections(user_db) <= 3
 
@@ -65,7 +66,10 @@ def test_connections_to_one_server_in_use_at_once_are_bounded(user_db, settings)
     try:
         keys = iter(range(20_000, 20_006))
         rows = run_together(
-            6, lambda: catalog.read_once(next(keys), user_db.url, "SELECT pg_sleep(0.3)", {})
+            6,
+            lambda: connections.read_once(
+                Source(next(keys), user_db.url), "SELECT pg_sleep(0.3)", {}
+            ),
         )
     finally:
         done.set()
@@ -78,5 +82,5 @@ def test_connections_to_one_server_in_use_at_once_are_bounded(user_db, settings)
 def test_a_read_that_finds_no_free_connection_slot_says_so(user_db, settings):
     settings.SYNC_CONNECTIONS_PER_SERVER = 1
     settings.SYNC_CONNECT_TIMEOUT = 1
-    with catalog.server_slot(user_db.url), pytest.raises(CatalogUnavailable, match="in use"):
-        catalog.read_once(30_000, user_db.url, "SELECT 1", {})
+    with connections.server_slot(user_db.url), pytest.raises(CatalogUnavailable, match="in use"):
+        connections.read_once(Source(30_000, user_db.url), "SELECT 1", {})

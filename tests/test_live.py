@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from sync import catalog
+from sync import catalog, connections
+from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
 from sync.live import (
     Column,
@@ -19,6 +20,7 @@ from sync.live import (
     Page,
     ReadFailed,
     ReadTimedOut,
+    Relation,
     TableNotFound,
     WriteRefused,
     live_name,
@@ -44,14 +46,14 @@ def key(user_db: ScratchDatabase) -> Iterator[int]:
     """Give the test its own engine key; close the engine's connections afterwards."""
     engine_key = next(_keys)
     yield engine_key
-    catalog.engine(engine_key, user_db.url).dispose()
+    connections.engine(Source(engine_key, user_db.url)).dispose()
 
 
 def records(
     key: int, scratch: ScratchDatabase, schema: str, name: str, limit: int = 50, offset: int = 0
 ) -> Page:
     oid = scratch.oid_of(f"{quote(schema)}.{quote(name)}")
-    return read_records(key, scratch.url, oid, schema, name, limit, offset)
+    return read_records(Source(key, scratch.url), Relation(oid, schema, name), limit, offset)
 
 
 def with_password(url: str) -> tuple[str, str]:
@@ -79,7 +81,7 @@ def test_columns_give_position_type_nullability_default_and_key(key, user_db):
         """
     )
 
-    columns = read_columns(key, user_db.url, user_db.oid_of("orders"))
+    columns = read_columns(Source(key, user_db.url), user_db.oid_of("orders"))
 
     assert columns == [
         Column(1, "id", "integer", False, "nextval('orders_id_seq'::regclass)", True),
@@ -99,8 +101,11 @@ def test_odd_identifiers_are_read_exactly(key, user_db, name):
     )
     oid = user_db.oid_of(f"{q}.{q}")
 
-    assert [column.name for column in read_columns(key, user_db.url, oid)] == [name, "value"]
-    assert live_name(key, user_db.url, oid) == (name, name)
+    assert [column.name for column in read_columns(Source(key, user_db.url), oid)] == [
+        name,
+        "value",
+    ]
+    assert live_name(Source(key, user_db.url), oid) == (name, name)
     page = records(key, user_db, name, name)
     assert page.columns == (name, "value")
     assert page.rows == [[1, "one"], [2, "two"]]
@@ -121,7 +126,10 @@ def test_views_and_materialized_views_are_readable(key, user_db, kind, ordered_b
     )
     oid = user_db.oid_of('"Shouting View"')
 
-    assert [column.type for column in read_columns(key, user_db.url, oid)] == ["integer", "text"]
+    assert [column.type for column in read_columns(Source(key, user_db.url), oid)] == [
+        "integer",
+        "text",
+    ]
     page = records(key, user_db, "public", "Shouting View")
     assert (page.columns, page.rows) == (("id", "Label"), [[1, "A"], [2, "B"]])
     assert (page.count, page.count_is_estimate, page.ordered_by) == (2, False, ordered_by)
@@ -217,7 +225,7 @@ def test_relation_without_columns_gives_empty_rows(key, user_db):
     user_db.execute("CREATE TABLE shapeless (); INSERT INTO shapeless DEFAULT VALUES")
     oid = user_db.oid_of("shapeless")
 
-    assert read_columns(key, user_db.url, oid) == []
+    assert read_columns(Source(key, user_db.url), oid) == []
     page = records(key, user_db, "public", "shapeless")
     assert (page.columns, page.rows, page.count) == ((), [[]], 1)
 
@@ -229,7 +237,7 @@ def test_columns_and_records_follow_a_schema_change_at_once(key, user_db):
 
     user_db.execute("ALTER TABLE growing ADD COLUMN note text DEFAULT 'added'")
 
-    assert [column.name for column in read_columns(key, user_db.url, oid)] == ["id", "note"]
+    assert [column.name for column in read_columns(Source(key, user_db.url), oid)] == ["id", "note"]
     page = records(key, user_db, "public", "growing")
     assert (page.columns, page.rows) == (("id", "note"), [[1, "added"]])
 
@@ -245,7 +253,12 @@ BAD_PAGES = {
 @pytest.mark.parametrize(("limit", "offset"), BAD_PAGES.values(), ids=BAD_PAGES.keys())
 def test_page_out_of_bounds_is_refused_before_connecting(limit, offset):
     with pytest.raises(InvalidPage):
-        read_records(next(_keys), "postgresql://x@127.0.0.1:1/none", 1, "s", "t", limit, offset)
+        read_records(
+            Source(next(_keys), "postgresql://x@127.0.0.1:1/none"),
+            Relation(1, "s", "t"),
+            limit,
+            offset,
+        )
 
 
 def test_page_bounds_are_inclusive_and_offset_past_the_end_is_empty(key, user_db):
@@ -332,7 +345,9 @@ def test_never_analysed_large_table_count_is_the_planner_estimate(key, user_db):
     assert scalar(user_db, "SELECT reltuples FROM pg_class WHERE relname = 'fresh'") == -1
     oid = user_db.oid_of("fresh")
 
-    page = read_records(key, user_db.url, oid, "public", "fresh", 5, 0, exact_count_limit=1000)
+    page = read_records(
+        Source(key, user_db.url), Relation(oid, "public", "fresh"), 5, 0, exact_count_limit=1000
+    )
 
     assert page.count_is_estimate
     assert page.count > 1000
@@ -343,9 +358,15 @@ def test_view_count_is_exact_when_small_and_estimated_when_large(key, user_db):
         "CREATE VIEW small AS SELECT generate_series(1, 50) AS n;"
         " CREATE VIEW large AS SELECT generate_series(1, 5000) AS n"
     )
-    small = read_records(key, user_db.url, user_db.oid_of("small"), "public", "small", 10, 0)
+    small = read_records(
+        Source(key, user_db.url), Relation(user_db.oid_of("small"), "public", "small"), 10, 0
+    )
     large = read_records(
-        key, user_db.url, user_db.oid_of("large"), "public", "large", 10, 0, exact_count_limit=1000
+        Source(key, user_db.url),
+        Relation(user_db.oid_of("large"), "public", "large"),
+        10,
+        0,
+        exact_count_limit=1000,
     )
 
     assert (small.count, small.count_is_estimate) == (50, False)
@@ -361,7 +382,7 @@ def test_slow_read_is_cancelled_by_the_statement_timeout(key, user_db, settings)
 
     started = time.monotonic()
     with pytest.raises(ReadTimedOut) as raised:
-        read_records(key, url, user_db.oid_of("slow"), "public", "slow", 10, 0)
+        read_records(Source(key, url), Relation(user_db.oid_of("slow"), "public", "slow"), 10, 0)
 
     assert time.monotonic() - started < 10
     message = str(raised.value)
@@ -400,8 +421,10 @@ def test_live_name_follows_rename_and_move(key, user_db):
 
     user_db.execute("ALTER TABLE s.old RENAME TO new; ALTER TABLE s.new SET SCHEMA t")
 
-    assert live_name(key, user_db.url, oid) == ("t", "new")
-    assert read_records(key, user_db.url, oid, "t", "new", 10, 0).columns == ("id",)
+    assert live_name(Source(key, user_db.url), oid) == ("t", "new")
+    assert read_records(Source(key, user_db.url), Relation(oid, "t", "new"), 10, 0).columns == (
+        "id",
+    )
 
 
 def test_stale_name_is_refused_with_table_not_found(key, user_db):
@@ -412,7 +435,7 @@ def test_stale_name_is_refused_with_table_not_found(key, user_db):
     with pytest.raises(
         TableNotFound, match=re.escape('is "public"."after", not "public"."before"')
     ):
-        read_records(key, user_db.url, oid, "public", "before", 10, 0)
+        read_records(Source(key, user_db.url), Relation(oid, "public", "before"), 10, 0)
 
 
 def test_dropped_table_is_not_found(key, user_db):
@@ -421,17 +444,17 @@ def test_dropped_table_is_not_found(key, user_db):
     user_db.execute("DROP TABLE doomed")
 
     with pytest.raises(TableNotFound):
-        read_columns(key, user_db.url, oid)
+        read_columns(Source(key, user_db.url), oid)
     with pytest.raises(TableNotFound):
-        read_records(key, user_db.url, oid, "public", "doomed", 10, 0)
-    assert live_name(key, user_db.url, oid) is None
+        read_records(Source(key, user_db.url), Relation(oid, "public", "doomed"), 10, 0)
+    assert live_name(Source(key, user_db.url), oid) is None
 
 
 def test_unreachable_database_raises_catalog_unavailable_without_password():
     url = "postgresql://someone:topsecret@127.0.0.1:1/nowhere"
 
     with pytest.raises(CatalogUnavailable) as raised:
-        read_columns(next(_keys), url, 1)
+        read_columns(Source(next(_keys), url), 1)
 
     assert "127.0.0.1" in str(raised.value)
     assert "topsecret" not in str(raised.value)
@@ -448,7 +471,7 @@ def test_page_and_column_reads_are_one_statement_each(key, user_db, caplog):
 
     with caplog.at_level(logging.DEBUG, logger="sync.catalog"):
         records(key, user_db, "public", "one_trip")
-        read_columns(key, user_db.url, oid)
+        read_columns(Source(key, user_db.url), oid)
 
     sent = [record for record in caplog.records if record.msg.startswith("read from")]
     assert len(sent) == 2
@@ -495,26 +518,28 @@ def test_page_follows_a_column_dropped_after_a_read(key, user_db):
 def test_name_taken_by_another_table_after_a_read_is_not_read(key, user_db):
     user_db.execute("CREATE TABLE first (id int); INSERT INTO first VALUES (1)")
     oid = user_db.oid_of("first")
-    read_records(key, user_db.url, oid, "public", "first", 10, 0)
+    read_records(Source(key, user_db.url), Relation(oid, "public", "first"), 10, 0)
 
     user_db.execute("ALTER TABLE first RENAME TO second; CREATE TABLE first (other text)")
 
     with pytest.raises(
         TableNotFound, match=re.escape('is "public"."second", not "public"."first"')
     ):
-        read_records(key, user_db.url, oid, "public", "first", 10, 0)
-    assert read_records(key, user_db.url, oid, "public", "second", 10, 0).rows == [[1]]
+        read_records(Source(key, user_db.url), Relation(oid, "public", "first"), 10, 0)
+    assert read_records(
+        Source(key, user_db.url), Relation(oid, "public", "second"), 10, 0
+    ).rows == [[1]]
 
 
 def test_table_dropped_after_a_read_is_not_found(key, user_db):
     user_db.execute("CREATE TABLE brief (id int)")
     oid = user_db.oid_of("brief")
-    read_records(key, user_db.url, oid, "public", "brief", 10, 0)
+    read_records(Source(key, user_db.url), Relation(oid, "public", "brief"), 10, 0)
 
     user_db.execute("DROP TABLE brief")
 
     with pytest.raises(TableNotFound):
-        read_records(key, user_db.url, oid, "public", "brief", 10, 0)
+        read_records(Source(key, user_db.url), Relation(oid, "public", "brief"), 10, 0)
 
 
 def test_page_past_the_end_of_a_large_table_gives_its_estimate(key, user_db):
@@ -525,11 +550,8 @@ def test_page_past_the_end_of_a_large_table_gives_its_estimate(key, user_db):
 
     beyond = records(key, user_db, "public", "wide_open", offset=5000)
     small_limit = read_records(
-        key,
-        user_db.url,
-        user_db.oid_of("wide_open"),
-        "public",
-        "wide_open",
+        Source(key, user_db.url),
+        Relation(user_db.oid_of("wide_open"), "public", "wide_open"),
         5,
         5000,
         exact_count_limit=100,
@@ -548,15 +570,15 @@ def test_read_after_the_server_closed_the_connection_succeeds(key, user_db):
 
     assert terminated >= 1
     assert records(key, user_db, "public", "steady").rows == [[1]]
-    assert [column.name for column in read_columns(key, user_db.url, oid)] == ["id"]
-    assert catalog.read_catalog(key, user_db.url).snapshot is not None
+    assert [column.name for column in read_columns(Source(key, user_db.url), oid)] == ["id"]
+    assert catalog.read_catalog(Source(key, user_db.url)).snapshot is not None
     terminate_dbsync_connections(user_db)
-    assert catalog.read_catalog(key, user_db.url).snapshot is not None
+    assert catalog.read_catalog(Source(key, user_db.url)).snapshot is not None
 
 
 def test_read_after_the_server_closed_every_pooled_connection_succeeds(key, user_db):
     user_db.execute("CREATE TABLE restarted (id int); INSERT INTO restarted VALUES (1)")
-    engine = catalog.engine(key, user_db.url)
+    engine = connections.engine(Source(key, user_db.url))
     with engine.connect(), engine.connect():
         pass  # two connections, as many as the pool keeps, now wait in it
 
@@ -577,7 +599,7 @@ def terminate_dbsync_connections(scratch: ScratchDatabase) -> int:
 
 
 def test_connection_goes_back_to_the_pool_without_an_open_transaction(key, user_db):
-    engine = catalog.engine(key, user_db.url)
+    engine = connections.engine(Source(key, user_db.url))
     with engine.connect() as connection:
         connection.exec_driver_sql("BEGIN READ ONLY")  # as a read that failed half-way leaves it
         held = connection.connection.dbapi_connection
