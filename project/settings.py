@@ -214,7 +214,7 @@ SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 
-# Scale (sync.polling, sync.catalog). Each renewal tick queues at most SYNC_RENEWAL_IN_FLIGHT
+# Scale (sync.polling, sync.connections). Each renewal tick queues at most SYNC_RENEWAL_IN_FLIGHT
 # reflections less those still queued or running, with countdowns spread over the next
 # SYNC_RENEWAL_SPREAD seconds (the tick's period); a countdown must stay far below the broker's
 # visibility timeout, or Redis hands the message out twice.

@@ -29,7 +29,7 @@ from sync.live import (
 )
 from tests.conftest import ODD_NAMES, ScratchDatabase, admin_connection, quote
 
-# Keys of engines in sync.catalog's per-process cache; far above the ids of registered databases.
+# Keys of engines in sync.connections' per-process cache; far above the ids of registered databases.
 _keys = itertools.count(900_000)
 
 
@@ -469,7 +469,7 @@ def test_page_and_column_reads_are_one_statement_each(key, user_db, caplog):
     oid = user_db.oid_of("one_trip")
     records(key, user_db, "public", "one_trip")  # the first read also reads the shape
 
-    with caplog.at_level(logging.DEBUG, logger="sync.catalog"):
+    with caplog.at_level(logging.DEBUG, logger="sync.connections"):
         records(key, user_db, "public", "one_trip")
         read_columns(Source(key, user_db.url), oid)
 
