@@ -16,10 +16,10 @@ logger = logging.getLogger(__name__)
 # A new database that does not answer is tried again on a later beat tick, not before.
 FAILED_IMPORT_BACKOFF_SECONDS = 60
 
-Progress = Callable[[int, int, str], None]  # (done, total, database being imported)
+ImportProgress = Callable[[int, int, str], None]  # (done, total, database being imported)
 
 
-def fan_out(progress: Progress | None = None) -> dict[str, Any]:
+def fan_out(progress: ImportProgress | None = None) -> dict[str, Any]:
     """Queue one import task per database never imported, through the gate.
 
     Each runs on its own (a slow or dead database holds up no other) on whichever bulk worker
@@ -50,7 +50,7 @@ class ImportReport:
 
 
 def import_databases(
-    token: str, only: int | None = None, progress: Progress | None = None
+    token: str, only: int | None = None, progress: ImportProgress | None = None
 ) -> ImportReport:
     """Import every database never imported (or just `only`), one after the other.
 

@@ -126,8 +126,8 @@ class Listener:
         connected = [i for i, item in self.watched.items() if item.connection is not None]
         try:
             state.mark_listening(connected, int(REFRESH_SECONDS * 5))
-        except state.STATE_ERRORS:
-            logger.warning("listener: Redis unavailable: listen mode not reported")
+        except state.STATE_ERRORS as error:
+            logger.warning("listener: listen mode not reported: Redis: %s", error)
 
     def connect(self, item: Watched) -> None:
         database = item.database
@@ -223,8 +223,9 @@ class Listener:
         item.connection = None
         try:
             state.stop_listening(item.database.id)
-        except state.STATE_ERRORS:
-            logger.warning("listener: Redis unavailable: %s still shows listen", item.database.name)
+        except state.STATE_ERRORS as error:
+            name = item.database.name
+            logger.warning("listener: %s still shows listen: Redis: %s", name, error)
 
 
 def open_listening(url: str) -> PgConnection:

@@ -287,14 +287,14 @@ def identity_fields(database: Database, identity: Identity, accept_new: bool) ->
 
 STEPS = ("reading the catalog", "comparing with the models", "writing the changes", "done")
 
-Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what comes next)
+StepProgress = Callable[[int, int, str], None]  # (steps done, steps in all, what comes next)
 
 
 def reflect(
     database_id: int,
     trigger: str = ReflectionRun.Trigger.COMMAND,
     accept_new_identity: bool = False,
-    progress: Progress | None = None,
+    progress: StepProgress | None = None,
 ) -> ReflectionResult:
     """Bring the models of a database in step with its catalog, in one transaction.
 

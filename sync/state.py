@@ -221,8 +221,8 @@ def ensure_fresh(
         with REDIS_BREAKER:
             recent = is_recent(database.id) if recent is None else recent
             return _request(database, Ask(trigger, recent=recent, countdown=countdown))
-    except STATE_ERRORS:
-        logger.warning("reflection state of %s unavailable: Redis down", database.name)
+    except STATE_ERRORS as error:
+        logger.warning("reflection state of %s unavailable: Redis: %s", database.name, error)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
@@ -234,8 +234,8 @@ def notice_change(database: Database, trigger: str) -> Freshness:
     try:
         with REDIS_BREAKER:
             return _request(database, Ask(trigger, mark=trigger))
-    except STATE_ERRORS:
-        logger.warning("change of %s not recorded: Redis down", database.name)
+    except STATE_ERRORS as error:
+        logger.warning("change of %s not recorded: Redis: %s", database.name, error)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
@@ -244,8 +244,8 @@ def request_reflection(database: Database, trigger: str) -> Freshness:
     try:
         with REDIS_BREAKER:
             return _request(database, Ask(trigger, mark=trigger, override_backoff=True))
-    except STATE_ERRORS:
-        logger.warning("reflection of %s not queued: Redis down", database.name)
+    except STATE_ERRORS as error:
+        logger.warning("reflection of %s not queued: Redis: %s", database.name, error)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
 
 
@@ -256,8 +256,8 @@ def request_import(database: Database, override_backoff: bool = True) -> Freshne
         with REDIS_BREAKER:
             ask = Ask(Trigger.IMPORT, override_backoff=override_backoff, task=task_names.IMPORT)
             return _request(database, ask)
-    except STATE_ERRORS:
-        logger.warning("import of %s not queued: Redis down", database.name)
+    except STATE_ERRORS as error:
+        logger.warning("import of %s not queued: Redis: %s", database.name, error)
         return Freshness(Status.UNAVAILABLE)
 
 
@@ -307,9 +307,9 @@ def _request(database: Database, ask: Ask) -> Freshness:
         kwargs |= {"force": bool(mark), "trigger": trigger}
     try:
         publisher.publish(task, (), kwargs, token, ask.countdown)
-    except publisher.PUBLISH_ERRORS:
+    except publisher.PUBLISH_ERRORS as error:
         release(database.id, token)
-        logger.warning("could not queue %s for %s: broker unavailable", task, database.name)
+        logger.warning("could not queue %s for %s: broker: %s", task, database.name, error)
         return _counted(Freshness(Status.UNAVAILABLE), trigger, "unavailable")
     if trigger == Trigger.RENEWAL:
         client().zadd(RENEWALS_KEY, {str(database.id): time.time()})
@@ -385,8 +385,8 @@ def record_unreachable(database_id: int, message: str) -> None:
     try:
         client().set(backoff_key(database_id), 1, ex=UNREACHABLE_BACKOFF_SECONDS, nx=True)
         expire(database_id)
-    except STATE_ERRORS:
-        logger.warning("reflection state of database %s unavailable: Redis down", database_id)
+    except STATE_ERRORS as error:
+        logger.warning("state of database %s not recorded: Redis: %s", database_id, error)
 
 
 # ---- the task side: a running reflection's lease ----
@@ -417,8 +417,10 @@ class Lease:
                 if not self.claim():
                     logger.warning("lease of database %s taken over", self.database_id)
                     return
-            except STATE_ERRORS:
-                logger.warning("lease of database %s not renewed: Redis down", self.database_id)
+            except STATE_ERRORS as error:
+                logger.warning(
+                    "lease of database %s not renewed: Redis: %s", self.database_id, error
+                )
 
     def take_dirty(self) -> str | None:
         """Clear the dirty mark before a snapshot begins; return the trigger that set it."""
