@@ -26,7 +26,7 @@ from sync.connections import Source  # noqa: E402
 
 BENCH_DATABASE = "dbsync_bench_live"  # kept between runs
 ROWS = 1_000_000
-KEY = 990_001  # the engine's key in sync.catalog's cache; no registered database is involved
+KEY = 990_001  # the engines' key in sync.connections; no registered database is involved
 LIMIT = 50
 PAGE_SELECT = "SELECT * FROM public.items ORDER BY id LIMIT %(limit)s"
 MARKER = f"dbsync bench: live reads, {ROWS} rows"  # the table's comment once it is complete
@@ -75,7 +75,7 @@ def ensure_database() -> str:
 
 
 class Sent(logging.Handler):
-    """Collect the Query messages that sync.catalog sends, and their parameters, from its log."""
+    """Collect the Query messages sync.connections sends, and their parameters, from its log."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -89,7 +89,7 @@ class Sent(logging.Handler):
 @contextmanager
 def captured() -> Iterator[list[tuple[str, Any]]]:
     """Collect the statements and parameters that sync.live sends, one per round trip."""
-    handler, logger = Sent(), logging.getLogger("sync.catalog")
+    handler, logger = Sent(), logging.getLogger("sync.connections")
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
