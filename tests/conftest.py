@@ -30,7 +30,7 @@ from django.db.models.signals import post_save
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
-from sync import demo, queues, registry, state
+from sync import demo, queues, reflection, registry, state
 from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T")
@@ -148,6 +148,16 @@ def user_db(scratch_factory: list[ScratchDatabase]) -> ScratchDatabase:
     scratch = create_scratch()
     scratch_factory.append(scratch)
     return scratch
+
+
+@pytest.fixture
+def fresh(registered: Database, user_db: ScratchDatabase) -> Database:
+    """A registered database with one table, reflected once, its recency key set."""
+    user_db.execute("CREATE TABLE existing (id int)")
+    reflection.reflect(registered.id)
+    registered.refresh_from_db()
+    state.mark_recent(registered.id, registered.reflected_at)
+    return registered
 
 
 @pytest.fixture

@@ -65,13 +65,11 @@ def listener(tmp_path: Path) -> Iterator[ListenerProcess]:
 
 
 @pytest.fixture
-def watched(registered: Database, user_db: ScratchDatabase) -> Database:
-    user_db.execute("CREATE TABLE existing (id int)")
-    reflection.reflect(registered.id)
-    watch.install(registered)
-    registered.refresh_from_db()
-    state.mark_recent(registered.id, registered.reflected_at)
-    return registered
+def watched(fresh: Database) -> Database:
+    """A fresh database (see conftest) whose DDL watch is installed."""
+    watch.install(fresh)
+    fresh.refresh_from_db()
+    return fresh
 
 
 def listed_names(reader, database: Database) -> set[str]:

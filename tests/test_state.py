@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 from django.core.cache import cache
 
-from sync import polling, reflection, state, tasks
+from sync import polling, state, tasks
 from sync.models import Database, ReflectionRun, Table
 from tests.conftest import (
     HeldDatabaseRow,
@@ -16,16 +16,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def fresh(registered: Database, user_db) -> Database:
-    """A registered database reflected once, its recency key set."""
-    user_db.execute("CREATE TABLE existing (id int)")
-    reflection.reflect(registered.id)
-    registered.refresh_from_db()
-    state.mark_recent(registered.id, registered.reflected_at)
-    return registered
 
 
 def list_status(client, database: Database) -> str:

@@ -35,16 +35,6 @@ def reader_client(db: None):
     return client_for(make_user("reader"))
 
 
-@pytest.fixture
-def fresh(registered: Database, user_db) -> Database:
-    """A registered database reflected once, its recency key set."""
-    user_db.execute("CREATE TABLE existing (id int)")
-    reflection.reflect(registered.id)
-    state.mark_recent(registered.id, registered.created_at)
-    registered.refresh_from_db()
-    return registered
-
-
 def table_names(client, database: Database) -> list[str]:
     response = client.get(f"/api/v1/tables/?database={database.id}")
     assert response.status_code == 200
