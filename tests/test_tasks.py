@@ -2,6 +2,8 @@
 
 import os
 import signal
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -279,3 +281,26 @@ def test_a_worker_killed_mid_reflection_leaves_nothing_half_done_and_is_forgotte
     )
     staff = client_for(make_user("operator", staff=True))
     assert staff.post(f"/api/v1/databases/{registered.id}/reflect/").json()["task_id"] != token
+
+
+def test_a_database_still_changing_after_the_reruns_is_handed_to_a_new_task(fresh, published):
+    token = "busy-run"
+    hold_lease(fresh.id, token)
+    changing = threading.Event()
+
+    def keep_changing() -> None:  # what the listener does during a long migration
+        while not changing.is_set():
+            state.client().set(state.dirty_key(fresh.id), "listener")
+            time.sleep(0.001)
+
+    marker = threading.Thread(target=keep_changing)
+    marker.start()
+    try:
+        outcome = tasks.reflect_db_objects.apply((fresh.id,), task_id=token).get()
+    finally:
+        changing.set()
+        marker.join()
+
+    assert outcome == "reflected"
+    assert ReflectionRun.objects.filter(trigger="listener").count() == tasks.MAX_RERUNS + 1
+    assert len(published) == 1  # the rest goes to a new task, behind other databases'
