@@ -6,12 +6,13 @@ their querysets through readable_databases and answer 404 for what it leaves out
 
 from typing import Any, TypeVar
 
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
 from sync.exceptions import AccessDenied
 from sync.models import Database, DatabaseGrant
 
-T = TypeVar("T", bound=Model)
+# A queryset of schemas or tables, of its own class: only_readable keeps its live().
+ObjectsT = TypeVar("ObjectsT", bound=QuerySet[Any])
 
 
 def readable_databases(user: Any) -> QuerySet[Database]:
@@ -43,7 +44,7 @@ def check_records(user: Any, database: Database) -> None:
         )
 
 
-def only_readable(user: Any, objects: QuerySet[T]) -> QuerySet[T]:
+def only_readable(user: Any, objects: ObjectsT) -> ObjectsT:
     """Return the schemas or tables of `objects` that belong to databases the user may list."""
     if user and user.is_authenticated and user.is_active and user.is_staff:
         return objects  # no subquery for staff, who see everything

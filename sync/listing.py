@@ -55,7 +55,7 @@ def page_number(raw: str | None) -> int:
     return int(raw)
 
 
-def paged(rows: QuerySet[T], total: int, number: int, size: int = PAGE_SIZE) -> Page[T]:
+def paged(rows: QuerySet[Any, T], total: int, number: int, size: int = PAGE_SIZE) -> Page[T]:
     """Cut one page of rows, the number brought within the pages there are."""
     number = min(number, max(1, -(-total // size)))
     start = (number - 1) * size

@@ -1,5 +1,7 @@
 """Models of registered databases, their schemas and tables, and the reflection history."""
 
+from typing import Self, TypeVar
+
 from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import Q
@@ -9,7 +11,7 @@ from sync.connections import Source
 from sync.credentials import redact_url
 
 
-class DatabaseQuerySet(models.QuerySet):
+class DatabaseQuerySet(models.QuerySet["Database"]):
     def update(self, **fields: object) -> int:
         """Update rows; a plain `url` is encrypted on its way, as the url property does."""
         if "url" in fields:
@@ -90,8 +92,12 @@ class DatabaseGrant(models.Model):
         return f"{self.group} on {self.database}" + (" (records)" if self.records else "")
 
 
-class LiveQuerySet(models.QuerySet):
-    def live(self) -> "LiveQuerySet":
+# Any model that has a dropped_at: the schemas' and the tables' querysets.
+_Reflected = TypeVar("_Reflected", bound="ReflectedObject")
+
+
+class LiveQuerySet(models.QuerySet[_Reflected]):
+    def live(self) -> Self:
         return self.filter(dropped_at__isnull=True)
 
 

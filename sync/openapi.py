@@ -96,7 +96,7 @@ WRITE_ERRORS: dict[int, OpenApiResponse] = {
     400: BAD_INPUT, 401: NOT_LOGGED_IN, 403: FORBIDDEN, 404: UNKNOWN
 }  # fmt: skip
 
-COLUMN_FIELDS = {
+COLUMN_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
     "position": serializers.IntegerField(),
     "name": serializers.CharField(),
     "type": serializers.CharField(help_text="as PostgreSQL writes it"),

@@ -10,7 +10,7 @@ from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, ReflectionRun, Schema, Table
 
 
-class DatabaseSerializer(serializers.ModelSerializer):
+class DatabaseSerializer(serializers.ModelSerializer[Database]):
     url = serializers.CharField(
         write_only=True,
         min_length=1,
@@ -82,13 +82,13 @@ class DatabaseDetailSerializer(DatabaseSerializer):
         return Table.objects.live().filter(database=database).count()
 
 
-class SchemaSerializer(serializers.ModelSerializer):
+class SchemaSerializer(serializers.ModelSerializer[Schema]):
     class Meta:
         model = Schema
         fields = ["id", "database", "oid", "name", "dropped_at"]
 
 
-class TableSerializer(serializers.ModelSerializer):
+class TableSerializer(serializers.ModelSerializer[Table]):
     schema_name = serializers.CharField(source="schema.name", read_only=True)
 
     class Meta:
@@ -96,7 +96,7 @@ class TableSerializer(serializers.ModelSerializer):
         fields = ["id", "database", "schema", "schema_name", "oid", "name", "kind", "dropped_at"]
 
 
-class ReflectionRunSerializer(serializers.ModelSerializer):
+class ReflectionRunSerializer(serializers.ModelSerializer[ReflectionRun]):
     trigger_display = serializers.CharField(source="get_trigger_display", read_only=True)
     duration_ms = serializers.SerializerMethodField()
 
@@ -113,7 +113,7 @@ class ReflectionRunSerializer(serializers.ModelSerializer):
         return round((run.finished_at - run.started_at).total_seconds() * 1000)
 
 
-class TaskSerializer(serializers.Serializer):
+class TaskSerializer(serializers.Serializer[dict[str, Any]]):
     id = serializers.CharField()
     state = serializers.CharField(
         help_text="PENDING (queued, or unknown: reflections keep no result), STARTED, "

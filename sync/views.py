@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from sync import access, health, live, progress, scrape, state, table_reads, watch
 from sync import openapi as doc
 from sync.exceptions import QueueUnavailable
-from sync.models import Database, Schema, Table
+from sync.models import Database, LiveQuerySet, Schema, Table
 from sync.permissions import StaffOrMetricsToken
 from sync.query import StrictIdMixin, query_bool, query_int, query_text, query_value
 from sync.serializers import (
@@ -97,7 +97,7 @@ class DatabaseViewSet(
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[Database],
 ):
     """Registered databases. Registering one checks that it answers first."""
 
@@ -107,13 +107,14 @@ class DatabaseViewSet(
         # Not granted reads as not registered: 404, as for an id that does not exist.
         return access.readable_databases(self.request.user)
 
-    def get_serializer_class(self) -> type[serializers.Serializer]:
+    # Any: the runs action serializes the database's ReflectionRun rows, not databases.
+    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
         if self.action == "runs":
             return ReflectionRunSerializer
         return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())  # a read-only Mapping in DRF's stubs
         if self.action == "retrieve":
             context["status"] = state.status_of(self.get_object()).status
         return context
@@ -176,7 +177,7 @@ class DatabaseViewSet(
         parameters=[doc.ID], responses={200: SchemaSerializer, **doc.READ_ERRORS}
     ),
 )
-class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet[Schema]):
     """Schemas of a database. Listing queues a reflection when the last one is not recent."""
 
     serializer_class = SchemaSerializer
@@ -202,7 +203,7 @@ class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVi
         parameters=[doc.ID], responses={200: TableSerializer, **doc.READ_ERRORS}
     ),
 )
-class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet):
+class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet[Table]):
     """Tables, views and other relations. Listing queues a reflection when not recent."""
 
     serializer_class = TableSerializer
@@ -232,7 +233,7 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
             database = get_object_or_404(access.readable_databases(user), pk=database_id)
         return self.filtered(tables.filter(database=self.listed(database)))
 
-    def filtered(self, tables: QuerySet[Table]) -> QuerySet[Table]:
+    def filtered(self, tables: LiveQuerySet[Table]) -> LiveQuerySet[Table]:
         """Apply the kind, search and include_dropped parameters of the query string."""
         kind = query_value(self.request, "kind")
         if kind is not None:
