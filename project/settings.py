@@ -5,7 +5,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+# Django's ModelAdmin and ModelForm accept type arguments at run time, as in django-stubs: sync's
+# subclasses name their model (sync/admin.py).
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -1,11 +1,11 @@
 """The Django admin: register databases, watch their state, queue imports and reflections."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -16,7 +16,7 @@ from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
 from sync.state import Freshness, Status
 
 
-class DatabaseForm(forms.ModelForm):
+class DatabaseForm(forms.ModelForm[Database]):
     """Take a URL write-only: it is never shown back, and it must answer before it is saved."""
 
     new_url = forms.CharField(
@@ -39,7 +39,7 @@ class DatabaseForm(forms.ModelForm):
             raise forms.ValidationError(str(error)) from None
 
     def clean_new_url(self) -> str:
-        url = self.cleaned_data.get("new_url", "")
+        url: str = self.cleaned_data.get("new_url", "")
         if not url and self.instance.pk is None:
             raise forms.ValidationError("A new database needs its URL.")
         if url:
@@ -59,7 +59,7 @@ class DatabaseForm(forms.ModelForm):
     probe: catalog.ServerProbe | None = None
 
 
-class DatabaseGrantInline(admin.TabularInline):
+class DatabaseGrantInline(admin.TabularInline[DatabaseGrant, Database]):
     """Who may list the database (members of the group), and read its records."""
 
     model = DatabaseGrant
@@ -71,7 +71,7 @@ class DatabaseGrantInline(admin.TabularInline):
 
 
 @admin.register(Database)
-class DatabaseAdmin(admin.ModelAdmin):
+class DatabaseAdmin(admin.ModelAdmin[Database]):
     form = DatabaseForm
     list_display = ["name", "location", "status", "watch_mode", "reflected_at", "schema_count",
                     "table_count", "last_error"]  # fmt: skip
@@ -175,7 +175,10 @@ class DatabaseAdmin(admin.ModelAdmin):
         self.message_user(request, f"{database}: {text}.", level)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+ShownT = TypeVar("ShownT", bound=Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[ShownT]):
     """Reflected state is written by reflection only: the admin shows it."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -189,14 +192,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Schema)
-class SchemaAdmin(ReadOnlyAdmin):
+class SchemaAdmin(ReadOnlyAdmin[Schema]):
     list_display = ["name", "database", "oid", "dropped_at"]
     list_filter = ["database", ("dropped_at", admin.EmptyFieldListFilter)]
     search_fields = ["name"]
 
 
 @admin.register(Table)
-class TableAdmin(ReadOnlyAdmin):
+class TableAdmin(ReadOnlyAdmin[Table]):
     list_display = ["name", "schema", "database", "kind", "oid", "dropped_at"]
     list_filter = ["database", "kind", ("dropped_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "schema__name"]
@@ -204,7 +207,7 @@ class TableAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ReflectionRun)
-class ReflectionRunAdmin(ReadOnlyAdmin):
+class ReflectionRunAdmin(ReadOnlyAdmin[ReflectionRun]):
     list_display = ["database", "trigger", "started_at", "finished_at", "outcome", "added",
                     "renamed", "moved", "dropped", "recreated", "unchanged"]  # fmt: skip
     list_filter = ["database", "outcome", "trigger"]

@@ -22,6 +22,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from sync import access, grid, listing, live, page_state, registry, table_reads
 from sync.exceptions import SyncError
@@ -34,13 +35,19 @@ RECORDS_LIMIT = 50
 View = Callable[..., HttpResponse]
 
 
+class HtmxHttpRequest(HttpRequest):
+    """A request past django-htmx's middleware (settings.MIDDLEWARE), which sets its htmx."""
+
+    htmx: HtmxDetails
+
+
 def login_required(view: View) -> View:
     """As Django's; but a poll whose session ended takes the whole page to the login form,
     rather than swapping the form into the listing."""
     checked = django_login_required(view)
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.htmx and not request.user.is_authenticated:
             return HttpResponseClientRedirect(redirect_to_login(request.path)["Location"])
         return checked(request, *args, **kwargs)
@@ -73,7 +80,7 @@ def readable(request: HttpRequest, database_id: int) -> Database:
 
 
 def listing_page(
-    request: HttpRequest,
+    request: HtmxHttpRequest,
     name: str,
     token: str,
     context_of: Callable[[], dict[str, Any]],
@@ -102,12 +109,12 @@ def bad_request(request: HttpRequest, error: Exception | str) -> HttpResponse:
 
 @require_GET
 @login_required
-def databases(request: HttpRequest) -> HttpResponse:
+def databases(request: HtmxHttpRequest) -> HttpResponse:
     """List the readable databases with their freshness, counts and (for staff) actions."""
     return databases_page(request, RegisterForm())
 
 
-def databases_page(request: HttpRequest, form: RegisterForm, status: int = 200) -> HttpResponse:
+def databases_page(request: HtmxHttpRequest, form: RegisterForm, status: int = 200) -> HttpResponse:
     rows = list(access.readable_databases(request.user))
     badges = {database.id: page_state.looked_at(database) for database in rows}
     token = page_state.version(
@@ -132,7 +139,7 @@ def databases_page(request: HttpRequest, form: RegisterForm, status: int = 200) 
 
 @require_GET
 @login_required
-def schemas(request: HttpRequest, database_id: int) -> HttpResponse:
+def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's schemas: opening or polling the page passes the list gate."""
     database = readable(request, database_id)
     badge = page_state.opened(database)
@@ -154,7 +161,7 @@ def schemas(request: HttpRequest, database_id: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def tables(request: HttpRequest, database_id: int) -> HttpResponse:
+def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's tables and views, filtered; opening or polling passes the list gate."""
     database = readable(request, database_id)
     try:
@@ -238,7 +245,7 @@ def records_context(records: live.Page) -> dict[str, Any]:
 
 @require_GET
 @login_required
-def history(request: HttpRequest, database_id: int) -> HttpResponse:
+def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's reflections, the latest first; kept current while one runs."""
     database = readable(request, database_id)
     try:
@@ -260,7 +267,7 @@ def history(request: HttpRequest, database_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def register(request: HttpRequest) -> HttpResponse:
+def register(request: HtmxHttpRequest) -> HttpResponse:
     """Register a database (staff): dbsync connects once before saving it."""
     staff_only(request)
     form = RegisterForm(request.POST)
