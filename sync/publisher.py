@@ -61,10 +61,13 @@ class _Publisher(threading.local):
             raise
 
     def close(self) -> None:
-        if self.producer is not None:
+        if self.producer is None:
+            return
+        connection = self.producer.connection  # None only for a producer made on no connection
+        if connection is not None:
             with contextlib.suppress(*PUBLISH_ERRORS):
-                self.producer.connection.release()
-            self.producer = None
+                connection.release()
+        self.producer = None
 
 
 _publisher = _Publisher()

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+from typing import Any
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -26,6 +27,16 @@ def backoff_seconds(retries: int) -> int:
     return int(min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**retries))
 
 
+# Task annotations are quoted: celery-types makes Task generic, but Celery's class takes no type
+# arguments at run time.
+def run_id(task: "Task[..., Any]") -> str:
+    """Return the id of the task's current run, the token of the leases it takes."""
+    run = task.request.id
+    if run is None:  # a plain call of the function, outside any run Celery started
+        raise RuntimeError(f"{task.name} has no task id: run it with delay() or apply()")
+    return run
+
+
 @shared_task(
     name=task_names.REFLECT,
     bind=True,
@@ -37,7 +48,10 @@ def backoff_seconds(retries: int) -> int:
     time_limit=settings.SYNC_TASK_TIME_LIMIT,
 )
 def reflect_db_objects(
-    self: Task, database_id: int, force: bool = False, trigger: str = ReflectionRun.Trigger.LIST
+    self: "Task[..., str]",
+    database_id: int,
+    force: bool = False,
+    trigger: str = ReflectionRun.Trigger.LIST,
 ) -> str:
     """Reflect a database unless it is fresh or another run of it holds the lease.
 
@@ -50,8 +64,8 @@ def reflect_db_objects(
             state.reflection_ended(database_id)  # a renewal's slot is free again
 
 
-def _reflect(self: Task, database_id: int, force: bool, trigger: str) -> str:
-    with state.lease(database_id, self.request.id) as lease:
+def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str) -> str:
+    with state.lease(database_id, run_id(self)) as lease:
         if lease is None:
             return "duplicate"
         if not force and state.is_recent(database_id) and not lease.dirty():
@@ -90,7 +104,9 @@ def _reflect(self: Task, database_id: int, force: bool, trigger: str) -> str:
     soft_time_limit=30 * 60,
     time_limit=31 * 60,
 )
-def import_database(self: Task, database_id: int | None = None) -> dict[str, object]:
+def import_database(
+    self: "Task[..., dict[str, object]]", database_id: int | None = None
+) -> dict[str, object]:
     """Import one database; or, without one, queue an import of each never imported.
 
     Either reports done/total as task state while it works.
@@ -103,7 +119,7 @@ def import_database(self: Task, database_id: int | None = None) -> dict[str, obj
     if database_id is None:
         registry.register_configured()
         return importing.fan_out(progress)
-    report = importing.import_databases(self.request.id, only=database_id, progress=progress)
+    report = importing.import_databases(run_id(self), only=database_id, progress=progress)
     return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
 
 
