@@ -89,7 +89,8 @@ FINGERPRINT_QUERY = text(
 )
 
 
-_DIALECT = psycopg2_dialect.dialect()
+# SQLAlchemy leaves the psycopg2 dialect's constructor unannotated.
+_DIALECT = psycopg2_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 class CatalogRelation(NamedTuple):

@@ -289,7 +289,8 @@ def _run_alone(user_engine: Engine, message: str, values: dict[str, Any]) -> lis
             finally:
                 cursor.close()
         except psycopg2.Error as error:
-            dropped = user_engine.dialect.is_disconnect(error, dbapi_connection, None)
+            # SQLAlchemy's stubs want its DBAPIModule.Error, which no driver's errors subclass.
+            dropped = user_engine.dialect.is_disconnect(error, dbapi_connection, None)  # type: ignore[arg-type]
             if dropped:
                 connection.invalidate()
                 user_engine.dispose()  # whatever closed this one closed the pooled others too

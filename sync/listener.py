@@ -15,6 +15,7 @@ import selectors
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypedDict
 
 import psycopg2
 from django.conf import settings
@@ -32,15 +33,27 @@ logger = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 2.0  # how often the set of watched databases is read again
 RECONNECT_FIRST, RECONNECT_CAP = 1.0, 32.0
+
+
+class Keepalives(TypedDict):
+    """libpq's keepalive parameters, typed one by one: psycopg2.connect takes them as keywords."""
+
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+    tcp_user_timeout: int
+
+
 # Keepalives and a bound on unacknowledged sends: a peer that vanished without a word (a host
 # down, a partition) is found by the next heartbeat within seconds, not hours.
-KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
+KEEPALIVES = Keepalives(
+    keepalives=1,
+    keepalives_idle=10,
+    keepalives_interval=5,
+    keepalives_count=3,
+    tcp_user_timeout=10_000,
+)
 
 
 @dataclass

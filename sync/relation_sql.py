@@ -30,7 +30,8 @@ from sqlalchemy.sql.expression import ClauseElement, ColumnElement, TableClause
 
 from sync.values import Renderer, render
 
-_DIALECT = psycopg2_dialect.dialect()
+# SQLAlchemy leaves the psycopg2 dialect's constructor unannotated.
+_DIALECT = psycopg2_dialect.dialect()  # type: ignore[no-untyped-call]
 
 # The estimate of a relation's rows (pg_class c), or -1 where the catalog keeps none: views,
 # foreign and partitioned tables, tables never analysed.
