@@ -31,6 +31,7 @@ from psycopg2 import sql
 from rest_framework.test import APIClient
 
 from sync import demo, queues, reflection, registry, state
+from sync.breaker import REDIS_BREAKER
 from sync.models import Database, DatabaseGrant
 
 T = TypeVar("T")
@@ -89,6 +90,13 @@ def admin_connection(dbname: str = "postgres") -> "psycopg2.extensions.connectio
     return connection
 
 
+def one_row(cursor: "psycopg2.extensions.cursor") -> tuple[Any, ...]:
+    """Return the row a statement answered; psycopg2 types fetchone() as maybe None."""
+    row = cursor.fetchone()
+    assert row is not None, "the statement answered no row"
+    return row
+
+
 @dataclass
 class ScratchDatabase:
     """A real database created for one test; run DDL on it with execute()."""
@@ -107,7 +115,7 @@ class ScratchDatabase:
     def oid_of(self, qualified: str) -> int:
         with admin_connection(self.name) as connection, connection.cursor() as cursor:
             cursor.execute("SELECT %s::regclass::oid", [qualified])
-            (oid,) = cursor.fetchone()
+            (oid,) = one_row(cursor)
         connection.close()
         return int(oid)
 
@@ -156,6 +164,7 @@ def fresh(registered: Database, user_db: ScratchDatabase) -> Database:
     user_db.execute("CREATE TABLE existing (id int)")
     reflection.reflect(registered.id)
     registered.refresh_from_db()
+    assert registered.reflected_at is not None
     state.mark_recent(registered.id, registered.reflected_at)
     return registered
 
@@ -185,7 +194,7 @@ def clear_cache() -> None:
     """Start every test with no recency keys, leases, back-offs, dirty marks or cached names."""
     cache.clear()
     state.clear_all()
-    state.REDIS_BREAKER.reset()  # and with Redis trusted again
+    REDIS_BREAKER.reset()  # and with Redis trusted again
 
 
 def hold_lease(database_id: int, token: str, lease_state: str = "queued") -> None:
@@ -261,7 +270,7 @@ READERS = "readers"
 
 def grant_to_readers(instance: Database, created: bool, **_: Any) -> None:
     if created:
-        group, _ = Group.objects.get_or_create(name=READERS)
+        group = Group.objects.get_or_create(name=READERS)[0]
         DatabaseGrant.objects.get_or_create(
             database=instance, group=group, defaults={"records": True}
         )
@@ -316,7 +325,7 @@ def routed() -> Iterator[list[Routed]]:
     """Collect where each task the gate publishes goes, to a broker database no worker reads."""
     found: list[Routed] = []
     aside = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/12"
-    current_app.conf.broker_write_url = aside
+    current_app.conf["broker_write_url"] = aside
 
     def record(
         sender: str | None = None,
@@ -337,7 +346,7 @@ def routed() -> Iterator[list[Routed]]:
     after_task_publish.connect(record, weak=False)
     yield found
     after_task_publish.disconnect(record)
-    current_app.conf.broker_write_url = None
+    current_app.conf["broker_write_url"] = None
     broker = redis.Redis.from_url(aside)
     broker.flushdb()
     broker.close()

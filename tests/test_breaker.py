@@ -9,8 +9,7 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from sync import state
-from sync.breaker import Breaker, BreakerOpen
+from sync.breaker import REDIS_BREAKER, Breaker, BreakerOpen
 from tests.conftest import client_for, make_user, wait_until
 
 
@@ -141,7 +140,7 @@ def test_lists_stop_asking_a_hung_redis_after_the_first_failure(
             "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3},
         }
     }
-    monkeypatch.setattr(state.REDIS_BREAKER, "cooldown", 3600)  # no probe in this test
+    monkeypatch.setattr(REDIS_BREAKER, "cooldown", 3600)  # no probe in this test
     client = client_for(make_user("reader"))
 
     statuses = []

@@ -8,7 +8,7 @@ import pytest
 from sync import catalog, connections, reflection, registry
 from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
-from tests.conftest import ScratchDatabase, admin_connection, run_together
+from tests.conftest import ScratchDatabase, admin_connection, one_row, run_together
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +20,7 @@ def dbsync_connections(scratch: ScratchDatabase) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
             [scratch.name, "dbsync"],
         )
-        (count,) = cursor.fetchone()
+        (count,) = one_row(cursor)
     connection.close()
     return int(count)
 

@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from sync.encryption import encrypt
 from sync.models import Database, Table
 
 pytestmark = pytest.mark.django_db
@@ -64,7 +65,9 @@ def test_malformed_url_exits_non_zero_with_one_line_and_no_password(url):
 
 
 def test_reflect_unreachable_database_fails_with_one_line():
-    Database.objects.create(name="gone", url="postgresql://u:hunter2@127.0.0.1:1/gone")
+    Database.objects.create(
+        name="gone", encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/gone")
+    )
     with pytest.raises(CommandError) as raised:
         call_command("reflect", "gone", stdout=StringIO())
     message = str(raised.value)

@@ -77,8 +77,9 @@ def redis_value(client: Any, key: bytes) -> Any:
 def redis_contents() -> str:
     """Return every key and value of the test's Redis databases (broker, results, cache, state)."""
     found = []
-    for url in (settings.CELERY_BROKER_URL, settings.CELERY_RESULT_BACKEND,
-                settings.CACHES["default"]["LOCATION"], settings.SYNC_STATE_REDIS_URL):  # fmt: skip
+    cache_url = str(settings.CACHES["default"]["LOCATION"])
+    for url in (settings.CELERY_BROKER_URL, settings.CELERY_RESULT_BACKEND, cache_url,
+                settings.SYNC_STATE_REDIS_URL):  # fmt: skip
         client = redis.Redis.from_url(url)
         found += [f"{key!r} {redis_value(client, key)!r}" for key in client.scan_iter()]
     return "\n".join(found)

@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from sync import reflection
+from sync.encryption import encrypt
 from sync.models import Database, Schema, Table
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def error_of(response, status: int) -> dict:
 def two_databases(registered, user_db, scratch_factory) -> tuple[Database, Database]:
     user_db.execute("CREATE SCHEMA shop")
     reflection.reflect(registered.id)
-    other = Database.objects.create(name="other", url=user_db.url)
+    other = Database.objects.create(name="other", encrypted_url=encrypt(user_db.url))
     return registered, other
 
 
@@ -171,7 +172,9 @@ def test_unpopulated_materialized_view_is_a_409_saying_to_refresh_it(reader, reg
 
 
 def test_reflect_json_failure_prints_json(db):
-    Database.objects.create(name="gone", url="postgresql://u:hunter2@127.0.0.1:1/gone")
+    Database.objects.create(
+        name="gone", encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/gone")
+    )
     out = StringIO()
 
     with pytest.raises(CommandError):

@@ -20,11 +20,13 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from sync import reflection, state
+from sync.breaker import REDIS_BREAKER
 from sync.models import Database, Table
 from tests.conftest import (
     admin_connection,
     free_port,
     make_user,
+    one_row,
     process_environment,
     start_redis_server,
     stop_process,
@@ -162,7 +164,7 @@ def terminate_connections(dbname: str, application_name: str | None = None) -> i
             f" WHERE datname = %s AND pid <> pg_backend_pid(){condition}",
             [dbname] + ([application_name] if application_name else []),
         )
-        (ended,) = cursor.fetchone()
+        (ended,) = one_row(cursor)
     return int(ended)
 
 
@@ -194,7 +196,7 @@ def test_a_lock_that_a_hung_redis_took_after_the_gate_gave_up_is_released(
     own_redis_server, registered, settings, published, monkeypatch
 ):
     settings.SYNC_STATE_REDIS_URL = f"redis://127.0.0.1:{own_redis_server.port}/0"
-    monkeypatch.setattr(state.REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
+    monkeypatch.setattr(REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
     # A kept connection, and the script loaded, as in every web process that listed before.
     state.client().script_load(state.REQUEST)
     os.killpg(own_redis_server.process.pid, signal.SIGSTOP)

@@ -35,11 +35,11 @@ def own_redis(settings) -> Iterator[subprocess.Popen[bytes]]:
         }
     }
     settings.SYNC_STATE_REDIS_URL = url
-    current_app.conf.broker_write_url = url
+    current_app.conf["broker_write_url"] = url
     try:
         yield process
     finally:
-        current_app.conf.broker_write_url = None
+        current_app.conf["broker_write_url"] = None
         stop_process(process)
 
 

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from sync import progress, reflection, registry, state, tasks
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import ScratchDatabase, create_scratch, hold_lease, wait_until
 
@@ -27,14 +28,13 @@ def test_a_new_registration_is_imported_by_the_next_import_run(worker, registere
             states.append({"state": state, **meta})
         return original(task_id, meta, state, *args, **kwargs)
 
-    original, backend.store_result = backend.store_result, remember_state  # observe, then store
-    try:
-        report = tasks.import_database.apply().get()
+    original = backend.store_result
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(backend, "store_result", remember_state)  # observe, then store
+        report: dict[str, Any] = tasks.import_database.apply().get()
         # The database's own import task, on a worker.
         wait_until(lambda: Table.objects.live().filter(name="arrived").exists())
         wait_until(lambda: state.holder(registered.id) is None, what="the import to end")
-    finally:
-        backend.store_result = original
 
     assert (report["queued"], report["skipped"]) == (["userdb"], [])
     assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
@@ -72,7 +72,9 @@ def test_import_skips_a_database_whose_reflection_is_in_flight(registered, route
 
 
 def test_import_of_an_unreachable_database_backs_off(worker, db):
-    down = Database.objects.create(name="down", url="postgresql://u:hunter2@127.0.0.1:1/x")
+    down = Database.objects.create(
+        name="down", encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/x")
+    )
 
     assert tasks.import_database.apply().get()["queued"] == ["down"]
 
@@ -90,7 +92,7 @@ def test_renew_queues_exactly_the_expired_databases(
     for name in ("fresh", "expired", "also-expired"):
         scratch = create_scratch()
         scratch_factory.append(scratch)
-        databases.append(Database.objects.create(name=name, url=scratch.url))
+        databases.append(Database.objects.create(name=name, encrypted_url=encrypt(scratch.url)))
     state.mark_recent(databases[0].id, timezone.now())
 
     first = tasks.renew_databases.apply().get()

@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from sync import reflection, state, watch
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     ScratchDatabase,
@@ -198,7 +199,7 @@ def test_an_unreachable_database_is_reported_failed_and_the_log_shows_no_passwor
 ):
     down = Database.objects.create(
         name="down",
-        url="postgresql://u:hunter2@127.0.0.1:1/gone",
+        encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/gone"),
         watch_installed_at="2026-01-01T00:00:00Z",
     )
 

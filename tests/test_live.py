@@ -13,21 +13,16 @@ from sqlalchemy.engine import make_url
 
 from sync import catalog, connections
 from sync.connections import Source
-from sync.exceptions import CatalogUnavailable
-from sync.live import (
-    Column,
+from sync.exceptions import (
+    CatalogUnavailable,
     InvalidPage,
-    Page,
     ReadFailed,
     ReadTimedOut,
-    Relation,
     TableNotFound,
     WriteRefused,
-    live_name,
-    read_columns,
-    read_records,
 )
-from tests.conftest import ODD_NAMES, ScratchDatabase, admin_connection, quote
+from sync.live import Column, Page, Relation, live_name, read_columns, read_records
+from tests.conftest import ODD_NAMES, ScratchDatabase, admin_connection, one_row, quote
 
 # Keys of engines in sync.connections' per-process cache; far above the ids of registered databases.
 _keys = itertools.count(900_000)
@@ -36,7 +31,7 @@ _keys = itertools.count(900_000)
 def scalar(scratch: ScratchDatabase, statement: str) -> Any:
     with admin_connection(scratch.name) as connection, connection.cursor() as cursor:
         cursor.execute(statement)
-        (value,) = cursor.fetchone()
+        (value,) = one_row(cursor)
     connection.close()
     return value
 

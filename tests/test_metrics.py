@@ -1,5 +1,7 @@
 """/metrics: Prometheus text for staff or the metrics token, every figure the operator needs."""
 
+from typing import Any
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
@@ -28,7 +30,7 @@ METRICS = (
 )
 
 
-def scrape(client: APIClient, **headers: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(client: APIClient, **headers: Any) -> dict[str, list[tuple[dict[str, str], float]]]:
     response = client.get("/metrics", **headers)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -69,6 +71,7 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
         (labels["database"], v) for labels, v in families["dbsync_last_success_timestamp_seconds"]
     )
     registered.refresh_from_db()
+    assert registered.reflected_at is not None
     assert last["userdb"] == pytest.approx(registered.reflected_at.timestamp())
 
 

@@ -8,6 +8,7 @@ from celery import current_app
 from django.test import Client
 
 from sync import reflection, state
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import make_user
 
@@ -42,6 +43,7 @@ def shop(registered: Database, user_db) -> Database:
     )
     reflection.reflect(registered.id)
     registered.refresh_from_db()
+    assert registered.reflected_at is not None
     state.mark_recent(registered.id, registered.reflected_at)
     return registered
 
@@ -100,7 +102,7 @@ def test_browsable_api_offers_a_login_link(reader):
 
 def test_databases_page_shows_location_without_password_counts_and_freshness(shop, user_db, reader):
     Database.objects.filter(pk=shop.pk).update(
-        url=shop.url.replace("postgres@", "postgres:s3cret@")
+        encrypted_url=encrypt(shop.url.replace("postgres@", "postgres:s3cret@"))
     )
     page = reader.get("/")
     assert page.status_code == 200
@@ -228,7 +230,7 @@ def test_tables_page_paginates(shop, user_db, reader):
 
 
 def test_empty_states_say_why(registered, reader, shop):
-    never = Database.objects.create(name="never", url=registered.url)
+    never = Database.objects.create(name="never", encrypted_url=encrypt(registered.url))
     page = text(reader.get(f"/databases/{never.id}/tables/"))
     assert "Not imported yet: the first reflection of never is queued." in page
     nothing = text(reader.get(f"/databases/{shop.id}/tables/?q=zzz&kind=view"))
@@ -267,8 +269,8 @@ def test_malformed_filters_get_a_400_that_says_why(shop, reader, query, message)
 
 
 def test_a_schema_of_another_database_is_not_found(shop, reader, registered):
-    other = Database.objects.create(name="other", url=registered.url)
-    schema = Schema.objects.filter(database=shop).first()
+    other = Database.objects.create(name="other", encrypted_url=encrypt(registered.url))
+    schema = Schema.objects.filter(database=shop)[0]
     assert reader.get(f"/databases/{other.id}/tables/?schema={schema.id}").status_code == 404
 
 

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from sync import reflection, state
+from sync.encryption import encrypt
 from sync.models import Database, Table
 from tests.conftest import HeldDatabaseRow, make_user, wait_until
 
@@ -50,6 +51,7 @@ def shop(registered: Database, user_db) -> Database:
     )
     reflection.reflect(registered.id)
     registered.refresh_from_db()
+    assert registered.reflected_at is not None
     state.mark_recent(registered.id, registered.reflected_at)
     return registered
 
@@ -115,7 +117,7 @@ def test_refresh_queues_a_reflection_and_the_badge_goes_queued_then_fresh(
     page: Page, live_server, shop, worker
 ):
     # Keep the one worker busy with another database, so the refresh waits in the queue.
-    busy = Database.objects.create(name="busy", url=shop.url)
+    busy = Database.objects.create(name="busy", encrypted_url=encrypt(shop.url))
     held = HeldDatabaseRow(busy)
     try:
         running = state.request_reflection(busy, state.Trigger.API)

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from sync import polling, reflection, registry, state, watch
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
 from tests.conftest import wait_until
 
@@ -50,7 +51,9 @@ def test_polling_off_checks_nothing(fresh, settings):
 
 
 def test_an_unreachable_database_turns_failed(fresh, reader):
-    Database.objects.filter(pk=fresh.pk).update(url="postgresql://u:hunter2@127.0.0.1:1/x")
+    Database.objects.filter(pk=fresh.pk).update(
+        encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/x")
+    )
 
     assert polling.poll_due() == {"unreachable": 1}
 

@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from sync import names, reflection
+from sync.encryption import encrypt
 from sync.exceptions import CatalogUnavailable, IdentityChanged
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import ODD_NAMES, ScratchDatabase, create_scratch, quote
@@ -229,7 +230,7 @@ def test_two_databases_with_overlapping_oids_stay_apart(
     user_db.execute("CREATE TABLE shared_shape (id int)")
     twin = create_scratch(template=user_db.name)  # a byte copy: the same oids
     scratch_factory.append(twin)
-    twin_database = Database.objects.create(name="twin", url=twin.url)
+    twin_database = Database.objects.create(name="twin", encrypted_url=encrypt(twin.url))
     assert twin.oid_of("shared_shape") == user_db.oid_of("shared_shape")
 
     reflect(registered)
@@ -246,7 +247,7 @@ def test_unreachable_database_changes_nothing_and_records_error(registered, user
     user_db.execute("CREATE TABLE survivor (id int)")
     reflect(registered)
     Database.objects.filter(pk=registered.pk).update(
-        url="postgresql://someone:topsecret@127.0.0.1:1/nowhere"
+        encrypted_url=encrypt("postgresql://someone:topsecret@127.0.0.1:1/nowhere")
     )
 
     with pytest.raises(CatalogUnavailable) as raised:
@@ -272,13 +273,13 @@ def test_database_whose_identity_changed_is_refused(
     scratch_factory.append(replacement)
     replacement.execute("ALTER TABLE original RENAME TO replaced")
     reflect(registered)
-    Database.objects.filter(pk=registered.pk).update(url=replacement.url)
+    Database.objects.filter(pk=registered.pk).update(encrypted_url=encrypt(replacement.url))
 
     with pytest.raises(IdentityChanged, match="--accept-new-identity"):
         reflect(registered)
 
     assert list(live_tables(registered)) == ["public.original"]
-    assert ReflectionRun.objects.filter(database=registered).first().outcome == "refused"
+    assert ReflectionRun.objects.filter(database=registered)[0].outcome == "refused"
 
 
 def test_an_identical_database_restored_in_place_is_refused_too(
@@ -288,7 +289,7 @@ def test_an_identical_database_restored_in_place_is_refused_too(
     replacement = create_scratch(template=user_db.name)  # same objects, same oids
     scratch_factory.append(replacement)
     reflect(registered)
-    Database.objects.filter(pk=registered.pk).update(url=replacement.url)
+    Database.objects.filter(pk=registered.pk).update(encrypted_url=encrypt(replacement.url))
 
     with pytest.raises(IdentityChanged):
         reflect(registered)
@@ -304,7 +305,7 @@ def test_accepting_a_new_identity_matches_rows_by_name(
     scratch_factory.append(other)
     # Created in the other order, so the oids of a and b are traded between them.
     other.execute("CREATE TABLE b (id int); CREATE TABLE a (id int); CREATE TABLE c (id int)")
-    Database.objects.filter(pk=registered.pk).update(url=other.url)
+    Database.objects.filter(pk=registered.pk).update(encrypted_url=encrypt(other.url))
 
     counts = reflect(registered, accept_new_identity=True)
 

@@ -7,6 +7,7 @@ import pytest
 from django.core.cache import cache
 
 from sync import polling, state, tasks
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
 from tests.conftest import (
     HeldDatabaseRow,
@@ -40,7 +41,9 @@ def test_a_live_read_that_finds_the_database_unreachable_turns_the_status_failed
     fresh, reader
 ):
     table = Table.objects.get(name="existing")
-    Database.objects.filter(pk=fresh.pk).update(url="postgresql://u:pw@127.0.0.1:1/gone")
+    Database.objects.filter(pk=fresh.pk).update(
+        encrypted_url=encrypt("postgresql://u:pw@127.0.0.1:1/gone")
+    )
 
     columns = reader.get(f"/api/v1/tables/{table.id}/columns/")
 

@@ -3,6 +3,7 @@
 import pytest
 
 from sync import names, reflection, state
+from sync.encryption import encrypt
 from sync.models import Database, Table
 from tests.conftest import quote
 
@@ -94,7 +95,7 @@ def test_a_dropped_table_is_a_404_and_a_reflection_is_queued(
 
 def test_an_unreachable_database_is_a_503_naming_it_without_the_password(reader, odd_table):
     Database.objects.filter(pk=odd_table.database_id).update(
-        url="postgresql://reader:hunter2@127.0.0.1:1/shop"
+        encrypted_url=encrypt("postgresql://reader:hunter2@127.0.0.1:1/shop")
     )
     response = reader.get(f"/api/v1/tables/{odd_table.id}/columns/")
 

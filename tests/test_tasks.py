@@ -13,6 +13,7 @@ from celery.signals import task_postrun
 from django.utils import timezone
 
 from sync import queues, reflection, state, tasks
+from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
 from tests.conftest import (
     HeldDatabaseRow,
@@ -91,7 +92,7 @@ def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_
     broker = start_redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
     wait_until(lambda: redis_answers(url), what="the broker to start")
-    current_app.conf.broker_write_url = url
+    current_app.conf["broker_write_url"] = url
     try:
         state.expire(fresh.id)
         before = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
@@ -102,7 +103,7 @@ def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_
         after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
         queued = redis.Redis.from_url(url).llen(queues.INTERACTIVE)
     finally:
-        current_app.conf.broker_write_url = None
+        current_app.conf["broker_write_url"] = None
         stop_process(broker)
 
     assert (before["X-Reflection-Status"], after["X-Reflection-Status"]) == ("queued", "queued")
@@ -132,11 +133,11 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
 def test_list_answers_when_the_broker_is_down(fresh, reader_client, published):
     state.expire(fresh.id)
     app = current_app
-    app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    app.conf["broker_write_url"] = "redis://127.0.0.1:1/0"
     try:
         down = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
     finally:
-        app.conf.broker_write_url = None
+        app.conf["broker_write_url"] = None
 
     assert down.status_code == 200
     assert [row["name"] for row in down.json()["results"]] == ["existing"]
@@ -227,7 +228,9 @@ def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, 
 
 
 def test_an_unreachable_database_is_backed_off_not_hammered(worker, db, reader_client, published):
-    database = Database.objects.create(name="down", url="postgresql://u:pw@127.0.0.1:1/gone")
+    database = Database.objects.create(
+        name="down", encrypted_url=encrypt("postgresql://u:pw@127.0.0.1:1/gone")
+    )
 
     first = reader_client.get(f"/api/v1/schemas/?database={database.id}")
     wait_until(lambda: state.backing_off(database.id), what="the back-off")

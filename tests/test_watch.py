@@ -11,9 +11,10 @@ from django.core.management import CommandError, call_command
 from psycopg2 import sql
 
 from sync import catalog, reflection, state, watch
+from sync.encryption import encrypt
 from sync.exceptions import WatchRefused
 from sync.models import Database, Schema
-from tests.conftest import ScratchDatabase, admin_connection, server_url, wait_until
+from tests.conftest import ScratchDatabase, admin_connection, one_row, server_url, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def version(user_db: ScratchDatabase) -> int:
     """Return the watch's DDL version counter (-1 where none can be read)."""
     with admin_connection(user_db.name) as connection, connection.cursor() as cursor:
         cursor.execute(f"SELECT coalesce({catalog.VERSION_SQL}, -1)")
-        (value,) = cursor.fetchone()
+        (value,) = one_row(cursor)
     connection.close()
     return int(value)
 
@@ -37,7 +38,7 @@ def watch_objects(user_db: ScratchDatabase) -> dict[str, int]:
             " (SELECT count(*) FROM pg_class WHERE relname = 'ddl_version'),"
             " (SELECT count(*) FROM pg_namespace WHERE nspname = 'dbsync')"
         )
-        triggers, functions, sequences, schemas = cursor.fetchone()
+        triggers, functions, sequences, schemas = one_row(cursor)
     connection.close()
     return {"triggers": triggers, "functions": functions, "sequences": sequences,
             "schemas": schemas}  # fmt: skip
@@ -166,7 +167,9 @@ def plain_url(user_db: ScratchDatabase, role: str) -> str:
 def test_install_without_the_privilege_says_what_is_needed_and_stays_in_poll_mode(
     registered, user_db, plain_role
 ):
-    Database.objects.filter(pk=registered.pk).update(url=plain_url(user_db, plain_role))
+    Database.objects.filter(pk=registered.pk).update(
+        encrypted_url=encrypt(plain_url(user_db, plain_role))
+    )
     registered.refresh_from_db()
 
     with pytest.raises(WatchRefused) as refused:
@@ -206,7 +209,9 @@ def test_watch_command_installs_removes_and_refuses_in_one_line(registered, user
     call_command("watch", registered.name, "--uninstall", stdout=out)
     assert "removed the watch" in out.getvalue()
 
-    Database.objects.filter(pk=registered.pk).update(url=plain_url(user_db, plain_role))
+    Database.objects.filter(pk=registered.pk).update(
+        encrypted_url=encrypt(plain_url(user_db, plain_role))
+    )
     with pytest.raises(CommandError) as refused:
         call_command("watch", registered.name, stdout=StringIO())
     assert "superuser" in str(refused.value)
@@ -232,7 +237,9 @@ def test_api_installs_and_removes_the_watch_for_staff_only(staff, reader, regist
 
 
 def test_api_refusal_is_a_409_with_the_message(staff, registered, user_db, plain_role):
-    Database.objects.filter(pk=registered.pk).update(url=plain_url(user_db, plain_role))
+    Database.objects.filter(pk=registered.pk).update(
+        encrypted_url=encrypt(plain_url(user_db, plain_role))
+    )
 
     response = staff.post(f"/api/v1/databases/{registered.id}/watch/")
 

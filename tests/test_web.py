@@ -13,6 +13,7 @@ from tests.conftest import (
     admin_connection,
     free_port,
     make_user,
+    one_row,
     process_environment,
     start_procfile_role,
     stop_process,
@@ -45,7 +46,7 @@ def sleeping_reads(dbname: str) -> int:
                 " AND state = 'active'",
                 [dbname],
             )
-            return int(cursor.fetchone()[0])
+            return int(one_row(cursor)[0])
     finally:
         connection.close()
 
