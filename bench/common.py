@@ -59,7 +59,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "django": django.get_version(),
         "sqlalchemy": sqlalchemy.__version__,
-        "psycopg2": psycopg2.__version__.split()[0],
+        # types-psycopg2 leaves out the module's __version__, which psycopg2 has.
+        "psycopg2": psycopg2.__version__.split()[0],  # type: ignore[attr-defined]
         "postgresql": server_version,
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
     }

@@ -201,7 +201,9 @@ def main() -> None:
     pg = connect(BENCH_DATABASE)
     with pg.cursor() as cursor:
         cursor.execute("SELECT 'public.items'::regclass::oid")
-        (oid,) = cursor.fetchone()
+        row = cursor.fetchone()
+        assert row is not None, "the oid query answered no row"
+        (oid,) = row
     pg.close()
     page = first_page(url, oid, arguments.iterations, arguments.warmup)
     listed = columns(url, oid, arguments.iterations, arguments.warmup)

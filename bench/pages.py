@@ -65,6 +65,7 @@ def prepare(tables: int) -> int:
         result = reflect(database.id, accept_new_identity=True)
     log(f"reflected {USER_DATABASE} in {result.duration_ms} ms: {result.counts}")
     database.refresh_from_db()
+    assert database.reflected_at is not None, "the reflection set no reflected_at"
     # Fresh for the whole run: the gate answers from Redis and queues nothing.
     state.mark_recent(database.id, database.reflected_at)
     # The bench's reader is no staff: it reads the database through a group's grant.
@@ -104,13 +105,13 @@ def main() -> None:
     version_match = re.search(r'data-version="([0-9a-f]+)"', client.get(page_url).content.decode())
     assert version_match is not None, "the tables page carries no version"
     version = version_match.group(1)
-    polled = {"HTTP_HX_REQUEST": "true"}
+    polled = {"HX-Request": "true"}
 
     kinds: dict[str, tuple[Callable[[], Any], int]] = {
         "tables_page": (lambda: client.get(page_url), 200),
         "api_list": (lambda: client.get(f"/api/v1/tables/?database={database_id}"), 200),
-        "fragment": (lambda: client.get(page_url, **polled), 200),
-        "unchanged_poll": (lambda: client.get(f"{page_url}?v={version}", **polled), 204),
+        "fragment": (lambda: client.get(page_url, headers=polled), 200),
+        "unchanged_poll": (lambda: client.get(f"{page_url}?v={version}", headers=polled), 204),
     }
     queries = {}
     for name, (request, status) in kinds.items():

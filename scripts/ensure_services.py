@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def trust_loopback(version: str) -> None:
         hba.write_text("# dbsync: trust loopback\n" + rules + text)
 
 
-def ensure_postgres(db: dict[str, Any]) -> None:
+def ensure_postgres(db: Mapping[str, Any]) -> None:
     host, port = db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
     if answers(host, port):
         return
@@ -102,7 +103,7 @@ def ensure_postgres(db: dict[str, Any]) -> None:
     wait_for(host, port, "PostgreSQL")
 
 
-def ensure_service_database(db: dict[str, Any]) -> None:
+def ensure_service_database(db: Mapping[str, Any]) -> None:
     params = {
         "host": db["HOST"] or "127.0.0.1",
         "port": db["PORT"] or 5432,
