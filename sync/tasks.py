@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+from functools import partial
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -84,27 +85,42 @@ def _reflect(self: Task, database_id: int, force: bool, trigger: str) -> str:
     return "reflected"
 
 
-@shared_task(
-    name=task_names.IMPORT,
-    bind=True,
-    soft_time_limit=30 * 60,
-    time_limit=31 * 60,
-)
+# Each import task reports done/total as its state while it works (GET tasks/ID/).
+IMPORT_LIMITS = {"bind": True, "soft_time_limit": 30 * 60, "time_limit": 31 * 60}
+
+
+@shared_task(name=task_names.IMPORT_NEW, **IMPORT_LIMITS)
+def import_new_databases(self: Task) -> dict[str, object]:
+    """Register SYNC_DATABASES, then queue an import of each database never imported."""
+    return _import_new(self)
+
+
+@shared_task(name=task_names.IMPORT_ONE, **IMPORT_LIMITS)
+def import_registered_database(self: Task, database_id: int) -> dict[str, object]:
+    """Import one registered database now (its reflection, trigger `import`)."""
+    return _import_one(self, database_id)
+
+
+@shared_task(name=task_names.IMPORT_BEFORE_SPLIT, **IMPORT_LIMITS)
 def import_database(self: Task, database_id: int | None = None) -> dict[str, object]:
-    """Import one database; or, without one, queue an import of each never imported.
-
-    Either reports done/total as task state while it works.
-    """
-
-    def progress(done: int, total: int, current: str) -> None:
-        meta = {"done": done, "total": total, "current": current}
-        self.update_state(state="PROGRESS", meta=meta)
-
+    """A message queued by an earlier version: do the job that its arguments named."""
     if database_id is None:
-        registry.register_configured()
-        return importing.fan_out(progress)
-    report = importing.import_databases(self.request.id, only=database_id, progress=progress)
+        return _import_new(self)
+    return _import_one(self, database_id)
+
+
+def _import_new(task: Task) -> dict[str, object]:
+    registry.register_configured()
+    return importing.queue_new_imports(partial(_report_progress, task))
+
+
+def _import_one(task: Task, database_id: int) -> dict[str, object]:
+    report = importing.import_one(task.request.id, database_id, partial(_report_progress, task))
     return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
+
+
+def _report_progress(task: Task, done: int, total: int, current: str) -> None:
+    task.update_state(state="PROGRESS", meta={"done": done, "total": total, "current": current})
 
 
 @shared_task(name=task_names.RENEW, soft_time_limit=60, time_limit=90)
