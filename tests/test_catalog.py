@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import event
 
 from sync import catalog, connections, reflection, registry
 from sync.connections import Source
@@ -84,3 +85,29 @@ def test_a_read_that_finds_no_free_connection_slot_says_so(user_db, settings):
     settings.SYNC_CONNECT_TIMEOUT = 1
     with connections.server_slot(user_db.url), pytest.raises(CatalogUnavailable, match="in use"):
         connections.read_once(Source(30_000, user_db.url), "SELECT 1", {})
+
+
+def test_the_catalog_is_read_in_one_read_only_time_bounded_snapshot(user_db, settings):
+    settings.SYNC_STATEMENT_TIMEOUT = 3
+    source = Source(50_000, user_db.url)
+    seen: list[tuple[str, ...]] = []
+
+    def transaction_settings(connection, cursor, statement, *_):
+        if "pg_class" not in statement or seen:
+            return
+        with connection.connection.dbapi_connection.cursor() as beside:
+            beside.execute(
+                "SELECT current_setting('transaction_isolation'),"
+                " current_setting('transaction_read_only'), current_setting('statement_timeout')"
+            )
+            seen.append(beside.fetchone())
+
+    engine = connections.snapshot_engine(source)
+    event.listen(engine, "after_cursor_execute", transaction_settings)
+    try:
+        catalog.read_catalog(source)
+    finally:
+        event.remove(engine, "after_cursor_execute", transaction_settings)
+
+    assert seen == [("repeatable read", "on", "3s")]
+    assert dbsync_connections(user_db) == 0
