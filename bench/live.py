@@ -149,11 +149,17 @@ def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, An
     def read() -> live.Page:
         return live.read_records(Source(KEY, url), live.Relation(oid, "public", "items"), LIMIT, 0)
 
+    def read_shape_first() -> live.Page:
+        live.forget_shapes()
+        return read()
+
     read()  # the relation's shape is read once per process, and kept
     with captured() as statements:
         page = read()
     calls = {
         "sync_live": read,
+        # The shape read from the catalog before every page: what keeping shapes saves.
+        "shape_not_kept": read_shape_first,
         # Exactly what dbsync sent, on a plain connection: what dbsync itself costs.
         "same_sql_bare": bare(connect(BENCH_DATABASE), statements),
         # The page alone, as one would type it: no read-only transaction, no timeout, no
