@@ -1,4 +1,4 @@
-"""The full import of registered databases that were never reflected, with progress."""
+"""Imports: queue one for each database never reflected, and import one database, with progress."""
 
 import logging
 from collections.abc import Callable
