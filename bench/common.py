@@ -6,10 +6,11 @@ Import after django.setup(): the server is the one that holds the service databa
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def log(message: str) -> None:
     """Print a progress line on standard error; standard output is for the JSON alone."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def timed(function: Callable[[], Any]) -> float:
+    """Return the milliseconds one call takes."""
+    started = time.perf_counter()
+    function()
+    return (time.perf_counter() - started) * 1000
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Return the median and the 99th percentile of timings in milliseconds."""
+    p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
+    return {"median_ms": round(statistics.median(values), 3), "p99_ms": round(p99, 3)}
 
 
 def server_url(dbname: str) -> str:

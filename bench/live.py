@@ -11,7 +11,6 @@ isolate("dbsync_live")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -20,7 +19,7 @@ from typing import Any  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 from psycopg2.extensions import connection as PgConnection  # noqa: E402
 
-from bench.common import connect, log, machine, server_url  # noqa: E402
+from bench.common import connect, log, machine, server_url, spread, timed  # noqa: E402
 from sync import connections, live  # noqa: E402
 from sync.connections import Source  # noqa: E402
 
@@ -117,18 +116,6 @@ def bare(pg: PgConnection, statements: list[tuple[str, Any]]) -> Callable[[], No
     return run
 
 
-def timed(function: Callable[[], Any]) -> float:
-    """Return the milliseconds one call takes."""
-    started = time.perf_counter()
-    function()
-    return (time.perf_counter() - started) * 1000
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
-    return {"median_ms": round(statistics.median(values), 3), "p99_ms": round(p99, 3)}
-
-
 def measure(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int) -> dict[str, Any]:
     """Time every call in turn, interleaved so that drift hits them all alike."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -149,11 +136,17 @@ def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, An
     def read() -> live.Page:
         return live.read_records(Source(KEY, url), live.Relation(oid, "public", "items"), LIMIT, 0)
 
+    def read_shape_first() -> live.Page:
+        live.forget_shapes()
+        return read()
+
     read()  # the relation's shape is read once per process, and kept
     with captured() as statements:
         page = read()
     calls = {
         "sync_live": read,
+        # The shape read from the catalog before every page: what keeping shapes saves.
+        "shape_not_kept": read_shape_first,
         # Exactly what dbsync sent, on a plain connection: what dbsync itself costs.
         "same_sql_bare": bare(connect(BENCH_DATABASE), statements),
         # The page alone, as one would type it: no read-only transaction, no timeout, no

@@ -17,7 +17,6 @@ isolate("dbsync_bench_secrets", SYNC_REFLECTION_INTERVAL="3600")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -30,7 +29,15 @@ from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
+from bench.common import (  # noqa: E402
+    connect,
+    ensure_database,
+    log,
+    machine,
+    server_url,
+    spread,
+    timed,
+)
 from sync import encryption, reflection, registry, state  # noqa: E402
 from sync.models import Database, DatabaseGrant, Table  # noqa: E402
 
@@ -76,17 +83,6 @@ def plaintext_urls(plain: dict[int, str]) -> Iterator[None]:
         yield
     finally:
         Database.url = encrypted  # type: ignore[method-assign]
-
-
-def timed(function: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    function()
-    return (time.perf_counter() - started) * 1000
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    p99 = statistics.quantiles(values, n=100, method="inclusive")[98]
-    return {"median_ms": round(statistics.median(values), 3), "p99_ms": round(p99, 3)}
 
 
 def measure(path: str, client: Client, plain: dict[int, str], rounds: int) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from sync.connections import (
     create_user_engine,
     once_more_if_dropped,
     read_once,
-    read_only_snapshot,
     server_slot,
+    snapshot_engine,
+    statement_timeout_ms,
     unavailable,
-    unpooled_engine,
 )
 
 IDENTITY_SQL = """
@@ -176,7 +176,7 @@ def read_catalog(source: Source, known: str = "") -> CatalogRead:
     on a connection of its own, closed after use: a process that reflects many databases keeps
     none of them open.
     """
-    read = partial(_read_catalog, unpooled_engine(source), known)
+    read = partial(_read_catalog, snapshot_engine(source), known)
     try:
         with server_slot(source.url):
             return once_more_if_dropped(read)
@@ -185,7 +185,9 @@ def read_catalog(source: Source, known: str = "") -> CatalogRead:
 
 
 def _read_catalog(user_engine: Engine, known: str) -> CatalogRead:
-    with user_engine.connect() as connection, read_only_snapshot(connection):
+    with user_engine.begin() as connection:
+        # In the transaction, not at connect: a pooler in transaction mode refuses startup options.
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms()}")
         row = connection.execute(FINGERPRINT_QUERY).one()
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:

@@ -15,8 +15,7 @@ from urllib.parse import unquote
 
 import psycopg2
 from django.conf import settings
-from psycopg2.extensions import TRANSACTION_STATUS_INERROR, TRANSACTION_STATUS_INTRANS
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
@@ -35,8 +34,6 @@ READ_ONLY_PRELUDE = (
     "SET TRANSACTION READ ONLY;"
     " SELECT set_config('statement_timeout', %(dbsync_statement_timeout_ms)s, true); "
 )
-
-OPEN_TRANSACTION = (TRANSACTION_STATUS_INTRANS, TRANSACTION_STATUS_INERROR)
 
 T = TypeVar("T")
 
@@ -84,6 +81,7 @@ def validate_url(url: str) -> str:
 # are only kept to spare creating one per run.
 _engines: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
 _unpooled: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
+_snapshots: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
 UNPOOLED_KEPT = 1000
 _engines_lock = threading.Lock()
 # Connections in use at once per server (host:port) in this process: SYNC_CONNECTIONS_PER_SERVER.
@@ -94,6 +92,7 @@ def _forget_engines_after_fork() -> None:
     # A forked child must not share its parent's pooled sockets, nor their slots.
     _engines.clear()
     _unpooled.clear()
+    _snapshots.clear()
     _server_slots.clear()
 
 
@@ -104,9 +103,8 @@ def engine(source: Source) -> Engine:
     """Return this process's pooled engine for a database, renewed when its URL changed."""
     if settings.SYNC_POOLED_DATABASES == 0:
         return unpooled_engine(source)
-    key, url = source.key, source.url
     with _engines_lock:
-        cached = _kept(_engines, key, url)
+        cached = _kept(_engines, source)
         if cached is not None:
             return cached
         # Autocommit: an on-the-fly read is one Query message, its own transaction (see
@@ -114,15 +112,14 @@ def engine(source: Source) -> Engine:
         # is tried once more instead (see once_more_if_dropped), free when all is well.
         # Overflow connections are closed when given back.
         new_engine = create_user_engine(
-            url,
+            source.url,
             pool_size=2,
             max_overflow=2,
             pool_recycle=600,
             pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
             isolation_level="AUTOCOMMIT",
         )
-        event.listen(new_engine, "reset", _end_transaction)
-        _engines[key] = (url, new_engine)
+        _engines[source.key] = (source.url, new_engine)
         while len(_engines) > settings.SYNC_POOLED_DATABASES:
             _, (_, oldest) = _engines.popitem(last=False)
             oldest.dispose()  # connections in use are closed when given back
@@ -131,21 +128,42 @@ def engine(source: Source) -> Engine:
 
 def unpooled_engine(source: Source) -> Engine:
     """Return this process's engine for a database that closes each connection after use."""
-    key, url = source.key, source.url
     with _engines_lock:
-        cached = _kept(_unpooled, key, url)
-        if cached is not None:
-            return cached
-        new_engine = create_user_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        event.listen(new_engine, "reset", _end_transaction)
-        _unpooled[key] = (url, new_engine)
-        if len(_unpooled) > UNPOOLED_KEPT:
-            _unpooled.popitem(last=False)
-        return new_engine
+        return _kept(_unpooled, source) or _keep(
+            _unpooled, source, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+        )
 
 
-def _kept(engines: OrderedDict[int, tuple[str, Engine]], key: int, url: str) -> Engine | None:
+def snapshot_engine(source: Source) -> Engine:
+    """Return this process's engine whose transactions are read-only snapshots (REPEATABLE
+    READ), on a connection closed after use: the engine of the catalog reads.
+
+    SQLAlchemy's isolation level and psycopg2's read-only flag rather than a BEGIN written by
+    hand on an autocommit connection, which saved one round trip but left us a transaction to
+    end: a no-change read of 1,000 relations took 5.9 ms this way against 5.7 ms by hand.
+    """
+    with _engines_lock:
+        return _kept(_snapshots, source) or _keep(
+            _snapshots,
+            source,
+            poolclass=NullPool,
+            isolation_level="REPEATABLE READ",
+            execution_options={"postgresql_readonly": True},
+        )
+
+
+def _keep(engines: OrderedDict[int, tuple[str, Engine]], source: Source, **options: Any) -> Engine:
+    """Create an engine without a pool (it holds no socket) and keep it, UNPOOLED_KEPT at most."""
+    new_engine = create_user_engine(source.url, **options)
+    engines[source.key] = (source.url, new_engine)
+    if len(engines) > UNPOOLED_KEPT:
+        engines.popitem(last=False)
+    return new_engine
+
+
+def _kept(engines: OrderedDict[int, tuple[str, Engine]], source: Source) -> Engine | None:
     """Return the engine kept for a database and mark it used; drop it if its URL changed."""
+    key, url = source.key, source.url
     cached = engines.get(key)
     if cached is None:
         return None
@@ -219,32 +237,6 @@ def error_detail(error: DBAPIError, url: str) -> str:
     """Return the first line of a driver error's message, with the URL's password kept out."""
     lines = str(error.orig).strip().splitlines() if error.orig else []
     return redact(lines[0] if lines else type(error).__name__, url)
-
-
-@contextmanager
-def read_only_snapshot(connection: Connection) -> Iterator[None]:
-    """Hold a read-only, time-bounded REPEATABLE READ transaction on an autocommit connection.
-
-    Begun and ended by hand, in SQL: switching the connection out of autocommit would cost a
-    call into the driver on every read. On an error, _end_transaction rolls it back.
-    """
-    connection.exec_driver_sql(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;"
-        f" SET LOCAL statement_timeout = {statement_timeout_ms()}"
-    )
-    yield
-    connection.exec_driver_sql("COMMIT")
-
-
-def _end_transaction(dbapi_connection: Any, record: Any, reset: Any) -> None:
-    """Roll back a transaction left open, before the connection goes back to the pool.
-
-    The driver's own rollback does nothing on an autocommit connection: it does not know of a
-    transaction begun in SQL (see read_only_snapshot).
-    """
-    if dbapi_connection.info.transaction_status in OPEN_TRANSACTION:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("ROLLBACK")
 
 
 def read_once(

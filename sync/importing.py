@@ -1,4 +1,4 @@
-"""The full import of registered databases that were never reflected, with progress."""
+"""Imports: queue one for each database never reflected, and import one database, with progress."""
 
 import logging
 from collections.abc import Callable
@@ -19,7 +19,7 @@ FAILED_IMPORT_BACKOFF_SECONDS = 60
 ImportProgress = Callable[[int, int, str], None]  # (done, total, database being imported)
 
 
-def fan_out(progress: ImportProgress | None = None) -> dict[str, Any]:
+def queue_new_imports(progress: ImportProgress | None = None) -> dict[str, Any]:
     """Queue one import task per database never imported, through the gate.
 
     Each runs on its own (a slow or dead database holds up no other) on whichever bulk worker
@@ -45,41 +45,36 @@ def fan_out(progress: ImportProgress | None = None) -> dict[str, Any]:
 @dataclass
 class ImportReport:
     imported: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # in flight elsewhere, or backing off
+    skipped: list[str] = field(default_factory=list)  # in flight elsewhere
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def import_databases(
-    token: str, only: int | None = None, progress: ImportProgress | None = None
+def import_one(
+    token: str, database_id: int, progress: ImportProgress | None = None
 ) -> ImportReport:
-    """Import every database never imported (or just `only`), one after the other.
+    """Import one registered database (none if it was deleted since), holding its lease for token.
 
-    Each holds the database's lease for `token` (free, or taken for this task when it was
-    queued), so it never runs beside a queued or running reflection of the database. A database
-    backing off after a failure waits, unless this import was asked for it alone (by staff).
+    The lease is free, or was taken for this task when it was queued, so the import never runs
+    beside a queued or running reflection of the database. Whether a back-off lets it run was
+    decided when it was queued (sync.state.request_import).
     """
-    pending = Database.objects.filter(imported_at__isnull=True)
-    if only is not None:
-        pending = Database.objects.filter(pk=only)
-    targets = list(pending.order_by("name").values_list("id", "name"))
     report = ImportReport()
-    for done, (database_id, name) in enumerate(targets):
-        if progress:
-            progress(done, len(targets), name)
-        if only is None and state.backing_off(database_id):
-            report.skipped.append(name)
-            continue
-        with state.lease(database_id, token) as lease:
-            if lease is None:
-                report.skipped.append(name)
-                continue
-            try:
-                reflection.reflect(database_id, trigger=ReflectionRun.Trigger.IMPORT)
-                lease.succeeded(timezone.now())
-                report.imported.append(name)
-            except (CatalogUnavailable, IdentityChanged, UnknownDatabase) as error:
-                lease.failed(FAILED_IMPORT_BACKOFF_SECONDS)
-                report.failed[name] = str(error)
+    name = Database.objects.filter(pk=database_id).values_list("name", flat=True).first()
+    if name is None:
+        return report
     if progress:
-        progress(len(targets), len(targets), "")
+        progress(0, 1, name)
+    with state.lease(database_id, token) as lease:
+        if lease is None:
+            report.skipped.append(name)
+            return report
+        try:
+            reflection.reflect(database_id, trigger=ReflectionRun.Trigger.IMPORT)
+            lease.succeeded(timezone.now())
+            report.imported.append(name)
+        except (CatalogUnavailable, IdentityChanged, UnknownDatabase) as error:
+            lease.failed(FAILED_IMPORT_BACKOFF_SECONDS)
+            report.failed[name] = str(error)
+    if progress:
+        progress(1, 1, "")
     return report

@@ -29,6 +29,6 @@ urlpatterns = [
     path("databases/<id:database_id>/tables/", pages.tables, name="tables"),
     path("databases/<id:database_id>/history/", pages.history, name="history"),
     path("databases/<id:database_id>/refresh/", pages.refresh, name="refresh"),
-    path("databases/<id:database_id>/import/", pages.import_database, name="import"),
+    path("databases/<id:database_id>/import/", pages.import_now, name="import"),
     path("tables/<id:table_id>/", pages.table, name="table"),
 ]

@@ -297,7 +297,7 @@ def refresh(request: HttpRequest, database_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def import_database(request: HttpRequest, database_id: int) -> HttpResponse:
+def import_now(request: HttpRequest, database_id: int) -> HttpResponse:
     """Queue the full import of the database now (staff)."""
     staff_only(request)
     database = readable(request, database_id)

@@ -13,7 +13,16 @@ QUEUES = (INTERACTIVE, BULK)
 # other trigger (a list, a page, a live read, the API, the admin, the listener, a change the
 # poll found) is a person waiting, or a change that must show within its promised delay.
 BULK_TRIGGERS = frozenset({"renewal", "import"})
-BULK_TASKS = frozenset({task_names.IMPORT, task_names.RENEW, task_names.POLL, task_names.PURGE})
+BULK_TASKS = frozenset(
+    {
+        task_names.IMPORT_NEW,
+        task_names.IMPORT_ONE,
+        task_names.IMPORT_BEFORE_SPLIT,
+        task_names.RENEW,
+        task_names.POLL,
+        task_names.PURGE,
+    }
+)
 
 
 def queue_of(task: str, kwargs: dict[str, Any] | None) -> str:

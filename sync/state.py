@@ -254,7 +254,7 @@ def request_import(database: Database, override_backoff: bool = True) -> Freshne
     obeying the back-off for the periodic import of new databases."""
     try:
         with REDIS_BREAKER:
-            ask = Ask(Trigger.IMPORT, override_backoff=override_backoff, task=task_names.IMPORT)
+            ask = Ask(Trigger.IMPORT, override_backoff=override_backoff, task=task_names.IMPORT_ONE)
             return _request(database, ask)
     except STATE_ERRORS as error:
         logger.warning("import of %s not queued: Redis: %s", database.name, error)

@@ -2,7 +2,8 @@
 
 import contextlib
 import logging
-from typing import Any
+from functools import partial
+from typing import Any, Literal, TypeAlias, TypedDict
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -98,29 +99,52 @@ def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str
     return "reflected"
 
 
-@shared_task(
-    name=task_names.IMPORT,
-    bind=True,
-    soft_time_limit=30 * 60,
-    time_limit=31 * 60,
-)
-def import_database(
-    self: "Task[..., dict[str, object]]", database_id: int | None = None
-) -> dict[str, object]:
-    """Import one database; or, without one, queue an import of each never imported.
+class ImportOptions(TypedDict):
+    """shared_task's options of the import tasks, typed so that mypy matches its bound form."""
 
-    Either reports done/total as task state while it works.
-    """
+    bind: Literal[True]
+    soft_time_limit: int
+    time_limit: int
 
-    def progress(done: int, total: int, current: str) -> None:
-        meta = {"done": done, "total": total, "current": current}
-        self.update_state(state="PROGRESS", meta=meta)
 
+# Each import task reports done/total as its state while it works (GET tasks/ID/).
+IMPORT_LIMITS = ImportOptions(bind=True, soft_time_limit=30 * 60, time_limit=31 * 60)
+# The import tasks' self; a string, as the annotations above run_id say.
+ImportTask: TypeAlias = "Task[..., dict[str, object]]"
+
+
+@shared_task(name=task_names.IMPORT_NEW, **IMPORT_LIMITS)
+def import_new_databases(self: ImportTask) -> dict[str, object]:
+    """Register SYNC_DATABASES, then queue an import of each database never imported."""
+    return _import_new(self)
+
+
+@shared_task(name=task_names.IMPORT_ONE, **IMPORT_LIMITS)
+def import_registered_database(self: ImportTask, database_id: int) -> dict[str, object]:
+    """Import one registered database now (its reflection, trigger `import`)."""
+    return _import_one(self, database_id)
+
+
+@shared_task(name=task_names.IMPORT_BEFORE_SPLIT, **IMPORT_LIMITS)
+def import_database(self: ImportTask, database_id: int | None = None) -> dict[str, object]:
+    """A message queued by an earlier version: do the job that its arguments named."""
     if database_id is None:
-        registry.register_configured()
-        return importing.fan_out(progress)
-    report = importing.import_databases(run_id(self), only=database_id, progress=progress)
+        return _import_new(self)
+    return _import_one(self, database_id)
+
+
+def _import_new(task: ImportTask) -> dict[str, object]:
+    registry.register_configured()
+    return importing.queue_new_imports(partial(_report_progress, task))
+
+
+def _import_one(task: ImportTask, database_id: int) -> dict[str, object]:
+    report = importing.import_one(run_id(task), database_id, partial(_report_progress, task))
     return {"imported": report.imported, "skipped": report.skipped, "failed": report.failed}
+
+
+def _report_progress(task: ImportTask, done: int, total: int, current: str) -> None:
+    task.update_state(state="PROGRESS", meta={"done": done, "total": total, "current": current})
 
 
 @shared_task(name=task_names.RENEW, soft_time_limit=60, time_limit=90)

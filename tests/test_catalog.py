@@ -1,86 +1,76 @@
-"""Connections held on users' servers: given back after reflections, bounded for live reads."""
-
-import threading
-import time
+"""Reading a database's catalog: one snapshot, the fingerprint, the watch's version, who answers."""
 
 import pytest
+from sqlalchemy import event
 
-from sync import catalog, connections, reflection, registry
+from sync import catalog, connections
 from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
-from tests.conftest import ScratchDatabase, admin_connection, one_row, run_together
+from tests.test_connections import dbsync_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def dbsync_connections(scratch: ScratchDatabase) -> int:
-    """Count the connections dbsync's own reads hold on the database (the listener's apart)."""
-    with admin_connection() as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-            [scratch.name, "dbsync"],
-        )
-        (count,) = one_row(cursor)
-    connection.close()
-    return int(count)
+SOURCE_KEY = 50_000  # the engines' key; no registered database is involved
 
 
-def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
-    user_db.execute("CREATE TABLE t (id int)")
-    databases = [registry.register(f"many{i}", user_db.url)[0] for i in range(12)]
+def test_the_catalog_is_read_in_one_read_only_time_bounded_snapshot(user_db, settings):
+    settings.SYNC_STATEMENT_TIMEOUT = 3
+    source = Source(SOURCE_KEY, user_db.url)
+    seen: list[tuple[str, ...]] = []
 
-    for database in databases:
-        reflection.reflect(database.id)
+    def transaction_settings(connection, cursor, statement, *_):
+        if "pg_class" not in statement or seen:
+            return
+        with connection.connection.dbapi_connection.cursor() as beside:
+            beside.execute(
+                "SELECT current_setting('transaction_isolation'),"
+                " current_setting('transaction_read_only'), current_setting('statement_timeout')"
+            )
+            seen.append(beside.fetchone())
 
-    assert dbsync_connections(user_db) == 0
-
-
-def test_polling_many_databases_holds_no_connection(user_db):
-    for key in range(40_000, 40_010):  # ten databases, as far as the engines can tell
-        catalog.read_fingerprint(Source(key, user_db.url))
-        assert catalog.read_version(Source(key, user_db.url)) is None
-
-    assert dbsync_connections(user_db) == 0
-
-
-def test_live_reads_keep_pooled_connections_to_a_bounded_number_of_databases(user_db, settings):
-    settings.SYNC_POOLED_DATABASES = 3
-    for key in range(10_000, 10_010):  # ten databases, as far as the pools can tell
-        assert connections.read_once(Source(key, user_db.url), "SELECT 1", {}) == [(1,)]
-
-    assert 1 <= dbsync_connections(user_db) <= 3
-
-
-def test_connections_to_one_server_in_use_at_once_are_bounded(user_db, settings):
-    settings.SYNC_POOLED_DATABASES = 0  # each read opens and closes its own: all are counted
-    settings.SYNC_CONNECTIONS_PER_SERVER = 2
-    peak, done = [0], threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], dbsync_connections(user_db))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    engine = connections.snapshot_engine(source)
+    event.listen(engine, "after_cursor_execute", transaction_settings)
     try:
-        keys = iter(range(20_000, 20_006))
-        rows = run_together(
-            6,
-            lambda: connections.read_once(
-                Source(next(keys), user_db.url), "SELECT pg_sleep(0.3)", {}
-            ),
-        )
+        catalog.read_catalog(source)
     finally:
-        done.set()
-        sampler.join()
+        event.remove(engine, "after_cursor_execute", transaction_settings)
 
-    assert len(rows) == 6  # every read got its turn
-    assert 1 <= peak[0] <= 2
+    assert seen == [("repeatable read", "on", "3s")]
+    assert dbsync_connections(user_db) == 0
 
 
-def test_a_read_that_finds_no_free_connection_slot_says_so(user_db, settings):
-    settings.SYNC_CONNECTIONS_PER_SERVER = 1
-    settings.SYNC_CONNECT_TIMEOUT = 1
-    with connections.server_slot(user_db.url), pytest.raises(CatalogUnavailable, match="in use"):
-        connections.read_once(Source(30_000, user_db.url), "SELECT 1", {})
+def test_a_known_fingerprint_spares_the_catalog_read_and_a_change_shows_in_it(user_db):
+    source = Source(SOURCE_KEY, user_db.url)
+    first = catalog.read_catalog(source)
+    assert first.snapshot is not None
+
+    again = catalog.read_catalog(source, known=first.fingerprint.text)
+    assert again.snapshot is None
+    assert again.fingerprint == catalog.read_fingerprint(source) == first.fingerprint
+
+    user_db.execute("CREATE TABLE arrived (id int)")
+    changed = catalog.read_catalog(source, known=first.fingerprint.text)
+
+    assert changed.snapshot is not None
+    assert "arrived" in {relation.name for relation in changed.snapshot.relations}
+    assert catalog.read_fingerprint(source) == changed.fingerprint != first.fingerprint
+
+
+def test_the_version_is_none_where_no_watch_is_installed(user_db):
+    source = Source(SOURCE_KEY, user_db.url)
+    assert catalog.read_version(source) is None
+    assert catalog.read_catalog(source).version is None
+
+
+def test_probe_says_which_database_answers(user_db):
+    answer = catalog.probe(user_db.url)
+
+    assert answer.database_name == user_db.name
+    assert answer.superuser  # the test server's role
+    assert answer.same_database(catalog.probe(user_db.url))
+
+
+def test_probe_of_a_server_that_does_not_answer_keeps_the_password_out():
+    with pytest.raises(CatalogUnavailable) as raised:
+        catalog.probe("postgresql://reader:hunter2@127.0.0.1:1/shop")
+    assert "hunter2" not in str(raised.value)

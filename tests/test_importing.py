@@ -1,13 +1,16 @@
 """The import of new databases and the beat jobs around it, run as Celery tasks."""
 
+import importlib
 from datetime import timedelta
 from io import StringIO
 from typing import Any
 
 import pytest
 from celery import current_app
+from django.apps import apps as django_apps
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from sync import progress, reflection, registry, state, tasks
 from sync.encryption import encrypt
@@ -31,7 +34,7 @@ def test_a_new_registration_is_imported_by_the_next_import_run(worker, registere
     original = backend.store_result
     with pytest.MonkeyPatch.context() as patched:
         patched.setattr(backend, "store_result", remember_state)  # observe, then store
-        report: dict[str, Any] = tasks.import_database.apply().get()
+        report: dict[str, Any] = tasks.import_new_databases.apply().get()
         # The database's own import task, on a worker.
         wait_until(lambda: Table.objects.live().filter(name="arrived").exists())
         wait_until(lambda: state.holder(registered.id) is None, what="the import to end")
@@ -48,17 +51,20 @@ def test_a_new_registration_is_imported_by_the_next_import_run(worker, registere
         {"imported": ["userdb"], "skipped": [], "failed": {}},
     )
     # Imported databases are not imported again.
-    assert tasks.import_database.apply().get()["queued"] == []
+    assert tasks.import_new_databases.apply().get()["queued"] == []
 
 
 def test_the_import_fans_out_one_task_per_new_database(db, user_db, routed):
     for name in ("a", "b", "c"):
         registry.register(name, user_db.url)
 
-    report = tasks.import_database.apply().get()
+    report = tasks.import_new_databases.apply().get()
 
     assert report["queued"] == ["a", "b", "c"]
-    assert sorted((r.task, r.queue) for r in routed) == [("sync.tasks.import_database", "bulk")] * 3
+    assert (
+        sorted((r.task, r.queue) for r in routed)
+        == [("sync.tasks.import_registered_database", "bulk")] * 3
+    )
     assert {r.kwargs["database_id"] for r in routed} == set(
         Database.objects.values_list("id", flat=True)
     )
@@ -66,7 +72,7 @@ def test_the_import_fans_out_one_task_per_new_database(db, user_db, routed):
 
 def test_import_skips_a_database_whose_reflection_is_in_flight(registered, routed):
     hold_lease(registered.id, "someone-else")
-    report = tasks.import_database.apply().get()
+    report = tasks.import_new_databases.apply().get()
     assert report["skipped"] == ["userdb"]
     assert routed == []
 
@@ -76,13 +82,35 @@ def test_import_of_an_unreachable_database_backs_off(worker, db):
         name="down", encrypted_url=encrypt("postgresql://u:hunter2@127.0.0.1:1/x")
     )
 
-    assert tasks.import_database.apply().get()["queued"] == ["down"]
+    assert tasks.import_new_databases.apply().get()["queued"] == ["down"]
 
     wait_until(lambda: state.backing_off(down.id), what="the import to fail")
     down.refresh_from_db()
     assert down.imported_at is None
     assert "hunter2" not in down.last_error
-    assert tasks.import_database.apply().get()["skipped"] == ["down"]  # backing off
+    assert tasks.import_new_databases.apply().get()["skipped"] == ["down"]  # backing off
+
+
+def test_an_import_message_queued_before_the_split_is_run(worker, registered, user_db):
+    user_db.execute("CREATE TABLE arrived (id int)")
+
+    one = current_app.send_task("sync.tasks.import_database", kwargs={"database_id": registered.id})
+
+    assert one.get(timeout=15) == {"imported": ["userdb"], "skipped": [], "failed": {}}
+    assert Table.objects.live().filter(name="arrived").exists()
+    every_new = current_app.send_task("sync.tasks.import_database")
+    assert every_new.get(timeout=15)["queued"] == []  # imported already
+
+
+def test_migrate_points_the_import_job_at_the_new_task_name(db):
+    rename = importlib.import_module("sync.migrations.0004_split_import_task").rename
+    job = PeriodicTask.objects.get(name="Import new databases")
+    PeriodicTask.objects.filter(pk=job.pk).update(task="sync.tasks.import_database")
+
+    rename(django_apps, None)
+
+    job.refresh_from_db()
+    assert job.task == "sync.tasks.import_new_databases"
 
 
 def test_renew_queues_exactly_the_expired_databases(

@@ -39,7 +39,7 @@ PUBLISHERS: dict[str, tuple[Callable[[Database], object], str, str]] = {
         lambda d: state.notice_change(d, "poll"), REFLECT, "interactive"
     ),
     "renewal": (lambda d: polling.renew_expired(), REFLECT, "bulk"),
-    "import": (lambda d: state.request_import(d), tasks.import_database.name, "bulk"),
+    "import": (lambda d: state.request_import(d), tasks.import_registered_database.name, "bulk"),
 }  # fmt: skip
 
 
@@ -52,7 +52,7 @@ def test_each_reflection_lands_on_its_queue(registered, routed: list[Routed], pu
 
 @pytest.mark.parametrize(
     "task",
-    [tasks.renew_databases, tasks.poll_databases, tasks.purge_dropped, tasks.import_database],
+    [tasks.renew_databases, tasks.poll_databases, tasks.purge_dropped, tasks.import_new_databases],
     ids=["renew-tick", "poll-tick", "purge", "import-tick"],
 )
 def test_each_beat_job_lands_on_the_bulk_queue(task):

@@ -37,7 +37,9 @@ def test_registered_task_names_are_pinned():
     names = {name for name in current_app.tasks if name.startswith("sync.")}
     assert names == {
         "sync.tasks.reflect_db_objects",
-        "sync.tasks.import_database",
+        "sync.tasks.import_new_databases",
+        "sync.tasks.import_registered_database",
+        "sync.tasks.import_database",  # consumed for messages queued before it was split
         "sync.tasks.renew_databases",
         "sync.tasks.poll_databases",
         "sync.tasks.purge_dropped",

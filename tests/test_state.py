@@ -102,7 +102,7 @@ def poll(database: Database) -> str:
 
 def beat_import(database: Database) -> str:
     Database.objects.filter(pk=database.pk).update(imported_at=None)  # a new registration
-    report = tasks.import_database.apply().get()
+    report = tasks.import_new_databases.apply().get()
     return "failed" if report["skipped"] == [database.name] else "imported"
 
 

@@ -21,7 +21,7 @@ JOBS = (
     # within a minute; ones that do not answer are tried again on a later tick.
     Job(
         "Import new databases",
-        "sync.tasks.import_database",
+        "sync.tasks.import_new_databases",
         60,
         "Register SYNC_DATABASES and import every database never reflected.",
     ),

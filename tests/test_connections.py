@@ -1,0 +1,86 @@
+"""Connections held on users' servers: given back after reflections, bounded for live reads."""
+
+import threading
+import time
+
+import pytest
+
+from sync import catalog, connections, reflection, registry
+from sync.connections import Source
+from sync.exceptions import CatalogUnavailable
+from tests.conftest import ScratchDatabase, admin_connection, one_row, run_together
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def dbsync_connections(scratch: ScratchDatabase) -> int:
+    """Count the connections dbsync's own reads hold on the database (the listener's apart)."""
+    with admin_connection() as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            [scratch.name, "dbsync"],
+        )
+        (count,) = one_row(cursor)
+    connection.close()
+    return int(count)
+
+
+def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
+    user_db.execute("CREATE TABLE t (id int)")
+    databases = [registry.register(f"many{i}", user_db.url)[0] for i in range(12)]
+
+    for database in databases:
+        reflection.reflect(database.id)
+
+    assert dbsync_connections(user_db) == 0
+
+
+def test_polling_many_databases_holds_no_connection(user_db):
+    for key in range(40_000, 40_010):  # ten databases, as far as the engines can tell
+        catalog.read_fingerprint(Source(key, user_db.url))
+        assert catalog.read_version(Source(key, user_db.url)) is None
+
+    assert dbsync_connections(user_db) == 0
+
+
+def test_live_reads_keep_pooled_connections_to_a_bounded_number_of_databases(user_db, settings):
+    settings.SYNC_POOLED_DATABASES = 3
+    for key in range(10_000, 10_010):  # ten databases, as far as the pools can tell
+        assert connections.read_once(Source(key, user_db.url), "SELECT 1", {}) == [(1,)]
+
+    assert 1 <= dbsync_connections(user_db) <= 3
+
+
+def test_connections_to_one_server_in_use_at_once_are_bounded(user_db, settings):
+    settings.SYNC_POOLED_DATABASES = 0  # each read opens and closes its own: all are counted
+    settings.SYNC_CONNECTIONS_PER_SERVER = 2
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], dbsync_connections(user_db))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        keys = iter(range(20_000, 20_006))
+        rows = run_together(
+            6,
+            lambda: connections.read_once(
+                Source(next(keys), user_db.url), "SELECT pg_sleep(0.3)", {}
+            ),
+        )
+    finally:
+        done.set()
+        sampler.join()
+
+    assert len(rows) == 6  # every read got its turn
+    assert 1 <= peak[0] <= 2
+
+
+def test_a_read_that_finds_no_free_connection_slot_says_so(user_db, settings):
+    settings.SYNC_CONNECTIONS_PER_SERVER = 1
+    settings.SYNC_CONNECT_TIMEOUT = 1
+    with connections.server_slot(user_db.url), pytest.raises(CatalogUnavailable, match="in use"):
+        connections.read_once(Source(30_000, user_db.url), "SELECT 1", {})
