@@ -3,7 +3,7 @@
 import contextlib
 import logging
 from functools import partial
-from typing import Any, Literal, TypeAlias, TypedDict
+from typing import Any, TypeAlias
 
 from celery import Task, shared_task
 from django.conf import settings
@@ -99,33 +99,40 @@ def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str
     return "reflected"
 
 
-class ImportOptions(TypedDict):
-    """shared_task's options of the import tasks, typed so that mypy matches its bound form."""
-
-    bind: Literal[True]
-    soft_time_limit: int
-    time_limit: int
-
-
 # Each import task reports done/total as its state while it works (GET tasks/ID/).
-IMPORT_LIMITS = ImportOptions(bind=True, soft_time_limit=30 * 60, time_limit=31 * 60)
+IMPORT_SOFT_TIME_LIMIT = 30 * 60
 # The import tasks' self; a string, as the annotations above run_id say.
 ImportTask: TypeAlias = "Task[..., dict[str, object]]"
 
 
-@shared_task(name=task_names.IMPORT_NEW, **IMPORT_LIMITS)
+@shared_task(
+    name=task_names.IMPORT_NEW,
+    bind=True,
+    soft_time_limit=IMPORT_SOFT_TIME_LIMIT,
+    time_limit=IMPORT_SOFT_TIME_LIMIT + 60,
+)
 def import_new_databases(self: ImportTask) -> dict[str, object]:
     """Register SYNC_DATABASES, then queue an import of each database never imported."""
     return _import_new(self)
 
 
-@shared_task(name=task_names.IMPORT_ONE, **IMPORT_LIMITS)
+@shared_task(
+    name=task_names.IMPORT_ONE,
+    bind=True,
+    soft_time_limit=IMPORT_SOFT_TIME_LIMIT,
+    time_limit=IMPORT_SOFT_TIME_LIMIT + 60,
+)
 def import_registered_database(self: ImportTask, database_id: int) -> dict[str, object]:
     """Import one registered database now (its reflection, trigger `import`)."""
     return _import_one(self, database_id)
 
 
-@shared_task(name=task_names.IMPORT_BEFORE_SPLIT, **IMPORT_LIMITS)
+@shared_task(
+    name=task_names.IMPORT_BEFORE_SPLIT,
+    bind=True,
+    soft_time_limit=IMPORT_SOFT_TIME_LIMIT,
+    time_limit=IMPORT_SOFT_TIME_LIMIT + 60,
+)
 def import_database(self: ImportTask, database_id: int | None = None) -> dict[str, object]:
     """A message queued by an earlier version: do the job that its arguments named."""
     if database_id is None:
