@@ -51,7 +51,7 @@ from bench.common import (  # noqa: E402
     server_url,
     stop,
 )
-from bench.list_latency import auth_header  # noqa: E402
+from bench.list_latency import auth_header, grant_bench_reader  # noqa: E402
 from sync import registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
 from sync.models import Database, Table  # noqa: E402
@@ -190,6 +190,7 @@ def prepare() -> int:
             cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id int)").format(table))
     pg.close()
     database, _ = registry.register("bench_faults", server_url(USER_DATABASE))
+    grant_bench_reader(database)
     try:
         reflect(database.id)
     except IdentityChanged:

@@ -43,7 +43,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from bench.common import connect, ensure_database, free_port, log, machine, service, tail  # noqa: E402
 from sync import demo, queues, registry, state  # noqa: E402
 from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import DatabaseGrant, ReflectionRun, Table  # noqa: E402
+from sync.models import Database, DatabaseGrant, ReflectionRun, Table  # noqa: E402
 from sync.reflection import reflect  # noqa: E402
 from worker.app import app as celery_app  # noqa: E402
 
@@ -80,15 +80,19 @@ def prepare_databases(tables: int) -> int:
     ensure_database(USER_DATABASE, MARKER)
     call_command("migrate", interactive=False, verbosity=0)
     database, _ = registry.register(REGISTERED_NAME, ensure_tables(tables))
-    # The bench's reader lists it through a grant to its group, as any reader would.
-    readers, _ = Group.objects.get_or_create(name=BENCH_USER)
-    DatabaseGrant.objects.get_or_create(database=database, group=readers)
+    grant_bench_reader(database)
     try:
         result = reflect(database.id)
     except IdentityChanged:  # the kept user database was dropped and created again
         result = reflect(database.id, accept_new_identity=True)
     log(f"reflected {USER_DATABASE} in {result.duration_ms} ms: {result.counts}")
     return database.id
+
+
+def grant_bench_reader(database: Database) -> None:
+    """Let the bench's reader list the database: through a grant to its group, as any reader."""
+    readers, _ = Group.objects.get_or_create(name=BENCH_USER)
+    DatabaseGrant.objects.get_or_create(database=database, group=readers)
 
 
 def auth_header(scheme: str) -> str:
