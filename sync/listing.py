@@ -81,6 +81,13 @@ class KindCount:
     count: int
 
 
+def databases_of(readable: QuerySet[Database], search: str, number: int) -> Page[Database]:
+    """Return a page of the databases the user may read, by name."""
+    if search:
+        readable = readable.filter(name__icontains=search)
+    return paged(readable.order_by("name", "id"), readable.count(), number)
+
+
 def schemas_of(database: Database, search: str, dropped: bool, number: int) -> Page[Schema]:
     """Return a page of the database's schemas, each with its count of live tables."""
     schemas = Schema.objects.filter(database=database)

@@ -5,6 +5,7 @@ interface changes this module only.
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +39,11 @@ def opened(database: Database) -> Badge:
 def looked_at(database: Database) -> Badge:
     """Report where the database stands without queuing anything."""
     return badge(database, state.status_of(database))
+
+
+def looked_at_each(databases: Sequence[Database]) -> list[Badge]:
+    """Report where each database stands without queuing anything (one read for all)."""
+    return [badge(d, now) for d, now in zip(databases, state.statuses_of(databases), strict=True)]
 
 
 def badge(database: Database, now: state.Freshness) -> Badge:

@@ -115,24 +115,30 @@ def databases(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def databases_page(request: HtmxHttpRequest, form: RegisterForm, status: int = 200) -> HttpResponse:
-    rows = list(access.readable_databases(request.user))
-    badges = {database.id: page_state.looked_at(database) for database in rows}
+    search = request.GET.get("q", "").strip()
+    try:
+        number = listing.page_number(request.GET.get("page"))
+    except BadFilter as error:
+        return bad_request(request, error)
+    page = listing.databases_of(access.readable_databases(request.user), search, number)
+    badges = page_state.looked_at_each(page.rows)
     token = page_state.version(
         request.user.is_staff,
+        page.total,
+        page.number,
         *[
-            (d.id, d.name, d.redacted_url, d.imported_at, badges[d.id].version, d.last_error)
-            for d in rows
+            (d.id, d.name, d.redacted_url, d.imported_at, badge.version, d.last_error)
+            for d, badge in zip(page.rows, badges, strict=True)
         ],
     )
 
     def context() -> dict[str, Any]:
-        counts = listing.object_counts(rows)
-        return {
-            "rows": [
-                DatabaseRow(d, badges[d.id], *counts[d.id], page_state.watch_mode(d)) for d in rows
-            ],
-            "form": form,
-        }
+        counts = listing.object_counts(page.rows)
+        rows = [
+            DatabaseRow(d, badge, *counts[d.id], page_state.watch_mode(d))
+            for d, badge in zip(page.rows, badges, strict=True)
+        ]
+        return {"page": page, "rows": rows, "search": search, "form": form}
 
     return listing_page(request, "databases", token, context, status)
 

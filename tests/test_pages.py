@@ -117,6 +117,34 @@ def test_databases_page_shows_location_without_password_counts_and_freshness(sho
     )
 
 
+def test_databases_page_paginates_and_searches_by_name(shop, staff):
+    Database.objects.bulk_create(
+        Database(name=f"db{i:03}", encrypted_url=encrypt(shop.url)) for i in range(120)
+    )
+    first, second = staff.get("/"), staff.get("/?page=2")
+    assert len(rows_of(first)) == 100
+    assert "121 databases" in text(first)
+    assert "rows 1 to 100 of 121 (page 1 of 2)" in text(first)
+    assert rows_of(second)[-1] == "userdb"
+    assert rows_of(staff.get("/?q=DB11")) == [f"db11{i}" for i in range(10)]
+    assert "No database matches “zzz”." in text(staff.get("/?q=zzz"))
+    assert staff.get("/?page=0").status_code == 400
+
+
+def test_each_database_row_shows_its_own_state(shop, staff):
+    busy = Database.objects.create(name="busy", encrypted_url=encrypt(shop.url))
+    down = Database.objects.create(
+        name="down", encrypted_url=encrypt(shop.url), last_error="could not connect"
+    )
+    state.client().set(state.lease_key(busy.id), f"running:{uuid.uuid4().hex}", ex=60)
+    state.client().set(state.backoff_key(down.id), 60, ex=60)
+
+    html = staff.get("/").content.decode()
+
+    rows = re.findall(r'<tr id="database-(\d+)">.*?data-status="(\w+)"', html, re.DOTALL)
+    assert dict(rows) == {str(shop.id): "fresh", str(busy.id): "running", str(down.id): "failed"}
+
+
 def test_a_reader_sees_no_staff_actions(shop, reader):
     page = text(reader.get("/"))
     assert "Refresh" not in page
