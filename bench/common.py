@@ -95,9 +95,9 @@ def service(name: str, argv: list[str], logs: Path) -> Iterator[subprocess.Popen
         stop(process, name)
 
 
-def stop(process: subprocess.Popen[bytes], name: str) -> None:
-    """Stop a process group started by this script: TERM, then KILL after 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+def stop(process: subprocess.Popen[bytes], name: str, term_wait: float = 15.0) -> None:
+    """Stop a process group started by this script: TERM, then KILL after term_wait seconds."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 5.0)):
         if process.poll() is not None:
             break
         try:

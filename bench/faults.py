@@ -155,7 +155,9 @@ class Service:
 
     def close(self) -> None:
         if hasattr(self, "supervisor"):
-            stop(self.supervisor, "supervisord")
+            # Longer than supervisord's stopwaitsecs (20 s): killed before it has stopped every
+            # role, it would leave them running, each in a process group of its own.
+            stop(self.supervisor, "supervisord", term_wait=30)
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
                        capture_output=True, check=False)  # fmt: skip
         stop(self.redis, "redis-server")
