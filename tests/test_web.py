@@ -5,6 +5,7 @@ import time
 import urllib.request
 
 import pytest
+from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from sync import reflection
@@ -71,8 +72,10 @@ def test_healthz_answers_while_eight_slow_records_reads_run(registered, user_db)
         ]
         for read in reads:
             read.start()
-        # Every connection the two processes' pools allow is asleep in the database.
-        wait_until(lambda: sleeping_reads(user_db.name) >= 6, timeout=30, what="slow reads")
+        # However gunicorn spread them, a process's whole bound of connections to the server
+        # is asleep; where one process took all eight, four more of its threads wait for one.
+        bound = settings.SYNC_CONNECTIONS_PER_SERVER
+        wait_until(lambda: sleeping_reads(user_db.name) >= bound, timeout=30, what="slow reads")
 
         started = time.monotonic()
         status = get(f"{base}/healthz", timeout=SLEEP_SECONDS * 4)
