@@ -5,7 +5,8 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Model, Q, QuerySet
+from django.db.models import Count, IntegerField, Model, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -14,6 +15,14 @@ from sync import catalog, registry, state, watch
 from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
 from sync.state import Freshness, Status
+
+
+def count_of(rows: QuerySet[Any]) -> Coalesce:
+    """The number of these rows that belong to the database of each row, as a subquery."""
+    counted = (
+        rows.filter(database=OuterRef("pk")).order_by().values("database").annotate(n=Count("pk"))
+    )
+    return Coalesce(Subquery(counted.values("n"), output_field=IntegerField()), 0)
 
 
 class DatabaseForm(forms.ModelForm[Database]):
@@ -89,16 +98,24 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
             self.message_user(request, warning, messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Database]:
-        live_schemas = Q(schemas__dropped_at__isnull=True)
-        live_tables = Q(tables__dropped_at__isnull=True)
+        # A subquery per count: one join of schemas and tables would count schemas x tables rows.
         return (
             super()
             .get_queryset(request)
             .annotate(
-                live_schemas=Count("schemas", filter=live_schemas, distinct=True),
-                live_tables=Count("tables", filter=live_tables, distinct=True),
+                live_schemas=count_of(Schema.objects.live()),
+                live_tables=count_of(Table.objects.live()),
+                runs_recorded=count_of(ReflectionRun.objects.all()),
             )
         )
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """The changelist, with the state of every database of the page read in one go."""
+        changelist = super().get_changelist_instance(request)
+        shown = list(changelist.result_list)  # the page's rows, kept by the queryset for display
+        for database, now in zip(shown, state.statuses_of(shown), strict=True):
+            database.status_now = now
+        return changelist
 
     @admin.display(description="location")
     def location(self, database: Database) -> str:
@@ -109,7 +126,7 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
 
     @admin.display(description="status")
     def status(self, database: Database) -> str:
-        now = state.status_of(database)
+        now = getattr(database, "status_now", None) or state.status_of(database)
         return f"{now.status} (task {now.task_id})" if now.task_id else str(now.status)
 
     @admin.display(description="watch mode")
@@ -127,7 +144,10 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
     @admin.display(description="reflection history")
     def history(self, database: Database) -> str:
         url = reverse("admin:sync_reflectionrun_changelist") + f"?database__id__exact={database.pk}"
-        return format_html('<a href="{}">{} runs</a>', url, database.runs.count())
+        runs = getattr(database, "runs_recorded", None)
+        return format_html(
+            '<a href="{}">{} runs</a>', url, database.runs.count() if runs is None else runs
+        )
 
     @admin.action(description="Import now")
     def import_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:

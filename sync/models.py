@@ -11,14 +11,6 @@ from sync.connections import Source
 from sync.credentials import redact_url
 
 
-class DatabaseQuerySet(models.QuerySet["Database"]):
-    def update(self, **fields: object) -> int:
-        """Update rows; a plain `url` is encrypted on its way, as the url property does."""
-        if "url" in fields:
-            fields["encrypted_url"] = encryption.encrypt(str(fields.pop("url")))
-        return super().update(**fields)
-
-
 class Database(models.Model):
     """A PostgreSQL database registered with dbsync."""
 
@@ -46,8 +38,6 @@ class Database(models.Model):
     # The watch's DDL version counter as read just before the catalog last applied: while the
     # counter is the same, no DDL has run since (the renewal's one-row check).
     catalog_version = models.BigIntegerField(null=True, blank=True)
-
-    objects = DatabaseQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -1,9 +1,12 @@
 """The admin as an operator uses it: register, watch, and queue imports and reflections."""
 
+import re
+
 import pytest
 from django.test import Client
 
-from sync import state
+from sync import reflection, state
+from sync.encryption import encrypt
 from sync.models import Database
 from tests.conftest import HeldDatabaseRow, make_user
 
@@ -91,6 +94,34 @@ def test_a_blank_url_on_change_keeps_the_current_one(operator, registered):
     assert response.status_code == 302
     registered.refresh_from_db()
     assert (registered.name, registered.url) == ("renamed", url)
+
+
+def test_the_changelist_shows_each_database_s_own_counts_and_state(operator, registered, user_db):
+    user_db.execute(
+        "CREATE SCHEMA a; CREATE SCHEMA b; CREATE TABLE a.t1 (id int); CREATE TABLE a.t2 (id int);"
+        " CREATE TABLE b.t3 (id int); CREATE TABLE b.gone (id int)"
+    )
+    reflection.reflect(registered.id)
+    user_db.execute("DROP TABLE b.gone")
+    reflection.reflect(registered.id)
+    busy = Database.objects.create(name="busy", encrypted_url=encrypt(registered.url))
+    state.client().set(state.lease_key(busy.id), "running:the-task", ex=60)
+
+    rows = {
+        row[0]: row[1:]
+        for row in re.findall(
+            r'<th class="field-name"><a [^>]*>([^<]+)</a></th>.*?'
+            r'<td class="field-status">([^<]*)</td>.*?'
+            r'<td class="field-schema_count">(\d+)</td><td class="field-table_count">(\d+)</td>',
+            operator.get(CHANGELIST).content.decode(),
+            re.DOTALL,
+        )
+    }
+
+    # public, a and b; three live tables.
+    assert rows == {"userdb": ("stale", "3", "3"), "busy": ("running (task the-task)", "0", "0")}
+    change_page = operator.get(f"{CHANGELIST}{registered.pk}/change/").content.decode()
+    assert ">2 runs</a>" in change_page
 
 
 def test_reflected_objects_are_listed_read_only(operator, registered):
