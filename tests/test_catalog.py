@@ -1,5 +1,7 @@
 """Reading a database's catalog: one snapshot, the fingerprint, the watch's version, who answers."""
 
+from typing import Any
+
 import pytest
 from sqlalchemy import event
 
@@ -16,15 +18,14 @@ SOURCE_KEY = 50_000  # the engines' key; no registered database is involved
 def test_the_catalog_is_read_in_one_read_only_time_bounded_snapshot(user_db, settings):
     settings.SYNC_STATEMENT_TIMEOUT = 3
     source = Source(SOURCE_KEY, user_db.url)
-    seen: list[tuple[str, ...]] = []
+    seen: list[tuple[Any, ...]] = []
 
-    def transaction_settings(connection, cursor, statement, *_):
-        if "pg_class" not in statement or seen:
-            return
+    def transaction_settings(connection, *_):  # after each statement of the read
         with connection.connection.dbapi_connection.cursor() as beside:
             beside.execute(
                 "SELECT current_setting('transaction_isolation'),"
-                " current_setting('transaction_read_only'), current_setting('statement_timeout')"
+                " current_setting('transaction_read_only'), current_setting('statement_timeout'),"
+                " now()"  # the transaction's start
             )
             seen.append(beside.fetchone())
 
@@ -35,7 +36,9 @@ def test_the_catalog_is_read_in_one_read_only_time_bounded_snapshot(user_db, set
     finally:
         event.remove(engine, "after_cursor_execute", transaction_settings)
 
-    assert seen == [("repeatable read", "on", "3s")]
+    # The timeout, the catalog's fingerprint, the catalog itself: all in the one snapshot.
+    assert [row[:3] for row in seen] == [("repeatable read", "on", "3s")] * 3
+    assert len({row[3] for row in seen}) == 1
     assert dbsync_connections(user_db) == 0
 
 
