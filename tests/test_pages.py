@@ -131,6 +131,14 @@ def test_databases_page_paginates_and_searches_by_name(shop, staff):
     assert staff.get("/?page=0").status_code == 400
 
 
+def test_a_reader_finds_only_granted_databases_by_search(shop, db):
+    Database.objects.create(name="hidden-shop", encrypted_url=encrypt(shop.url))
+    client = Client()
+    client.force_login(make_user("outsider", granted=False))
+    assert "No database matches “shop”." in text(client.get("/?q=shop"))
+    assert rows_of(logged_in().get("/?q=shop")) == ["hidden-shop"]  # granted: found
+
+
 def test_each_database_row_shows_its_own_state(shop, staff):
     busy = Database.objects.create(name="busy", encrypted_url=encrypt(shop.url))
     down = Database.objects.create(
