@@ -144,10 +144,8 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
     @admin.display(description="reflection history")
     def history(self, database: Database) -> str:
         url = reverse("admin:sync_reflectionrun_changelist") + f"?database__id__exact={database.pk}"
-        runs = getattr(database, "runs_recorded", None)
-        return format_html(
-            '<a href="{}">{} runs</a>', url, database.runs.count() if runs is None else runs
-        )
+        runs = int(getattr(database, "runs_recorded", 0))  # annotated by get_queryset
+        return format_html('<a href="{}">{} runs</a>', url, runs)
 
     @admin.action(description="Import now")
     def import_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
