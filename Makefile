@@ -25,6 +25,7 @@ test: install
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports --no-cache
 	pytest
 
 install: $(INSTALLED)

@@ -22,7 +22,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
 from bench.isolate import free_port as free_port  # the benchmarks take it from here
-from sync import demo
+from sync.ops import demo
 
 ROOT = Path(__file__).resolve().parent.parent
 

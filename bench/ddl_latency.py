@@ -12,25 +12,25 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench_ddl")
 
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from contextlib import ExitStack  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import http.client
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
 
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.contrib.auth.models import Group  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from psycopg2 import sql  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from psycopg2 import sql
+from rest_framework.authtoken.models import Token
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     connect,
     ensure_database,
     free_port,
@@ -39,8 +39,14 @@ from bench.common import (  # noqa: E402
     server_url,
     service,
 )
-from sync import catalog, connections, reflection, registry, state, watch  # noqa: E402
-from sync.models import Database, DatabaseGrant, ReflectionRun  # noqa: E402
+from sync.changes import (
+    leases,
+    listening,
+    watch,
+)
+from sync.models import Database, DatabaseGrant, ReflectionRun
+from sync.reflection import registry, runs
+from sync.remote import catalog, connections
 
 USER_DATABASE = "dbsync_bench_ddl_user"  # kept between runs
 SCHEMAS = ("ddl_a", "ddl_b")
@@ -64,7 +70,7 @@ def ensure_databases() -> Database:
     Database.objects.exclude(name="bench_ddl").delete()
     database, _ = registry.register("bench_ddl", server_url(USER_DATABASE))
     ReflectionRun.objects.filter(database=database).delete()
-    reflection.reflect(database.id)
+    runs.reflect(database.id)
     return database
 
 
@@ -172,7 +178,7 @@ def storm(lister: Lister, database: Database, statements: int, seconds: float) -
     ddl.close()
     settled = lister.seconds_until(expected, ended, 60)
     deadline = time.monotonic() + 30
-    while state.holder(database.id) is not None and time.monotonic() < deadline:
+    while leases.holder(database.id) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     runs = ReflectionRun.objects.filter(database=database).count() - runs_before
     return {"statements": statements, "sent_in_s": round(ended - started, 2),
@@ -270,7 +276,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             stack.enter_context(service(name, argv[name], Path(logs)))
         with service("listener", argv["listener"], Path(logs)):
             wait_for(lambda: answers(lister), "gunicorn")
-            wait_for(lambda: state.watch_mode(database) == "listen", "the listener")
+            wait_for(lambda: listening.watch_mode(database) == "listen", "the listener")
             log(f"listen mode: {args.rounds} rounds")
             report["listen_mode"] = latency(rounds(lister, range(args.rounds), 30))
             log(f"listen mode: {report['listen_mode']}")

@@ -18,32 +18,32 @@ from pathlib import Path
 # faults), on this port, rather than the one isolate() would start.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.isolate import free_port, isolate  # noqa: E402
+from bench.isolate import free_port, isolate
 
 REDIS_PORT = int(os.environ.get("BENCH_REDIS_PORT", "0")) or free_port()
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
 os.environ["SYNC_MIN_REFLECTION_GAP"] = "0"  # an expired key queues at once: recovery shows
 isolate("dbsync_bench_faults")
 
-import http.client  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager, suppress  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+import http.client
+import json
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
 
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection as db_connection  # noqa: E402
-from psycopg2 import sql  # noqa: E402
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection as db_connection
+from psycopg2 import sql
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     connect,
     ensure_database,
     log,
@@ -51,11 +51,16 @@ from bench.common import (  # noqa: E402
     server_url,
     stop,
 )
-from bench.list_latency import auth_header, grant_bench_reader  # noqa: E402
-from sync import registry, state  # noqa: E402
-from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import Database, Table  # noqa: E402
-from sync.reflection import reflect  # noqa: E402
+from bench.list_latency import auth_header, grant_bench_reader
+from sync.changes import gate, recency
+from sync.exceptions import IdentityChanged
+from sync.models import (
+    Database,
+    ReflectionRun,
+    Table,
+)
+from sync.reflection import registry
+from sync.reflection.runs import reflect
 
 USER_DATABASE = "dbsync_bench_faults_user"  # kept between runs
 MARKER = "dbsync bench: faults"
@@ -221,7 +226,7 @@ def end_sessions(dbname: str, application_name: str | None = None) -> int:
 def expire(database_id: int) -> None:
     """Expire the recency key: a list queues a reflection, which the worker must run."""
     with suppress(redis.RedisError):
-        state.expire(database_id)
+        recency.expire(database_id)
 
 
 def first_fresh(traffic: Traffic, since: float) -> float | None:
@@ -273,8 +278,8 @@ def run_faults(service: Service, traffic: Traffic, database_id: int) -> dict[str
         "redis_stopped_while_worker_holds_a_delayed_message", traffic, database_id, report
     ) as facts:
         broken, _ = registry.register("bench_faults_broken", "postgresql://nobody@127.0.0.1:1/none")
-        state.request_reflection(
-            broken, state.Trigger.API
+        gate.request_reflection(
+            broken, ReflectionRun.Trigger.API
         )  # fails, and is retried after a countdown
         poll_until(lambda: broker.exists("unacked"), "the worker to hold the retry")
         worker = service.pid("worker")

@@ -9,43 +9,50 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench_api")
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from types import FrameType  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import base64
+import http.client
+import json
+import math
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
-import redis  # noqa: E402
-from celery import Celery  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.contrib.auth.models import Group  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.utils import timezone  # noqa: E402
-from psycopg2 import sql  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
+import redis
+from celery import Celery
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.utils import timezone
+from psycopg2 import sql
+from rest_framework.authtoken.models import Token
 
-from bench.common import connect, ensure_database, free_port, log, machine, service, tail  # noqa: E402
-from sync import demo, queues, registry, state  # noqa: E402
-from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import Database, DatabaseGrant, ReflectionRun, Table  # noqa: E402
-from sync.reflection import reflect  # noqa: E402
-from worker.app import app as celery_app  # noqa: E402
+from bench.common import connect, ensure_database, free_port, log, machine, service, tail
+from sync.changes import (
+    leases,
+    queues,
+    recency,
+    store,
+)
+from sync.exceptions import IdentityChanged
+from sync.models import Database, DatabaseGrant, ReflectionRun, Table
+from sync.ops import demo
+from sync.reflection import registry
+from sync.reflection.runs import reflect
+from worker.app import app as celery_app
 
 USER_DATABASE = "dbsync_bench_api_user"  # kept between runs
 REGISTERED_NAME = "bench_api_user"
@@ -114,7 +121,7 @@ def reset_reflection_state(database_id: int) -> None:
         broker.delete(*queues.QUEUES, "unacked", "unacked_index")  # kombu's Redis transport keys
     finally:
         broker.close()
-    state.client().delete(state.lease_key(database_id), state.backoff_key(database_id))
+    store.client().delete(store.lease_key(database_id), store.backoff_key(database_id))
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str) -> None:
@@ -216,7 +223,7 @@ def client(
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
-            state.expire(expire)  # through Django's cache, from this thread
+            recency.expire(expire)  # through Django's cache, from this thread
             samples.append(get(connection, target))
     finally:
         connection.close()
@@ -241,7 +248,7 @@ def drain(events: TaskEvents, database_id: int, timeout: float) -> bool:
     """Wait until no reflection is queued or running and every sent task has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if state.holder(database_id) is None and events.settled():
+        if leases.holder(database_id) is None and events.settled():
             return True
         time.sleep(0.1)
     return False
@@ -399,7 +406,7 @@ def phase(name: str, run: Run) -> tuple[dict[str, Any], list[Sample]]:
     args, database_id = run.args, run.database_id
     expire = database_id if name == "expired" else CONTROL_ID
     target = run.minimal if name == "minimal" else run.target
-    state.mark_recent(database_id, timezone.now())
+    recency.mark_recent(database_id, timezone.now())
     log(f"{name}: warm-up, {args.clients} clients x {args.warmup} requests")
     run_clients(target, args.clients, args.warmup, CONTROL_ID, run.budget(args.phase_budget))
     drained_before = drain(run.events, database_id, run.budget(30))

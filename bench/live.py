@@ -8,20 +8,23 @@ from bench.isolate import isolate
 
 isolate("dbsync_live")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from psycopg2 import sql  # noqa: E402
-from psycopg2.extensions import connection as PgConnection  # noqa: E402
+from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
 
-from bench.common import connect, log, machine, server_url, spread, timed  # noqa: E402
-from sync import connections, live  # noqa: E402
-from sync.connections import Source  # noqa: E402
+from bench.common import connect, log, machine, server_url, spread, timed
+from sync.remote import (
+    connections,
+    relations,
+)
+from sync.remote.connections import Source
 
 BENCH_DATABASE = "dbsync_bench_live"  # kept between runs
 ROWS = 1_000_000
@@ -87,8 +90,8 @@ class Sent(logging.Handler):
 
 @contextmanager
 def captured() -> Iterator[list[tuple[str, Any]]]:
-    """Collect the statements and parameters that sync.live sends, one per round trip."""
-    handler, logger = Sent(), logging.getLogger("sync.connections")
+    """Collect the statements and parameters that sync.remote.relations sends, one a round trip."""
+    handler, logger = Sent(), logging.getLogger("sync.remote.connections")
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -133,11 +136,13 @@ def measure(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int) -
 
 
 def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
-    def read() -> live.Page:
-        return live.read_records(Source(KEY, url), live.Relation(oid, "public", "items"), LIMIT, 0)
+    def read() -> relations.Page:
+        return relations.read_records(
+            Source(KEY, url), relations.Relation(oid, "public", "items"), LIMIT, 0
+        )
 
-    def read_shape_first() -> live.Page:
-        live.forget_shapes()
+    def read_shape_first() -> relations.Page:
+        relations.forget_shapes()
         return read()
 
     read()  # the relation's shape is read once per process, and kept
@@ -161,8 +166,8 @@ def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, An
 
 
 def columns(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
-    def read() -> list[live.Column]:
-        return live.read_columns(Source(KEY, url), oid)
+    def read() -> list[relations.Column]:
+        return relations.read_columns(Source(KEY, url), oid)
 
     with captured() as statements:
         listed = read()
@@ -201,7 +206,7 @@ def main() -> None:
     page = first_page(url, oid, arguments.iterations, arguments.warmup)
     listed = columns(url, oid, arguments.iterations, arguments.warmup)
     report = {
-        "benchmark": "sync.live on-the-fly reads",
+        "benchmark": "sync.remote.relations on-the-fly reads",
         "database": BENCH_DATABASE,
         "rows": ROWS,
         "limit": LIMIT,

@@ -14,27 +14,28 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench_pages")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
 
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.contrib.auth.models import Group  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
-from sync import registry, state  # noqa: E402
-from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import DatabaseGrant  # noqa: E402
-from sync.reflection import reflect  # noqa: E402
+from bench.common import connect, ensure_database, log, machine, server_url
+from sync.changes import recency
+from sync.exceptions import IdentityChanged
+from sync.models import DatabaseGrant
+from sync.reflection import registry
+from sync.reflection.runs import reflect
 
 USER_DATABASE = "dbsync_bench_pages_user"  # kept between runs
 MARKER = "dbsync bench: pages"
@@ -67,7 +68,7 @@ def prepare(tables: int) -> int:
     database.refresh_from_db()
     assert database.reflected_at is not None, "the reflection set no reflected_at"
     # Fresh for the whole run: the gate answers from Redis and queues nothing.
-    state.mark_recent(database.id, database.reflected_at)
+    recency.mark_recent(database.id, database.reflected_at)
     # The bench's reader is no staff: it reads the database through a group's grant.
     readers, _ = Group.objects.get_or_create(name=BENCH_USER)
     DatabaseGrant.objects.get_or_create(

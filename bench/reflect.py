@@ -8,29 +8,34 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from django.conf import settings  # noqa: E402
-from django.core.cache import cache  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
-from django.utils import timezone  # noqa: E402
-from psycopg2 import sql  # noqa: E402
-from psycopg2.extensions import connection as PgConnection  # noqa: E402
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg2 import sql
+from psycopg2.extensions import connection as PgConnection
 
-from bench.common import connect, ensure_database, log, machine, server_url  # noqa: E402
-from sync import catalog, connections, names, registry  # noqa: E402
-from sync.catalog import Snapshot  # noqa: E402
-from sync.connections import Source  # noqa: E402
-from sync.models import Database, Schema, Table  # noqa: E402
-from sync.reflection import Counts, reflect  # noqa: E402
+from bench.common import connect, ensure_database, log, machine, server_url
+from sync.models import Database, Schema, Table
+from sync.reflection import (
+    names,
+    registry,
+)
+from sync.reflection.diff import Counts
+from sync.reflection.runs import reflect
+from sync.remote import catalog, connections
+from sync.remote.catalog import Snapshot
+from sync.remote.connections import Source
 
 SCHEMAS = 10  # relations are spread round-robin over bench_00 .. bench_09
 BATCH = 1000  # DDL statements per transaction, well inside the shared lock table

@@ -17,26 +17,27 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench_scale")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from typing import Any
 
-import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.utils import timezone  # noqa: E402
-from psycopg2 import sql  # noqa: E402
+import redis
+from django.conf import settings
+from django.core.management import call_command
+from django.utils import timezone
+from psycopg2 import sql
 
-from bench.common import connect, log, machine, server_url, service  # noqa: E402
-from sync import polling, queues, registry, state  # noqa: E402
-from sync.exceptions import IdentityChanged  # noqa: E402
-from sync.models import Database, ReflectionRun  # noqa: E402
-from sync.reflection import reflect  # noqa: E402
+from bench.common import connect, log, machine, server_url, service
+from sync.changes import gate, polling, queues, recency, store, turns
+from sync.exceptions import IdentityChanged
+from sync.models import Database, ReflectionRun
+from sync.reflection import registry
+from sync.reflection.runs import reflect
 
 PREFIX = "dbsync_bench_scale_"  # user databases, kept between runs
 MARKER = "dbsync bench: scale"
@@ -113,7 +114,7 @@ def reset_state() -> None:
         broker.delete(*queues.QUEUES, "unacked", "unacked_index")
     finally:
         broker.close()
-    state.clear_all()
+    store.client().flushdb()  # every database's reflection state
 
 
 class ConnectionSampler:
@@ -153,12 +154,12 @@ def person_waits(people: list[Database], until: threading.Event, pause: float) -
     while not until.is_set():
         database = people[number % len(people)]
         number += 1
-        state.expire(database.id)
+        recency.expire(database.id)
         started = time.perf_counter()
-        freshness = state.ensure_fresh(database, state.Trigger.LIST)
+        freshness = gate.ensure_fresh(database, ReflectionRun.Trigger.LIST)
         if not freshness.queued_now:
             continue
-        while not state.is_recent(database.id):
+        while not recency.is_recent(database.id):
             if time.perf_counter() - started > 60:
                 raise RuntimeError(f"the reflection of {database.name} did not end in 60 s")
             time.sleep(0.005)
@@ -183,7 +184,7 @@ def latency(waits: list[float]) -> dict[str, Any]:
 def renewal_cycle(due: list[Database], args: argparse.Namespace) -> dict[str, Any]:
     """Expire every due database's key, tick the dispatcher until all are reflected again."""
     for database in due:
-        state.expire(database.id)
+        recency.expire(database.id)
     started, ticks, in_flight_peak = time.perf_counter(), 0, 0
     outcomes: list[dict[str, int]] = []
     deadline = started + args.time_limit
@@ -192,8 +193,8 @@ def renewal_cycle(due: list[Database], args: argparse.Namespace) -> dict[str, An
         ticks += 1
         tick_end = time.perf_counter() + args.tick
         while time.perf_counter() < tick_end:
-            in_flight_peak = max(in_flight_peak, state.renewals_in_flight())
-            if all(state.recent_among([d.id for d in due])):
+            in_flight_peak = max(in_flight_peak, turns.renewals_in_flight())
+            if all(recency.recent_among([d.id for d in due])):
                 return {
                     "cycle_s": round(time.perf_counter() - started, 2),
                     "ticks": ticks,
@@ -208,7 +209,7 @@ def renewal_cycle(due: list[Database], args: argparse.Namespace) -> dict[str, An
 def measure(databases: list[Database], args: argparse.Namespace) -> dict[str, Any]:
     due, people = databases[:-PEOPLE], databases[-PEOPLE:]
     for person in people:  # kept fresh: the renewal never takes them
-        state.mark_recent(person.id, timezone.now())
+        recency.mark_recent(person.id, timezone.now())
     log(f"idle: {args.idle_seconds} s of a person's lists, nothing else running")
     stop = threading.Event()
     timer = threading.Timer(args.idle_seconds, stop.set)

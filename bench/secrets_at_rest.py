@@ -14,22 +14,22 @@ from bench.isolate import isolate
 
 isolate("dbsync_bench_secrets", SYNC_REFLECTION_INTERVAL="3600")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import Group, User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.utils import timezone  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     connect,
     ensure_database,
     log,
@@ -38,8 +38,10 @@ from bench.common import (  # noqa: E402
     spread,
     timed,
 )
-from sync import encryption, reflection, registry, state  # noqa: E402
-from sync.models import Database, DatabaseGrant, Table  # noqa: E402
+from sync import encryption
+from sync.changes import recency
+from sync.models import Database, DatabaseGrant, Table
+from sync.reflection import registry, runs
 
 USER_DATABASE = "dbsync_bench_secrets_user"  # kept between runs
 # In the URL, to look for in the logs (the local server trusts 127.0.0.1 and ignores it).
@@ -162,8 +164,8 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     url = ensure_databases()
     database, _ = registry.register("bench", url)
-    reflection.reflect(database.id)
-    state.mark_recent(database.id, timezone.now())
+    runs.reflect(database.id)
+    recency.mark_recent(database.id, timezone.now())
     table = Table.objects.get(database=database, name="items")
     client = Client(HTTP_AUTHORIZATION=f"Token {reader_token(database)}", HTTP_HOST="127.0.0.1")
     plain = {database.pk: url}

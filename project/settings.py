@@ -162,7 +162,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: broker, results, cache and reflection state live in separate databases of one server,
-# so that clearing the cache can never wipe the task queue or the leases (sync.state).
+# so that clearing the cache can never wipe the task queue or the leases (sync.changes).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = _redis_url(REDIS_URL, 0)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 1)
@@ -199,7 +199,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Two queues (sync.queues): `interactive` for what a person or a change waits on, `bulk` for
 # renewal, polls, imports and purges; each has its own workers (Procfile: worker, worker-bulk).
-CELERY_TASK_ROUTES = ("sync.queues.route_task",)
+CELERY_TASK_ROUTES = ("sync.changes.queues.route_task",)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 
 # Synchronisation.
@@ -219,10 +219,10 @@ SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 
-# Scale (sync.polling, sync.connections). Each renewal tick queues at most SYNC_RENEWAL_IN_FLIGHT
-# reflections less those still queued or running, with countdowns spread over the next
-# SYNC_RENEWAL_SPREAD seconds (the tick's period); a countdown must stay far below the broker's
-# visibility timeout, or Redis hands the message out twice.
+# Scale (sync.changes.polling, sync.remote.connections). Each renewal tick queues at most
+# SYNC_RENEWAL_IN_FLIGHT reflections less those still queued or running, with countdowns spread
+# over the next SYNC_RENEWAL_SPREAD seconds (the tick's period); a countdown must stay far below
+# the broker's visibility timeout, or Redis hands the message out twice.
 SYNC_RENEWAL_IN_FLIGHT = _env_int("SYNC_RENEWAL_IN_FLIGHT", 100)
 SYNC_RENEWAL_SPREAD = _env_int("SYNC_RENEWAL_SPREAD", 60, least=0)
 _LONGEST_COUNTDOWN = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] // 10
@@ -255,21 +255,21 @@ FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
 # beyond the limit, further attempts are refused before any password is hashed.
 SYNC_LOGIN_FAILURE_LIMIT = _env_int("SYNC_LOGIN_FAILURE_LIMIT", 10)
 SYNC_LOGIN_FAILURE_WINDOW = _env_int("SYNC_LOGIN_FAILURE_WINDOW", 300)
-AUTHENTICATION_BACKENDS = ["sync.throttling.ThrottledModelBackend"]
+AUTHENTICATION_BACKENDS = ["sync.web.throttling.ThrottledModelBackend"]
 
 REST_FRAMEWORK = {
     # Token first: an anonymous API client is told (401, WWW-Authenticate) how to log in.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "sync.throttling.ThrottledBasicAuthentication",
+        "sync.web.throttling.ThrottledBasicAuthentication",
     ],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("SYNC_ANON_RATE", "60/minute")},
-    "DEFAULT_PERMISSION_CLASSES": ["sync.permissions.ReadAuthenticatedWriteStaff"],
-    "DEFAULT_PAGINATION_CLASS": "sync.pagination.StrictLimitOffsetPagination",
+    "DEFAULT_PERMISSION_CLASSES": ["sync.web.api.permissions.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_PAGINATION_CLASS": "sync.web.api.pagination.StrictLimitOffsetPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "sync.error_responses.exception_handler",
+    "EXCEPTION_HANDLER": "sync.web.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "dbsync API",

@@ -4,20 +4,17 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from sync.views import MetricsView, healthz
-
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
-    path("metrics", MetricsView.as_view(), name="metrics"),
+    path("", include("sync.ops.urls")),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("sync.urls")),
+    path("api/v1/", include("sync.web.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # The browsable API's log in and log out links.
     path("api/auth/", include("rest_framework.urls")),
-    path("", include("sync.page_urls")),
+    path("", include("sync.web.pages.urls")),
 ]
 
 # Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.
-handler404 = "sync.error_responses.not_found"
-handler500 = "sync.error_responses.server_error"
+handler404 = "sync.web.api.errors.not_found"
+handler500 = "sync.web.api.errors.server_error"

@@ -2,16 +2,29 @@
 
 Where to start reading: data flows one way, from a request to the user's catalog.
 
-    views, pages, admin      the API, the web pages and the admin: they never reflect
-      -> state               the one gate: recency, lease, back-off, dirty mark; queues tasks
-                             (publisher, queues, task_names)
-      -> tasks               Celery tasks: reflect a database, import, renew, poll, purge
-      -> reflection          diff the catalog against the models by oid, apply in one transaction
-      -> catalog             read the catalog in one snapshot (connections: engines, bounds)
+    web/api, web/pages, admin   the API, the web pages and the admin: they never reflect
+      -> changes/gate           the one gate: recency, lease, back-off, dirty mark; queues tasks
+                                (publisher, queues, task_names; the Redis behind it: store)
+      -> tasks                  Celery tasks: reflect a database, import, renew, poll, purge
+      -> reflection/runs        read, diff by oid (diff), write in one transaction (writes)
+      -> remote/catalog         the user's catalog in one snapshot (connections: engines, bounds)
 
-Changes made behind dbsync's back reach the gate through the watch (event triggers, watch),
-the listener process (listener, debounce) or the poll (polling). Columns and records are
-read on the fly and never stored: table_reads -> live (relation_sql builds the SQL, values
-renders what it reads). Who may read what: access; secrets at rest: encryption, credentials.
+The packages, each importing only those below it (import-linter checks it, pyproject.toml):
+
+    admin, apps, management, tasks, templatetags   entry points Django and Celery look for
+    web/      api/ (viewsets, serializers, pagination, errors, OpenAPI), pages/ (views, forms,
+              decorators, listing, grid, freshness), and what both use: access, query,
+              table_reads, throttling, status
+    ops/      what operators call: health, metrics' scrape (views: /healthz, /metrics), the demo
+    changes/  how dbsync hears of changes and decides to reflect: gate, leases, recency, turns,
+              listening, store; the watch (event triggers), listener, debounce, polling,
+              importing, progress
+    reflection/  diff and write (runs, diff, writes), registry, retention, the name cache
+    models    the registered databases, their schemas and tables, the history
+    remote/   the user's database only (no ORM, cache, Redis or Celery): connections,
+              credentials, catalog, relations (columns and records read on the fly),
+              relation_sql, values
+    leaves    exceptions, metrics (the counters), encryption (secrets at rest), checks
+
 Each module's first line says its job.
 """

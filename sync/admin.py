@@ -11,10 +11,12 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from sync import catalog, registry, state, watch
+from sync.changes import gate, listening, watch
+from sync.changes.gate import Freshness, Status
 from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
-from sync.state import Freshness, Status
+from sync.reflection import registry
+from sync.remote import catalog
 
 
 def count_of(rows: QuerySet[Any]) -> Coalesce:
@@ -113,7 +115,7 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
         """The changelist, with the state of every database of the page read in one go."""
         changelist = super().get_changelist_instance(request)
         shown = list(changelist.result_list)  # the page's rows, kept by the queryset for display
-        for database, now in zip(shown, state.statuses_of(shown), strict=True):
+        for database, now in zip(shown, gate.statuses_of(shown), strict=True):
             database.status_now = now
         return changelist
 
@@ -126,12 +128,12 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
 
     @admin.display(description="status")
     def status(self, database: Database) -> str:
-        now = getattr(database, "status_now", None) or state.status_of(database)
+        now = getattr(database, "status_now", None) or gate.status_of(database)
         return f"{now.status} (task {now.task_id})" if now.task_id else str(now.status)
 
     @admin.display(description="watch mode")
     def watch_mode(self, database: Database) -> str:
-        return state.watch_mode(database)
+        return listening.watch_mode(database)
 
     @admin.display(description="schemas", ordering="live_schemas")
     def schema_count(self, database: Database) -> int:
@@ -150,12 +152,12 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
     @admin.action(description="Import now")
     def import_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
         for database in queryset:
-            self.report(request, database, state.request_import(database), "import")
+            self.report(request, database, gate.request_import(database), "import")
 
     @admin.action(description="Reflect now")
     def reflect_now(self, request: HttpRequest, queryset: QuerySet[Database]) -> None:
         for database in queryset:
-            queued = state.request_reflection(database, state.Trigger.ADMIN)
+            queued = gate.request_reflection(database, ReflectionRun.Trigger.ADMIN)
             self.report(request, database, queued, "reflection")
 
     @admin.action(description="Install the DDL watch")
@@ -182,14 +184,18 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
             return
         self.message_user(request, f"{database}: {done}.", messages.SUCCESS)
 
-    def report(self, request: HttpRequest, database: Database, state: Freshness, what: str) -> None:
-        if state.status == Status.UNAVAILABLE:
+    def report(
+        self, request: HttpRequest, database: Database, freshness: Freshness, what: str
+    ) -> None:
+        if freshness.status == Status.UNAVAILABLE:
             level, text = messages.ERROR, "the task queue is unavailable; nothing was queued"
-        elif state.queued_now:
-            level, text = messages.SUCCESS, f"{what} queued (task {state.task_id})"
+        elif freshness.queued_now:
+            level, text = messages.SUCCESS, f"{what} queued (task {freshness.task_id})"
         else:
             level = messages.INFO
-            text = f"not queued again: a reflection is {state.status} (task {state.task_id})"
+            text = (
+                f"not queued again: a reflection is {freshness.status} (task {freshness.task_id})"
+            )
         self.message_user(request, f"{database}: {text}.", level)
 
 

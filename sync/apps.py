@@ -8,7 +8,7 @@ from django.db.models.signals import post_migrate
 
 def after_migrate(**_: Any) -> None:
     """Install the beat schedule and register the databases named in settings."""
-    from sync import registry
+    from sync.reflection import registry
     from worker.schedule import install_schedule
 
     install_schedule()

@@ -2,7 +2,7 @@
 
 They live in prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set in
 project.settings before anything imports the client), so one scrape of a web process sums every
-gunicorn and Celery process of its host (see sync.scrape).
+gunicorn and Celery process of its host (see sync.ops.scrape).
 """
 
 from prometheus_client import Counter, Histogram

@@ -7,8 +7,8 @@ from django.db import models
 from django.db.models import Q
 
 from sync import encryption
-from sync.connections import Source
-from sync.credentials import redact_url
+from sync.remote.connections import Source
+from sync.remote.credentials import redact_url
 
 
 class Database(models.Model):
@@ -31,7 +31,7 @@ class Database(models.Model):
     reflected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
-    # The DDL watch (sync.watch): when its event triggers were installed, and why it is not
+    # The DDL watch (sync.changes.watch): when its event triggers were installed, and why it is not
     # installed or was lost (no privilege, dropped by hand), shown beside the watch mode.
     watch_installed_at = models.DateTimeField(null=True, blank=True)
     watch_error = models.TextField(blank=True)

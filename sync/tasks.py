@@ -9,9 +9,11 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from sync import importing, metrics, polling, reflection, registry, retention, state, task_names
+from sync import metrics
+from sync.changes import gate, importing, leases, polling, recency, store, task_names, turns
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
+from sync.reflection import registry, retention, runs
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +63,21 @@ def reflect_db_objects(
     try:
         return _reflect(self, database_id, force, trigger)
     finally:
-        with contextlib.suppress(*state.STATE_ERRORS):
-            state.reflection_ended(database_id)  # a renewal's slot is free again
+        with contextlib.suppress(*store.STATE_ERRORS):
+            turns.reflection_ended(database_id)  # a renewal's slot is free again
 
 
 def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str) -> str:
-    with state.lease(database_id, run_id(self)) as lease:
+    with leases.lease(database_id, run_id(self)) as lease:
         if lease is None:
             return "duplicate"
-        if not force and state.is_recent(database_id) and not lease.dirty():
+        if not force and recency.is_recent(database_id) and not lease.dirty():
             return "fresh"
         try:
             for _ in range(MAX_RERUNS + 1):
                 # Cleared before the snapshot: a change after this point marks it again.
                 trigger = lease.take_dirty() or trigger
-                reflection.reflect(database_id, trigger=trigger)
+                runs.reflect(database_id, trigger=trigger)
                 heard = lease.succeeded(timezone.now())
                 if heard is not None:
                     metrics.DDL_TO_VISIBLE.labels(trigger).observe(heard)
@@ -95,7 +97,7 @@ def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str
     # Still changing after MAX_RERUNS: hand the rest to a new task, behind other databases'.
     requeue = Database.objects.filter(pk=database_id).first()
     if requeue is not None:
-        state.notice_change(requeue, trigger)
+        gate.notice_change(requeue, trigger)
     return "reflected"
 
 

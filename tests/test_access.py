@@ -4,9 +4,10 @@ import pytest
 from django.contrib.auth.models import Group
 from rest_framework.test import APIClient
 
-from sync import access, reflection, registry
 from sync.models import Database, DatabaseGrant, Schema, Table
-from tests.conftest import client_for, create_scratch, make_user
+from sync.reflection import registry, runs
+from sync.web import access
+from tests.helpers import client_for, create_scratch, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def two_databases(user_db, scratch_factory) -> tuple[Database, Database]:
     for name, scratch in (("granted", user_db), ("hidden", other)):
         scratch.execute(f"CREATE SCHEMA s_{name}; CREATE TABLE s_{name}.t AS SELECT 1 AS n")
         database, _ = registry.register(name, scratch.url)
-        reflection.reflect(database.id)
+        runs.reflect(database.id)
         databases.append(database)
     return databases[0], databases[1]
 

@@ -5,10 +5,11 @@ import re
 import pytest
 from django.test import Client
 
-from sync import reflection, state
+from sync.changes import leases, store
 from sync.encryption import encrypt
 from sync.models import Database
-from tests.conftest import HeldDatabaseRow, make_user
+from sync.reflection import runs
+from tests.helpers import HeldDatabaseRow, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +46,7 @@ def test_an_action_queues_one_task_and_says_so(operator, registered, published, 
         held.release()
 
     assert len(published) == 1
-    assert state.holder(registered.id) is not None
+    assert leases.holder(registered.id) is not None
     assert "queued (task" in first[0]
     assert "not queued again" in second[0]
 
@@ -61,7 +62,7 @@ def test_a_non_staff_user_is_refused(registered):
 
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
-    assert state.holder(registered.id) is None
+    assert leases.holder(registered.id) is None
 
 
 def test_registering_checks_the_connection_and_hides_the_password(operator, user_db):
@@ -101,11 +102,11 @@ def test_the_changelist_shows_each_database_s_own_counts_and_state(operator, reg
         "CREATE SCHEMA a; CREATE SCHEMA b; CREATE TABLE a.t1 (id int); CREATE TABLE a.t2 (id int);"
         " CREATE TABLE b.t3 (id int); CREATE TABLE b.gone (id int)"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     user_db.execute("DROP TABLE b.gone")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     busy = Database.objects.create(name="busy", encrypted_url=encrypt(registered.url))
-    state.client().set(state.lease_key(busy.id), "running:the-task", ex=60)
+    store.client().set(store.lease_key(busy.id), "running:the-task", ex=60)
 
     rows = {
         row[0]: row[1:]

@@ -5,10 +5,11 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from sync import reflection, registry, state
+from sync.changes import recency
 from sync.exceptions import InvalidDatabaseURL
 from sync.models import Database, Schema, Table
-from tests.conftest import make_user
+from sync.reflection import registry, runs
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +21,7 @@ def reflected(registered, user_db) -> Database:
         " CREATE TABLE shop.order_lines (id int);"
         " CREATE VIEW shop.recent_orders AS SELECT 1 AS id; CREATE TABLE public.notes (id int)"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     registered.refresh_from_db()
     return registered
 
@@ -67,14 +68,14 @@ def test_table_list_filters(reader, reflected):
 
 
 def test_schema_list_and_freshness_headers(reader, reflected):
-    state.mark_recent(reflected.id, reflected.reflected_at)
+    recency.mark_recent(reflected.id, reflected.reflected_at)
     response = reader.get(f"/api/v1/schemas/?database={reflected.id}")
 
     assert response.status_code == 200
     assert names(response) == ["public", "shop"]
     assert response["X-Reflected-At"] == reflected.reflected_at.isoformat()
     assert response["X-Reflection-Status"] == "fresh"
-    state.expire(reflected.id)
+    recency.expire(reflected.id)
     assert reader.get(f"/api/v1/schemas/?database={reflected.id}")["X-Reflection-Status"] == (
         "queued"
     )

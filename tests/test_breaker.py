@@ -9,8 +9,8 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from sync.breaker import REDIS_BREAKER, Breaker, BreakerOpen
-from tests.conftest import client_for, make_user, wait_until
+from sync.changes.breaker import REDIS_BREAKER, Breaker, BreakerOpen
+from tests.helpers import client_for, make_user, wait_until
 
 
 @dataclass

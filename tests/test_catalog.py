@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from sync import catalog, connections
-from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
-from tests.test_connections import dbsync_connections
+from sync.remote import catalog, connections
+from sync.remote.connections import Source
+from tests.helpers import dbsync_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,24 +5,13 @@ import time
 
 import pytest
 
-from sync import catalog, connections, reflection, registry
-from sync.connections import Source
 from sync.exceptions import CatalogUnavailable
-from tests.conftest import ScratchDatabase, admin_connection, one_row, run_together
+from sync.reflection import registry, runs
+from sync.remote import catalog, connections
+from sync.remote.connections import Source
+from tests.helpers import dbsync_connections, run_together
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def dbsync_connections(scratch: ScratchDatabase) -> int:
-    """Count the connections dbsync's own reads hold on the database (the listener's apart)."""
-    with admin_connection() as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-            [scratch.name, "dbsync"],
-        )
-        (count,) = one_row(cursor)
-    connection.close()
-    return int(count)
 
 
 def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
@@ -30,7 +19,7 @@ def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
     databases = [registry.register(f"many{i}", user_db.url)[0] for i in range(12)]
 
     for database in databases:
-        reflection.reflect(database.id)
+        runs.reflect(database.id)
 
     assert dbsync_connections(user_db) == 0
 

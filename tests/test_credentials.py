@@ -12,9 +12,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from sync import tasks
-from sync.credentials import ambiguity, redact, redact_url
 from sync.models import Database, ReflectionRun
-from tests.conftest import client_for, make_user, wait_until
+from sync.remote.credentials import ambiguity, redact, redact_url
+from tests.helpers import client_for, make_user, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

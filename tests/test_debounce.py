@@ -1,6 +1,6 @@
 """The debouncer of the listener: few firings for a burst, none lost at its end."""
 
-from sync.debounce import Debouncer
+from sync.changes.debounce import Debouncer
 
 
 def fire_times(notices: list[float], until: float, step: float = 0.01) -> list[float]:

@@ -7,9 +7,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
-from sync import demo
 from sync.models import Database
-from tests.conftest import ScratchDatabase, admin_connection, drop_scratch
+from sync.ops import demo
+from tests.helpers import ScratchDatabase, admin_connection, drop_scratch
 
 pytestmark = pytest.mark.django_db
 

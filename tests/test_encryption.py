@@ -10,8 +10,9 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from sync import encryption, reflection, registry
+from sync import encryption
 from sync.models import Database, Table
+from sync.reflection import registry, runs
 
 pytestmark = pytest.mark.django_db
 
@@ -59,7 +60,7 @@ def test_a_url_no_key_decrypts_is_an_error_naming_the_database(
     registered, user_db, reader, settings
 ):
     user_db.execute("CREATE TABLE t (id int)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     table = Table.objects.get(name="t")
     settings.SYNC_SECRET_KEYS = [OTHER_KEY]
 

@@ -7,9 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from sync import reflection
 from sync.encryption import encrypt
 from sync.models import Database, Schema, Table
+from sync.reflection import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def error_of(response, status: int) -> dict:
 @pytest.fixture
 def two_databases(registered, user_db, scratch_factory) -> tuple[Database, Database]:
     user_db.execute("CREATE SCHEMA shop")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     other = Database.objects.create(name="other", encrypted_url=encrypt(user_db.url))
     return registered, other
 
@@ -161,7 +161,7 @@ def test_malformed_body_is_a_400(staff):
 
 def test_unpopulated_materialized_view_is_a_409_saying_to_refresh_it(reader, registered, user_db):
     user_db.execute("CREATE MATERIALIZED VIEW later AS SELECT 1 AS one WITH NO DATA")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     table = Table.objects.get(name="later")
 
     body = error_of(reader.get(f"/api/v1/tables/{table.id}/records/"), 409)
@@ -191,7 +191,7 @@ def test_json_values_are_parsed_documents_as_the_readme_says(reader, registered,
         "CREATE TABLE docs (id int PRIMARY KEY, doc json, bin jsonb);"
         """ INSERT INTO docs VALUES (1, '{"price": 2.50}', '{"price": 2.50}')"""
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     table = Table.objects.get(name="docs")
 
     rows = reader.get(f"/api/v1/tables/{table.id}/records/").json()["rows"]

@@ -19,10 +19,11 @@ from celery import Celery
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from sync import reflection, state
-from sync.breaker import REDIS_BREAKER
+from sync.changes import gate, leases, store
+from sync.changes.breaker import REDIS_BREAKER
 from sync.models import Database, Table
-from tests.conftest import (
+from sync.reflection import runs
+from tests.helpers import (
     admin_connection,
     free_port,
     make_user,
@@ -179,7 +180,7 @@ def test_requests_after_the_service_database_restarted_are_answered(web):
 
 def test_reads_after_a_registered_database_restarted_are_answered(web, registered, user_db):
     user_db.execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     table = Table.objects.get(name="kept")
     records = f"/api/v1/tables/{table.id}/records/"
     assert web.status_of(records) == 200  # the web process keeps a pooled connection to it
@@ -188,7 +189,7 @@ def test_reads_after_a_registered_database_restarted_are_answered(web, registere
 
     assert ended >= 1
     assert [web.status_of(records) for _ in range(3)] == [200, 200, 200]
-    assert reflection.reflect(registered.id).counts.unchanged >= 1
+    assert runs.reflect(registered.id).counts.unchanged >= 1
     assert Database.objects.get(pk=registered.id).last_error == ""
 
 
@@ -198,16 +199,16 @@ def test_a_lock_that_a_hung_redis_took_after_the_gate_gave_up_is_released(
     settings.SYNC_STATE_REDIS_URL = f"redis://127.0.0.1:{own_redis_server.port}/0"
     monkeypatch.setattr(REDIS_BREAKER, "cooldown", 0)  # every call asks Redis
     # A kept connection, and the script loaded, as in every web process that listed before.
-    state.client().script_load(state.REQUEST)
+    store.client().script_load(gate.REQUEST)
     os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
-    gave_up = state.ensure_fresh(registered)  # the take waits, then gives up
+    gave_up = gate.ensure_fresh(registered)  # the take waits, then gives up
     os.killpg(own_redis_server.process.pid, signal.SIGCONT)  # and the server runs it now
-    wait_until(lambda: state.holder(registered.id) is not None, what="the late take")
+    wait_until(lambda: leases.holder(registered.id) is not None, what="the late take")
 
-    after = state.ensure_fresh(registered)
-    holder = state.holder(registered.id)
+    after = gate.ensure_fresh(registered)
+    holder = leases.holder(registered.id)
 
-    assert gave_up.status == state.Status.UNAVAILABLE
-    assert (after.status, after.queued_now) == (state.Status.QUEUED, True)
+    assert gave_up.status == gate.Status.UNAVAILABLE
+    assert (after.status, after.queued_now) == (gate.Status.QUEUED, True)
     assert published == [after.task_id]
-    assert holder == (state.LeaseState.QUEUED, after.task_id)
+    assert holder == (leases.LeaseState.QUEUED, after.task_id)

@@ -10,7 +10,7 @@ import pytest
 from flower import urls as flower_urls
 from tornado.web import RequestHandler
 
-from tests.conftest import (
+from tests.helpers import (
     free_port,
     process_environment,
     start_procfile_role,

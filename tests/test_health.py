@@ -7,7 +7,7 @@ import pytest
 from celery import current_app
 from rest_framework.test import APIClient
 
-from tests.conftest import free_port, start_redis_server, stop_process, wait_until
+from tests.helpers import free_port, start_redis_server, stop_process, wait_until
 
 pytestmark = pytest.mark.django_db
 

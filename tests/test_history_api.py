@@ -5,17 +5,18 @@ import uuid
 import pytest
 from celery import current_app
 
-from sync import reflection, state
+from sync.changes import gate
 from sync.models import Database
-from tests.conftest import client_for, wait_until
+from sync.reflection import runs
+from tests.helpers import client_for, wait_until
 
 
 @pytest.fixture
 def twice_reflected(registered: Database, user_db) -> Database:
     user_db.execute("CREATE TABLE first (id int)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     user_db.execute("CREATE TABLE second (id int)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     return registered
 
 
@@ -79,7 +80,7 @@ def test_a_task_in_progress_reports_done_and_total(staff):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_queued_import_reports_its_result(worker, registered, staff):
-    queued = state.request_import(registered)
+    queued = gate.request_import(registered)
     assert queued.queued_now
 
     def finished() -> bool:

@@ -12,10 +12,13 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from sync import progress, reflection, registry, state, tasks
+from sync import tasks
+from sync.changes import leases, progress, recency
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import ScratchDatabase, create_scratch, hold_lease, wait_until
+from sync.reflection import registry, runs
+from tests import helpers
+from tests.helpers import ScratchDatabase, create_scratch, hold_lease, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,13 +40,13 @@ def test_a_new_registration_is_imported_by_the_next_import_run(worker, registere
         report: dict[str, Any] = tasks.import_new_databases.apply().get()
         # The database's own import task, on a worker.
         wait_until(lambda: Table.objects.live().filter(name="arrived").exists())
-        wait_until(lambda: state.holder(registered.id) is None, what="the import to end")
+        wait_until(lambda: leases.holder(registered.id) is None, what="the import to end")
 
     assert (report["queued"], report["skipped"]) == (["userdb"], [])
     assert {"state": "PROGRESS", "done": 0, "total": 1, "current": "userdb"} in states
     registered.refresh_from_db()
     assert registered.imported_at is not None
-    assert state.is_recent(registered.id)
+    assert recency.is_recent(registered.id)
     imported = progress.task_progress(report["tasks"]["userdb"])
     assert imported is not None
     assert (imported.state, imported.result) == (
@@ -84,7 +87,7 @@ def test_import_of_an_unreachable_database_backs_off(worker, db):
 
     assert tasks.import_new_databases.apply().get()["queued"] == ["down"]
 
-    wait_until(lambda: state.backing_off(down.id), what="the import to fail")
+    wait_until(lambda: helpers.backing_off(down.id), what="the import to fail")
     down.refresh_from_db()
     assert down.imported_at is None
     assert "hunter2" not in down.last_error
@@ -121,7 +124,7 @@ def test_renew_queues_exactly_the_expired_databases(
         scratch = create_scratch()
         scratch_factory.append(scratch)
         databases.append(Database.objects.create(name=name, encrypted_url=encrypt(scratch.url)))
-    state.mark_recent(databases[0].id, timezone.now())
+    recency.mark_recent(databases[0].id, timezone.now())
 
     first = tasks.renew_databases.apply().get()
     second = tasks.renew_databases.apply().get()
@@ -129,14 +132,14 @@ def test_renew_queues_exactly_the_expired_databases(
     assert first == {"fresh": 1, "queued": 2}
     assert len(published) == 2  # the second pass found both queued, running or done
     assert sum(second.values()) == 3
-    assert state.holder(databases[0].id) is None
+    assert leases.holder(databases[0].id) is None
 
 
 def test_purge_deletes_only_what_was_dropped_before_the_retention_period(registered, user_db):
     user_db.execute("CREATE SCHEMA gone; CREATE TABLE gone.old (id int); CREATE TABLE keep (x int)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     user_db.execute("DROP SCHEMA gone CASCADE")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     long_ago = timezone.now() - timedelta(days=31)
     Table.objects.filter(name="old").update(dropped_at=long_ago)
     Schema.objects.filter(name="gone").update(dropped_at=long_ago)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from sync import reflection, state, watch
+from sync.changes import leases, listening, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import (
+from sync.reflection import runs
+from tests.helpers import (
     ScratchDatabase,
     admin_connection,
     process_environment,
@@ -80,7 +81,9 @@ def listed_names(reader, database: Database) -> set[str]:
 
 
 def wait_for_listener(database: Database) -> None:
-    wait_until(lambda: state.watch_mode(database) == "listen", timeout=SETTLE, what="listen mode")
+    wait_until(
+        lambda: listening.watch_mode(database) == "listen", timeout=SETTLE, what="listen mode"
+    )
 
 
 def test_create_rename_move_drop_and_recreate_show_without_waiting_for_the_interval(
@@ -111,7 +114,7 @@ def test_a_storm_of_ddl_ends_in_a_few_reflections_and_the_exact_final_state(
     worker, listener, watched, user_db, reader
 ):
     wait_for_listener(watched)
-    wait_until(lambda: state.holder(watched.id) is None, what="the first reflection")
+    wait_until(lambda: leases.holder(watched.id) is None, what="the first reflection")
     runs_before = ReflectionRun.objects.count()
     storm = admin_connection(user_db.name)  # autocommit: each statement its own transaction
     with storm.cursor() as cursor:
@@ -124,7 +127,7 @@ def test_a_storm_of_ddl_ends_in_a_few_reflections_and_the_exact_final_state(
     expected = {"existing"} | {f"renamed_{i}" for i in range(0, 100, 2)}
 
     wait_until(lambda: listed_names(reader, watched) == expected, timeout=SETTLE, what="storm")
-    wait_until(lambda: state.holder(watched.id) is None, what="the last reflection")
+    wait_until(lambda: leases.holder(watched.id) is None, what="the last reflection")
     assert ReflectionRun.objects.count() - runs_before <= 10
     response = reader.get(f"/api/v1/tables/?database={watched.id}")
     assert response["X-Reflection-Status"] == "fresh"
@@ -149,7 +152,7 @@ def test_a_change_made_while_the_listener_was_cut_off_shows_after_it_reconnects(
     user_db.execute("CREATE TABLE while_away (id int)")  # its notice has nobody to go to
 
     wait_until(lambda: "while_away" in listed_names(reader, watched), timeout=SETTLE)
-    wait_until(lambda: state.watch_mode(watched) == "listen", timeout=SETTLE, what="reconnect")
+    wait_until(lambda: listening.watch_mode(watched) == "listen", timeout=SETTLE, what="reconnect")
     assert "reconnecting in" in listener.text()
 
 
@@ -167,7 +170,7 @@ def test_a_change_made_while_the_listener_process_was_dead_shows_after_it_restar
 def test_a_database_watched_later_is_picked_up_without_a_restart(
     worker, listener, registered, user_db, reader
 ):
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     watch.install(registered)
     registered.refresh_from_db()
     wait_for_listener(registered)
@@ -190,7 +193,7 @@ def test_a_watch_dropped_by_hand_is_reported_and_polling_takes_over(
     )
     watched.refresh_from_db()
     assert "removed" in watched.watch_error
-    assert state.watch_mode(watched) == "poll"
+    assert listening.watch_mode(watched) == "poll"
     assert listener.process.poll() is None  # still running
 
 
@@ -215,13 +218,13 @@ def test_an_unreachable_database_is_reported_failed_and_the_log_shows_no_passwor
 
 def test_temporary_tables_queue_nothing(worker, listener, watched, user_db):
     wait_for_listener(watched)
-    wait_until(lambda: state.holder(watched.id) is None, what="the first reflection")
+    wait_until(lambda: leases.holder(watched.id) is None, what="the first reflection")
     runs = ReflectionRun.objects.count()
 
     user_db.execute("CREATE TEMP TABLE scratch (id int); DROP TABLE scratch")
     user_db.execute("CREATE TABLE marker (id int)")  # a real change after them, as a clock
 
     wait_until(lambda: Table.objects.live().filter(name="marker").exists(), timeout=SETTLE)
-    wait_until(lambda: state.holder(watched.id) is None, what="the reflection")
+    wait_until(lambda: leases.holder(watched.id) is None, what="the reflection")
     assert ReflectionRun.objects.count() == runs + 1
     assert not Schema.objects.filter(name__startswith="pg_temp").exists()

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from sync import catalog, connections
-from sync.connections import Source
 from sync.exceptions import (
     CatalogUnavailable,
     InvalidPage,
@@ -21,10 +19,13 @@ from sync.exceptions import (
     TableNotFound,
     WriteRefused,
 )
-from sync.live import Column, Page, Relation, live_name, read_columns, read_records
-from tests.conftest import ODD_NAMES, ScratchDatabase, admin_connection, one_row, quote
+from sync.remote import catalog, connections
+from sync.remote.connections import Source
+from sync.remote.relations import Column, Page, Relation, live_name, read_columns, read_records
+from tests.helpers import ODD_NAMES, ScratchDatabase, admin_connection, one_row, quote
 
-# Keys of engines in sync.connections' per-process cache; far above the ids of registered databases.
+# Keys of engines in sync.remote.connections' per-process cache; far above the ids of registered
+# databases.
 _keys = itertools.count(900_000)
 
 
@@ -464,7 +465,7 @@ def test_page_and_column_reads_are_one_statement_each(key, user_db, caplog):
     oid = user_db.oid_of("one_trip")
     records(key, user_db, "public", "one_trip")  # the first read also reads the shape
 
-    with caplog.at_level(logging.DEBUG, logger="sync.connections"):
+    with caplog.at_level(logging.DEBUG, logger="sync.remote.connections"):
         records(key, user_db, "public", "one_trip")
         read_columns(Source(key, user_db.url), oid)
 

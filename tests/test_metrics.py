@@ -6,9 +6,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from sync import state
-from sync.models import Database
-from tests.conftest import wait_until
+from sync.changes import gate, leases, listening, recency
+from sync.models import Database, ReflectionRun
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,9 +44,9 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
     worker, registered: Database, user_db, reader, staff
 ):
     user_db.execute("CREATE TABLE counted (id int)")
-    state.notice_change(registered, state.Trigger.LISTENER)  # as a DDL notice would
-    wait_until(lambda: state.is_recent(registered.id), what="the reflection")
-    wait_until(lambda: state.holder(registered.id) is None, what="the task to end")
+    gate.notice_change(registered, ReflectionRun.Trigger.LISTENER)  # as a DDL notice would
+    wait_until(lambda: recency.is_recent(registered.id), what="the reflection")
+    wait_until(lambda: leases.holder(registered.id) is None, what="the task to end")
     assert reader.get(f"/api/v1/tables/?database={registered.id}").status_code == 200
 
     families = scrape(staff)
@@ -76,8 +76,8 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
 
 
 def test_a_listener_reconnect_is_counted(registered, staff):
-    state.count_reconnect(registered.id)
-    state.count_reconnect(registered.id)
+    listening.count_reconnect(registered.id)
+    listening.count_reconnect(registered.id)
 
     families = scrape(staff)
 

@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from project.wsgi import application
-from sync import reflection
 from sync.models import Database
-from tests.conftest import ScratchDatabase, make_user
+from sync.reflection import runs
+from tests.helpers import ScratchDatabase, make_user
 
 # Committed data: the WSGI app closes the service database connection after every request.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,7 +51,7 @@ schema.config.generation.update(
 def reflected_database(registered: Database, user_db: ScratchDatabase) -> Database:
     """A reflected database behind the API, so that some ids exist."""
     user_db.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     return registered
 
 

@@ -7,10 +7,11 @@ import pytest
 from celery import current_app
 from django.test import Client
 
-from sync import reflection, state
+from sync.changes import recency, store
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import make_user
+from sync.reflection import runs
+from tests.helpers import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -41,10 +42,10 @@ def shop(registered: Database, user_db) -> Database:
         " CREATE TABLE shop.order_lines (id int); CREATE VIEW shop.recent_orders AS"
         " SELECT 1 AS id; CREATE TABLE public.notes (id int)"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     registered.refresh_from_db()
     assert registered.reflected_at is not None
-    state.mark_recent(registered.id, registered.reflected_at)
+    recency.mark_recent(registered.id, registered.reflected_at)
     return registered
 
 
@@ -144,8 +145,8 @@ def test_each_database_row_shows_its_own_state(shop, staff):
     down = Database.objects.create(
         name="down", encrypted_url=encrypt(shop.url), last_error="could not connect"
     )
-    state.client().set(state.lease_key(busy.id), f"running:{uuid.uuid4().hex}", ex=60)
-    state.client().set(state.backoff_key(down.id), 60, ex=60)
+    store.client().set(store.lease_key(busy.id), f"running:{uuid.uuid4().hex}", ex=60)
+    store.client().set(store.backoff_key(down.id), 60, ex=60)
 
     html = staff.get("/").content.decode()
 
@@ -214,7 +215,7 @@ def test_schemas_page_search_and_no_match_state(shop, reader):
 
 
 def test_opening_a_listing_page_passes_the_gate_and_never_waits(shop, reader, published):
-    state.expire(shop.id)
+    recency.expire(shop.id)
     page = reader.get(f"/databases/{shop.id}/tables/")
     # The rows as they are, the reflection queued: nobody consumes it in this test.
     assert rows_of(page) == ["notes", "order_lines", "orders", "recent_orders"]
@@ -242,7 +243,7 @@ def test_tables_page_rows_are_keyed_by_oid(shop, user_db, reader):
 
 def test_dropped_tables_show_only_behind_the_toggle(shop, user_db, reader):
     user_db.execute("DROP TABLE public.notes")
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     base = f"/databases/{shop.id}/tables/"
     assert "notes" not in rows_of(reader.get(base))
     with_dropped = reader.get(f"{base}?dropped=on")
@@ -256,7 +257,7 @@ def test_tables_page_paginates(shop, user_db, reader):
         " EXECUTE format('CREATE TABLE public.t%s (id int)', lpad(i::text, 3, '0'));"
         " END LOOP; END $$"
     )
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     first = reader.get(f"/databases/{shop.id}/tables/")
     second = reader.get(f"/databases/{shop.id}/tables/?page=2")
     assert len(rows_of(first)) == 100
@@ -313,7 +314,7 @@ def test_a_schema_of_another_database_is_not_found(shop, reader, registered):
 def test_a_script_named_table_renders_as_text(shop, user_db, reader):
     user_db.execute(f'CREATE TABLE public."{SCRIPT_NAME}" ("{SCRIPT_NAME}" text)')
     user_db.execute(f"INSERT INTO public.\"{SCRIPT_NAME}\" VALUES ('{SCRIPT_NAME}')")
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     table = Table.objects.get(name=SCRIPT_NAME)
     for url in (f"/databases/{shop.id}/tables/", f"/tables/{table.id}/"):
         html = reader.get(url).content.decode()
@@ -373,7 +374,7 @@ def test_an_unchanged_poll_answers_204_and_a_change_the_new_fragment(shop, user_
     assert unchanged.content == b""
 
     user_db.execute("CREATE TABLE public.orders_arrived (id int)")
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     changed = poll(reader, url, version)
     assert changed.status_code == 200
     assert "<html" not in changed.content.decode()  # the fragment only
@@ -399,7 +400,7 @@ def test_databases_poll_sees_a_queued_reflection(shop, staff):
 
 def test_an_import_under_way_shows_its_progress(shop, staff):
     token = uuid.uuid4().hex
-    state.client().set(state.lease_key(shop.id), f"running:{token}", ex=60)
+    store.client().set(store.lease_key(shop.id), f"running:{token}", ex=60)
     current_app.backend.store_result(
         token, {"done": 1, "total": 3, "current": "userdb"}, "PROGRESS"
     )
@@ -412,8 +413,8 @@ def test_an_import_under_way_shows_its_progress(shop, staff):
 
 def test_a_failed_database_shows_its_error_in_the_badge(shop, reader):
     Database.objects.filter(pk=shop.pk).update(last_error="could not connect to userdb")
-    state.expire(shop.id)
-    state.client().set(state.backoff_key(shop.id), 60, ex=60)
+    recency.expire(shop.id)
+    store.client().set(store.backoff_key(shop.id), 60, ex=60)
     row = text(reader.get("/"))
     assert "failed could not connect to userdb" in row
 

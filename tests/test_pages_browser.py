@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from sync import reflection, state
+from sync.changes import gate, recency
 from sync.encryption import encrypt
-from sync.models import Database, Table
-from tests.conftest import HeldDatabaseRow, make_user, wait_until
+from sync.models import Database, ReflectionRun, Table
+from sync.reflection import runs
+from tests.helpers import HeldDatabaseRow, make_user, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,10 +50,10 @@ def shop(registered: Database, user_db) -> Database:
         " INSERT INTO shop.orders VALUES (1, 'first'), (2, NULL), (3, '');"
         " CREATE VIEW shop.recent_orders AS SELECT 1 AS id; CREATE TABLE public.notes (id int)"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     registered.refresh_from_db()
     assert registered.reflected_at is not None
-    state.mark_recent(registered.id, registered.reflected_at)
+    recency.mark_recent(registered.id, registered.reflected_at)
     return registered
 
 
@@ -107,7 +108,7 @@ def test_a_table_created_in_psql_appears_in_the_open_page(
     page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
     page.evaluate("window.notReloaded = true")
     user_db.execute("CREATE TABLE public.made_in_psql (id int)")
-    state.expire(shop.id)  # as when SYNC_REFLECTION_INTERVAL has passed
+    recency.expire(shop.id)  # as when SYNC_REFLECTION_INTERVAL has passed
 
     expect(page.get_by_role("link", name="made_in_psql")).to_be_visible(timeout=SLOW)
     assert page.evaluate("window.notReloaded") is True
@@ -120,9 +121,9 @@ def test_refresh_queues_a_reflection_and_the_badge_goes_queued_then_fresh(
     busy = Database.objects.create(name="busy", encrypted_url=encrypt(shop.url))
     held = HeldDatabaseRow(busy)
     try:
-        running = state.request_reflection(busy, state.Trigger.API)
+        running = gate.request_reflection(busy, ReflectionRun.Trigger.API)
         wait_until(
-            lambda: state.status_of(busy).status == state.Status.RUNNING,
+            lambda: gate.status_of(busy).status == gate.Status.RUNNING,
             what="the worker to be busy",
         )
         log_in(page, live_server.url, "operator", staff=True)
@@ -151,7 +152,7 @@ def test_an_unknown_id_gives_a_not_found_page(page: Page, live_server, db):
 
 def test_a_script_named_table_renders_as_text(page: Page, live_server, shop, user_db):
     user_db.execute(f'CREATE TABLE public."{SCRIPT_NAME}" (id int)')
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     dialogs: list[str] = []
 
     def record(dialog: Dialog) -> None:
@@ -197,7 +198,7 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
         " ('Chen', 'chen@example.org', repeat('a long note that goes on ', 8));"
         " CREATE MATERIALIZED VIEW public.customer_count AS SELECT count(*) FROM public.customers"
     )
-    reflection.reflect(shop.id)
+    runs.reflect(shop.id)
     table = Table.objects.get(name="customers")
     log_in(page, live_server.url, "admin", staff=True)
     pages = {

@@ -5,10 +5,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from sync import polling, reflection, registry, state, watch
+from sync.changes import gate, leases, listening, polling, recency, store, turns, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
-from tests.conftest import wait_until
+from sync.reflection import registry, runs
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,7 +25,7 @@ def test_a_change_made_behind_dbsyncs_back_is_found_and_reflected(
 ):
     if watched:
         watch.install(fresh)
-        reflection.reflect(fresh.id)  # stores the counter as it stands
+        runs.reflect(fresh.id)  # stores the counter as it stands
         fresh.refresh_from_db()
         assert fresh.catalog_version is not None
     user_db.execute("CREATE TABLE behind_our_back (id int)")
@@ -32,9 +33,9 @@ def test_a_change_made_behind_dbsyncs_back_is_found_and_reflected(
     assert polling.poll_due() == {"changed": 1}
 
     wait_until(lambda: Table.objects.live().filter(name="behind_our_back").exists())
-    wait_until(lambda: state.holder(fresh.id) is None, what="the reflection to end")
+    wait_until(lambda: leases.holder(fresh.id) is None, what="the reflection to end")
     assert ReflectionRun.objects.filter(trigger="poll").count() == 1
-    assert state.status_of(fresh).status == "fresh"
+    assert gate.status_of(fresh).status == "fresh"
 
 
 def test_a_database_is_polled_once_per_interval(fresh, user_db, settings):
@@ -47,7 +48,7 @@ def test_a_database_is_polled_once_per_interval(fresh, user_db, settings):
 def test_polling_off_checks_nothing(fresh, settings):
     settings.SYNC_POLL_INTERVAL = 0
     assert polling.poll_due() == {}
-    assert state.watch_mode(fresh) == "off"
+    assert listening.watch_mode(fresh) == "off"
 
 
 def test_an_unreachable_database_turns_failed(fresh, reader):
@@ -58,7 +59,7 @@ def test_an_unreachable_database_turns_failed(fresh, reader):
     assert polling.poll_due() == {"unreachable": 1}
 
     fresh.refresh_from_db()
-    assert state.status_of(fresh).status == "failed"
+    assert gate.status_of(fresh).status == "failed"
     assert "hunter2" not in fresh.last_error
 
 
@@ -78,16 +79,16 @@ def test_the_renewal_spreads_due_databases_over_the_cycle_within_the_bound(
     # the broker's visibility timeout.
     for slot, countdown in enumerate(countdowns):
         assert 12 * slot - 1 <= countdown <= 12 * (slot + 1)
-    assert state.renewals_in_flight() == 5
+    assert turns.renewals_in_flight() == 5
     # While those are in flight, the next tick queues nothing more.
     assert polling.renew_expired(bound=5, spread=60) == {"deferred": 12}
     assert len(routed) == 5
 
     for r in routed:  # the five end
         database_id = r.kwargs["database_id"]
-        state.client().delete(state.lease_key(database_id))
-        state.mark_recent(database_id, timezone.now())
-        state.reflection_ended(database_id)
+        store.client().delete(store.lease_key(database_id))
+        recency.mark_recent(database_id, timezone.now())
+        turns.reflection_ended(database_id)
     assert polling.renew_expired(bound=5, spread=60) == {"fresh": 5, "queued": 5, "deferred": 2}
     assert len({r.kwargs["database_id"] for r in routed}) == 10  # never the same one twice
     assert PeriodicTask.objects.count() == periodic_tasks  # no periodic task per database

@@ -6,9 +6,11 @@ import pytest
 from celery import current_app
 from django.utils import timezone
 
-from sync import polling, queues, registry, state, tasks
+from sync import tasks
+from sync.changes import gate, leases, polling, queues, recency, turns
 from sync.models import Database, ReflectionRun
-from tests.conftest import (
+from sync.reflection import registry
+from tests.helpers import (
     HeldDatabaseRow,
     Routed,
     ScratchDatabase,
@@ -23,23 +25,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REFLECT = tasks.reflect_db_objects.name
 
 PUBLISHERS: dict[str, tuple[Callable[[Database], object], str, str]] = {
-    "list": (lambda d: state.ensure_fresh(d), REFLECT, "interactive"),
-    "page": (lambda d: state.ensure_fresh(d, "page"), REFLECT, "interactive"),
+    "list": (lambda d: gate.ensure_fresh(d), REFLECT, "interactive"),
+    "page": (lambda d: gate.ensure_fresh(d, "page"), REFLECT, "interactive"),
     "live-read": (
-        lambda d: state.notice_change(d, "live"), REFLECT, "interactive"
+        lambda d: gate.notice_change(d, "live"), REFLECT, "interactive"
     ),
-    "api": (lambda d: state.request_reflection(d, "api"), REFLECT, "interactive"),
+    "api": (lambda d: gate.request_reflection(d, "api"), REFLECT, "interactive"),
     "admin": (
-        lambda d: state.request_reflection(d, "admin"), REFLECT, "interactive"
+        lambda d: gate.request_reflection(d, "admin"), REFLECT, "interactive"
     ),
     "listener": (
-        lambda d: state.notice_change(d, "listener"), REFLECT, "interactive"
+        lambda d: gate.notice_change(d, "listener"), REFLECT, "interactive"
     ),
     "poll-found-a-change": (
-        lambda d: state.notice_change(d, "poll"), REFLECT, "interactive"
+        lambda d: gate.notice_change(d, "poll"), REFLECT, "interactive"
     ),
     "renewal": (lambda d: polling.renew_expired(), REFLECT, "bulk"),
-    "import": (lambda d: state.request_import(d), tasks.import_registered_database.name, "bulk"),
+    "import": (lambda d: gate.request_import(d), tasks.import_registered_database.name, "bulk"),
 }  # fmt: skip
 
 
@@ -76,7 +78,7 @@ def two_workers() -> Iterator[None]:
 
 def test_two_workers_reflect_once_per_request(two_workers, registered, user_db, reader, published):
     user_db.execute("CREATE TABLE seen_once (id int)")
-    state.expire(registered.id)
+    recency.expire(registered.id)
 
     statuses = run_together(
         20, lambda: reader.get(f"/api/v1/tables/?database={registered.id}")["X-Reflection-Status"]
@@ -84,7 +86,7 @@ def test_two_workers_reflect_once_per_request(two_workers, registered, user_db, 
 
     assert set(statuses) <= {"queued", "running"}
     assert len(published) == 1
-    wait_until(lambda: state.is_recent(registered.id), timeout=60, what="the reflection")
+    wait_until(lambda: recency.is_recent(registered.id), timeout=60, what="the reflection")
     assert ReflectionRun.objects.filter(database=registered).count() == 1
 
 
@@ -95,21 +97,21 @@ def test_two_workers_renew_each_database_once(
 
     assert polling.renew_expired(spread=2) == {"queued": 8}
 
-    wait_until(lambda: all(state.is_recent(d.id) for d in databases), timeout=90, what="renewal")
+    wait_until(lambda: all(recency.is_recent(d.id) for d in databases), timeout=90, what="renewal")
     runs = ReflectionRun.objects.filter(trigger="renewal")
     assert sorted(runs.values_list("database_id", flat=True)) == sorted(d.id for d in databases)
-    wait_until(lambda: state.renewals_in_flight() == 0, what="every renewal's slot to be free")
+    wait_until(lambda: turns.renewals_in_flight() == 0, what="every renewal's slot to be free")
 
 
 def running(database: Database) -> bool:
-    held = state.holder(database.id)
-    return held is not None and held[0] == state.LeaseState.RUNNING
+    held = leases.holder(database.id)
+    return held is not None and held[0] == leases.LeaseState.RUNNING
 
 
 def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: ScratchDatabase):
     backlog = [registry.register(f"bulk{i}", user_db.url)[0] for i in range(6)]
     person, _ = registry.register("person", user_db.url)
-    state.mark_recent(person.id, timezone.now())  # only the backlog is due for renewal
+    recency.mark_recent(person.id, timezone.now())  # only the backlog is due for renewal
     held = [HeldDatabaseRow(database) for database in backlog]  # every renewal blocks
     bulk = start_worker_process("bulk", name="bulk")
     interactive = start_worker_process("interactive", name="interactive")
@@ -120,10 +122,10 @@ def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: Sc
             timeout=60,
             what="the bulk worker to be stuck in the backlog",
         )
-        state.expire(person.id)
-        assert state.ensure_fresh(person).queued_now
+        recency.expire(person.id)
+        assert gate.ensure_fresh(person).queued_now
 
-        wait_until(lambda: state.is_recent(person.id), timeout=60, what="the person's reflection")
+        wait_until(lambda: recency.is_recent(person.id), timeout=60, what="the person's reflection")
         assert ReflectionRun.objects.filter(database=person, trigger="list").exists()
         assert ReflectionRun.objects.filter(trigger="renewal").count() == 0  # all still waiting
     finally:
@@ -141,8 +143,8 @@ def test_a_persons_reflection_does_not_wait_behind_a_renewal_backlog(user_db: Sc
 @pytest.mark.parametrize(
     ("ask", "trigger"),
     [
-        (lambda d: state.ensure_fresh(d), "list"),
-        (lambda d: state.notice_change(d, "listener"), "listener"),
+        (lambda d: gate.ensure_fresh(d), "list"),
+        (lambda d: gate.notice_change(d, "listener"), "listener"),
     ],
     ids=["list", "listener"],
 )
@@ -158,16 +160,16 @@ def test_a_person_or_a_change_takes_over_a_renewal_still_waiting_on_the_bulk_que
         ("bulk", "renewal"),
         ("interactive", trigger),
     ]
-    assert state.holder(registered.id) == (state.LeaseState.QUEUED, taken.task_id)
+    assert leases.holder(registered.id) == (leases.LeaseState.QUEUED, taken.task_id)
 
 
 def test_a_renewal_run_after_a_take_over_does_nothing(registered, routed: list[Routed]):
     polling.renew_expired(spread=60)
     renewal = routed[0]
-    state.notice_change(registered, "listener")
+    gate.notice_change(registered, "listener")
 
     outcome = tasks.reflect_db_objects.apply(kwargs=renewal.kwargs, task_id=renewal.task_id)
 
     assert outcome.get() == "duplicate"
     assert not ReflectionRun.objects.exists()
-    assert state.renewals_in_flight() == 0  # its slot is free again
+    assert turns.renewals_in_flight() == 0  # its slot is free again

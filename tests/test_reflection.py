@@ -6,17 +6,17 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from sync import names, reflection
 from sync.encryption import encrypt
 from sync.exceptions import CatalogUnavailable, IdentityChanged
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import ODD_NAMES, ScratchDatabase, create_scratch, quote
+from sync.reflection import names, runs
+from tests.helpers import ODD_NAMES, ScratchDatabase, create_scratch, quote
 
 pytestmark = pytest.mark.django_db
 
 
 def reflect(database: Database, accept_new_identity: bool = False) -> dict[str, Any]:
-    return reflection.reflect(database.id, accept_new_identity=accept_new_identity).as_dict()
+    return runs.reflect(database.id, accept_new_identity=accept_new_identity).as_dict()
 
 
 def live_tables(database: Database) -> dict[str, Table]:

@@ -7,10 +7,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from sync import registry
 from sync.exceptions import InvalidDatabaseURL
 from sync.models import Database
-from tests.conftest import server_url
+from sync.reflection import registry
+from tests.helpers import server_url
 
 pytestmark = pytest.mark.django_db
 

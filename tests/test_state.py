@@ -6,10 +6,11 @@ from collections.abc import Callable
 import pytest
 from django.core.cache import cache
 
-from sync import polling, state, tasks
+from sync import tasks
+from sync.changes import gate, leases, polling, recency, store
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
-from tests.conftest import (
+from tests.helpers import (
     HeldDatabaseRow,
     LockedTableInserts,
     run_together,
@@ -27,11 +28,11 @@ def test_a_known_change_is_never_reported_fresh(worker, fresh, reader):
     assert list_status(reader, fresh) == "fresh"
     held = HeldDatabaseRow(fresh)  # the reflection that the notice queues waits for the row
     try:
-        state.notice_change(fresh, state.Trigger.LISTENER)
-        wait_until(lambda: (state.holder(fresh.id) or ("",))[0] == "running", what="the task")
+        gate.notice_change(fresh, ReflectionRun.Trigger.LISTENER)
+        wait_until(lambda: (leases.holder(fresh.id) or ("",))[0] == "running", what="the task")
         assert list_status(reader, fresh) == "running"
         cache.clear()  # the recency key goes, the lease and the mark stay
-        assert state.status_of(fresh).status == "running"
+        assert gate.status_of(fresh).status == "running"
     finally:
         held.release()
     wait_until(lambda: list_status(reader, fresh) == "fresh", what="the reflection to end")
@@ -60,35 +61,35 @@ def test_a_ddl_committed_while_a_reflection_runs_is_visible_right_after_it_ends(
     user_db.execute("CREATE TABLE first (id int)")
     locked = LockedTableInserts()
     try:
-        state.notice_change(fresh, state.Trigger.LISTENER)
+        gate.notice_change(fresh, ReflectionRun.Trigger.LISTENER)
         wait_until(locked.blocked, what="the reflection to block after its snapshot")
         user_db.execute("CREATE TABLE second (id int)")  # after the snapshot began
-        state.notice_change(fresh, state.Trigger.LISTENER)  # what the listener does
+        gate.notice_change(fresh, ReflectionRun.Trigger.LISTENER)  # what the listener does
     finally:
         locked.release()
 
-    wait_until(lambda: state.holder(fresh.id) is None, what="the task to end")
+    wait_until(lambda: leases.holder(fresh.id) is None, what="the task to end")
     assert Table.objects.live().filter(name="second").exists()
     assert ReflectionRun.objects.filter(trigger="listener").count() == 2
-    assert state.status_of(fresh).status == "fresh"
+    assert gate.status_of(fresh).status == "fresh"
 
 
 def test_a_lease_is_renewed_while_a_long_reflection_runs(worker, fresh, user_db):
     locked = LockedTableInserts()
     user_db.execute("CREATE TABLE slow (id int)")
     try:
-        queued = state.request_reflection(fresh, state.Trigger.API)
+        queued = gate.request_reflection(fresh, ReflectionRun.Trigger.API)
         wait_until(locked.blocked, what="the reflection to block")
         time.sleep(3 * 2)  # twice SYNC_LEASE_SECONDS of the test settings: renewal keeps it
-        assert state.holder(fresh.id) == (state.LeaseState.RUNNING, queued.task_id)
+        assert leases.holder(fresh.id) == (leases.LeaseState.RUNNING, queued.task_id)
     finally:
         locked.release()
-    wait_until(lambda: state.holder(fresh.id) is None, what="the task to end")
+    wait_until(lambda: leases.holder(fresh.id) is None, what="the task to end")
 
 
 def backing_off(database: Database) -> Database:
-    state.client().set(state.backoff_key(database.id), 1, ex=60)
-    state.expire(database.id)
+    store.client().set(store.backoff_key(database.id), 1, ex=60)
+    recency.expire(database.id)
     return database
 
 
@@ -107,9 +108,9 @@ def beat_import(database: Database) -> str:
 
 
 CALLERS: dict[str, Callable[[Database], str]] = {
-    "list": lambda d: state.ensure_fresh(d).status,
-    "live-read": lambda d: state.notice_change(d, state.Trigger.LIVE).status,
-    "listener": lambda d: state.notice_change(d, state.Trigger.LISTENER).status,
+    "list": lambda d: gate.ensure_fresh(d).status,
+    "live-read": lambda d: gate.notice_change(d, ReflectionRun.Trigger.LIVE).status,
+    "listener": lambda d: gate.notice_change(d, ReflectionRun.Trigger.LISTENER).status,
     "renewal": renewal,
     "poll": poll,
     "import": beat_import,
@@ -121,12 +122,12 @@ def test_every_caller_obeys_the_back_off(fresh, published, caller):
     assert caller(backing_off(fresh)) == "failed"
 
     assert published == []
-    assert state.holder(fresh.id) is None
+    assert leases.holder(fresh.id) is None
 
 
-@pytest.mark.parametrize("trigger", [state.Trigger.API, state.Trigger.ADMIN])
+@pytest.mark.parametrize("trigger", [ReflectionRun.Trigger.API, ReflectionRun.Trigger.ADMIN])
 def test_only_a_staff_request_overrides_the_back_off(fresh, published, trigger):
-    queued = state.request_reflection(backing_off(fresh), trigger)
+    queued = gate.request_reflection(backing_off(fresh), trigger)
     assert (queued.status, queued.queued_now) == ("queued", True)
     assert len(published) == 1
 
@@ -143,12 +144,12 @@ def test_fifty_concurrent_notices_publish_one_task_and_end_in_at_most_two_runs(
     user_db.execute("CREATE TABLE noticed (id int)")
     held = HeldDatabaseRow(fresh)  # the task, once taken, waits for the row
     try:
-        outcomes = run_together(50, lambda: state.notice_change(fresh, "listener").status)
+        outcomes = run_together(50, lambda: gate.notice_change(fresh, "listener").status)
     finally:
         held.release()
 
     assert set(outcomes) <= {"queued", "running"}
     assert len(published) == 1
-    wait_until(lambda: state.holder(fresh.id) is None, what="the task to end")
+    wait_until(lambda: leases.holder(fresh.id) is None, what="the task to end")
     assert Table.objects.live().filter(name="noticed").exists()
     assert 1 <= ReflectionRun.objects.filter(trigger="listener").count() <= 2

@@ -2,10 +2,11 @@
 
 import pytest
 
-from sync import names, reflection, state
+from sync.changes import leases
 from sync.encryption import encrypt
 from sync.models import Database, Table
-from tests.conftest import quote
+from sync.reflection import names, runs
+from tests.helpers import quote
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +21,7 @@ def odd_table(registered, user_db) -> Table:
         f" CREATE TABLE {quoted}.{quoted} (id int PRIMARY KEY, label text NOT NULL DEFAULT 'x');"
         f" INSERT INTO {quoted}.{quoted} SELECT i, 'row ' || i FROM generate_series(1, 120) i"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     return Table.objects.get(name=ODD)
 
 
@@ -76,7 +77,7 @@ def test_a_table_renamed_since_the_last_reflection_is_still_read_and_a_reflectio
     assert response.json()["rows"] == [[1, "row 1"]]
     assert names.lookup(registered.id, odd_table.oid) == (ODD, "renamed")
     assert len(published) == 1
-    assert state.holder(registered.id) is not None
+    assert leases.holder(registered.id) is not None
 
 
 def test_a_dropped_table_is_a_404_and_a_reflection_is_queued(
@@ -110,7 +111,7 @@ def test_records_of_a_view_and_a_materialized_view(reader, registered, user_db):
         " CREATE VIEW doubled AS SELECT n * 2 AS twice FROM base;"
         " CREATE MATERIALIZED VIEW tripled AS SELECT n * 3 AS thrice FROM base ORDER BY n"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     for name, expected in (("doubled", [[2], [4]]), ("tripled", [[3], [6]])):
         table = Table.objects.get(name=name)
         rows = reader.get(f"/api/v1/tables/{table.id}/records/").json()["rows"]

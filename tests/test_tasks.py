@@ -12,10 +12,13 @@ from celery import current_app
 from celery.signals import task_postrun
 from django.utils import timezone
 
-from sync import queues, reflection, state, tasks
+from sync import tasks
+from sync.changes import leases, queues, recency, store
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
-from tests.conftest import (
+from sync.reflection import runs
+from tests import helpers
+from tests.helpers import (
     HeldDatabaseRow,
     LockedTableInserts,
     backend_gone,
@@ -52,7 +55,7 @@ def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
     assert first["X-Reflection-Status"] == "fresh"
     assert published == []
 
-    state.expire(fresh.id)
+    recency.expire(fresh.id)
     expired = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
 
     # Answered at once with the rows as they were, and one reflection queued.
@@ -67,7 +70,7 @@ def test_new_table_appears_after_the_key_expires_and_the_worker_runs(
 
 def test_no_reflection_is_queued_within_the_minimum_gap(fresh, reader_client, published, settings):
     settings.SYNC_MIN_REFLECTION_GAP = 60
-    state.expire(fresh.id)  # lost moments after the reflection that set it
+    recency.expire(fresh.id)  # lost moments after the reflection that set it
 
     within = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
 
@@ -94,12 +97,12 @@ def test_a_list_after_a_broker_restart_queues_on_a_new_connection(fresh, reader_
     wait_until(lambda: redis_answers(url), what="the broker to start")
     current_app.conf["broker_write_url"] = url
     try:
-        state.expire(fresh.id)
+        recency.expire(fresh.id)
         before = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
         stop_process(broker)  # the connection kept for publishing dies with it
         broker = start_redis_server(port)
         wait_until(lambda: redis_answers(url), what="the broker to restart")
-        state.client().delete(state.lease_key(fresh.id))  # no worker took the first
+        store.client().delete(store.lease_key(fresh.id))  # no worker took the first
         after = reader_client.get(f"/api/v1/tables/?database={fresh.id}")
         queued = redis.Redis.from_url(url).llen(queues.INTERACTIVE)
     finally:
@@ -114,7 +117,7 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
     worker, fresh, user_db, published
 ):
     user_db.execute("CREATE TABLE burst (id int)")
-    state.expire(fresh.id)
+    recency.expire(fresh.id)
     user = make_user("burst")
 
     def list_tables() -> str:
@@ -131,7 +134,7 @@ def test_fifty_concurrent_lists_on_an_expired_key_publish_one_task(
 
 
 def test_list_answers_when_the_broker_is_down(fresh, reader_client, published):
-    state.expire(fresh.id)
+    recency.expire(fresh.id)
     app = current_app
     app.conf["broker_write_url"] = "redis://127.0.0.1:1/0"
     try:
@@ -167,7 +170,7 @@ def test_two_reflections_at_once_end_in_the_same_state_as_one(registered, user_d
     user_db.execute(
         "CREATE SCHEMA a; CREATE TABLE a.one (id int); CREATE VIEW a.two AS SELECT 1 AS x"
     )
-    results = run_together(2, lambda: reflection.reflect(registered.id).as_dict())
+    results = run_together(2, lambda: runs.reflect(registered.id).as_dict())
 
     assert sorted(result["added"] for result in results) == [0, 4]
     assert sorted(Table.objects.live().values_list("name", flat=True)) == ["one", "two"]
@@ -202,7 +205,7 @@ def test_a_message_whose_lock_is_held_by_another_run_is_a_no_op(registered):
     outcome = tasks.reflect_db_objects.apply((registered.id,), task_id="a-duplicate").get()
 
     assert outcome == "duplicate"
-    assert state.holder(registered.id) == (state.LeaseState.QUEUED, "the-other-run")
+    assert leases.holder(registered.id) == (leases.LeaseState.QUEUED, "the-other-run")
     assert not ReflectionRun.objects.exists()
 
 
@@ -212,7 +215,7 @@ def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, 
     try:
         first = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
         wait_until(
-            lambda: state.holder(fresh.id) == (state.LeaseState.RUNNING, first.json()["task_id"]),
+            lambda: leases.holder(fresh.id) == (leases.LeaseState.RUNNING, first.json()["task_id"]),
             what="the task to start",
         )
         second = staff.post(f"/api/v1/databases/{fresh.id}/reflect/")
@@ -222,7 +225,7 @@ def test_reflect_now_answers_202_and_the_same_task_while_one_is_running(worker, 
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.json()["status"] == "queued"
     assert second.json() == {"task_id": first.json()["task_id"], "status": "running"}
-    wait_until(lambda: state.holder(fresh.id) is None, what="the task to finish")
+    wait_until(lambda: leases.holder(fresh.id) is None, what="the task to finish")
     # The second request came while the first ran: the same task reflected once more after.
     assert ReflectionRun.objects.filter(database=fresh, trigger="api").count() == 2
 
@@ -233,7 +236,7 @@ def test_an_unreachable_database_is_backed_off_not_hammered(worker, db, reader_c
     )
 
     first = reader_client.get(f"/api/v1/schemas/?database={database.id}")
-    wait_until(lambda: state.backing_off(database.id), what="the back-off")
+    wait_until(lambda: helpers.backing_off(database.id), what="the back-off")
     later = reader_client.get(f"/api/v1/schemas/?database={database.id}")
 
     assert first["X-Reflection-Status"] == "queued"
@@ -262,7 +265,7 @@ def test_a_worker_killed_mid_reflection_leaves_nothing_half_done_and_is_forgotte
         tasks.reflect_db_objects.apply_async((registered.id,), task_id=token, queue="killable")
         wait_until(locked.blocked, timeout=60, what="the worker to block mid-reflection")
         (backend,) = locked.blocked()
-        assert state.holder(registered.id) == (state.LeaseState.RUNNING, token)
+        assert leases.holder(registered.id) == (leases.LeaseState.RUNNING, token)
         os.killpg(worker_process.pid, signal.SIGKILL)
         worker_process.wait(timeout=10)
     finally:
@@ -293,7 +296,7 @@ def test_a_database_still_changing_after_the_reruns_is_handed_to_a_new_task(fres
 
     def keep_changing() -> None:  # what the listener does during a long migration
         while not changing.is_set():
-            state.client().set(state.dirty_key(fresh.id), "listener")
+            store.client().set(store.dirty_key(fresh.id), "listener")
             time.sleep(0.001)
 
     marker = threading.Thread(target=keep_changing)

@@ -2,9 +2,9 @@
 
 import pytest
 
-from sync import reflection
 from sync.models import Schema, Table
-from sync.serializers import SchemaSerializer, TableSerializer
+from sync.reflection import runs
+from sync.web.api.serializers import SchemaSerializer, TableSerializer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -15,9 +15,9 @@ def listed(registered, user_db):
         "CREATE SCHEMA shop; CREATE TABLE shop.orders (id int); CREATE VIEW shop.v AS SELECT 1;"
         " CREATE TABLE gone (id int)"
     )
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     user_db.execute("DROP TABLE gone")
-    reflection.reflect(registered.id)  # one dropped row, with its dropped_at to render
+    runs.reflect(registered.id)  # one dropped row, with its dropped_at to render
     return registered
 
 

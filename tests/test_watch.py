@@ -10,11 +10,13 @@ import pytest
 from django.core.management import CommandError, call_command
 from psycopg2 import sql
 
-from sync import catalog, reflection, state, watch
+from sync.changes import listening, watch
 from sync.encryption import encrypt
 from sync.exceptions import WatchRefused
 from sync.models import Database, Schema
-from tests.conftest import ScratchDatabase, admin_connection, one_row, server_url, wait_until
+from sync.reflection import runs
+from sync.remote import catalog
+from tests.helpers import ScratchDatabase, admin_connection, one_row, server_url, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +82,7 @@ def test_install_twice_is_idempotent_and_uninstall_removes_everything(registered
     assert watch_objects(user_db) == {"triggers": 2, "functions": 2, "sequences": 1, "schemas": 1}
     registered.refresh_from_db()
     assert registered.watch_installed_at is not None
-    assert state.watch_mode(registered) == "poll"  # no listener connected yet
+    assert listening.watch_mode(registered) == "poll"  # no listener connected yet
 
     watch.uninstall(registered)
 
@@ -129,14 +131,14 @@ def test_temporary_objects_and_indexes_trigger_nothing(watched, user_db, notices
 
 
 def test_the_watch_schema_is_not_listed(watched, user_db):
-    reflection.reflect(watched.id)
+    runs.reflect(watched.id)
     assert "dbsync" not in set(Schema.objects.live().values_list("name", flat=True))
     assert "public" in set(Schema.objects.live().values_list("name", flat=True))
 
 
 def test_reflection_stores_the_version_it_read(watched, user_db):
     user_db.execute("CREATE TABLE t (id int)")
-    reflection.reflect(watched.id)
+    runs.reflect(watched.id)
     watched.refresh_from_db()
     assert watched.catalog_version == version(user_db)
 
@@ -182,7 +184,7 @@ def test_install_without_the_privilege_says_what_is_needed_and_stays_in_poll_mod
     registered.refresh_from_db()
     assert registered.watch_installed_at is None
     assert registered.watch_error == message
-    assert state.watch_mode(registered) == "poll"
+    assert listening.watch_mode(registered) == "poll"
 
 
 def test_a_plain_roles_ddl_is_counted_and_never_fails(watched, user_db, plain_role):

@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from sync import reflection
 from sync.models import Table
-from tests.conftest import (
+from sync.reflection import runs
+from tests.helpers import (
     admin_connection,
     free_port,
     make_user,
@@ -55,7 +55,7 @@ def sleeping_reads(dbname: str) -> int:
 @pytest.mark.django_db(transaction=True)
 def test_healthz_answers_while_eight_slow_records_reads_run(registered, user_db):
     user_db.execute(f"CREATE VIEW slow AS SELECT pg_sleep({SLEEP_SECONDS})::text AS nap")
-    reflection.reflect(registered.id)
+    runs.reflect(registered.id)
     table = Table.objects.get(name="slow")
     token = Token.objects.create(user=make_user("reader")).key
     port = free_port()

@@ -7,7 +7,7 @@ from django.db import migrations, models
 def encrypt_urls(apps, schema_editor):
     """Encrypt each URL; hide its password in errors recorded before redaction knew its form."""
     from sync import encryption
-    from sync.credentials import redact
+    from sync.remote.credentials import redact
 
     Database = apps.get_model("sync", "Database")
     ReflectionRun = apps.get_model("sync", "ReflectionRun")

@@ -6,9 +6,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from sync import demo, reflection, registry, watch
+from sync.changes import watch
 from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun
+from sync.ops import demo
+from sync.reflection import registry, runs
 
 DEMO_ADMIN = "admin"
 
@@ -19,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             database, _ = registry.register(demo.DEMO_NAME, demo.create_demo_database(), check=True)
-            result = reflection.reflect(database.id, trigger=ReflectionRun.Trigger.COMMAND)
+            result = runs.reflect(database.id, trigger=ReflectionRun.Trigger.COMMAND)
         except SyncError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(

@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync import reflection, registry
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
+from sync.reflection import registry, runs
 
 BAR_WIDTH = 30
 
@@ -28,9 +28,7 @@ class Command(BaseCommand):
         try:
             # Not inside the registration's transaction: a failed reflection's record (on the
             # database and in its history) must outlive the failure it records.
-            result = reflection.reflect(
-                database.id, trigger=ReflectionRun.Trigger.IMPORT, progress=show
-            )
+            result = runs.reflect(database.id, trigger=ReflectionRun.Trigger.IMPORT, progress=show)
         except SyncError as error:
             raise CommandError(f"registered {name}, but the import failed: {error}") from None
         counts = result.counts

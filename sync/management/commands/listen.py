@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from sync.listener import Listener
+from sync.changes.listener import Listener
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync import reflection, registry
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
+from sync.reflection import registry, runs
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, name: str, as_json: bool, **options: Any) -> None:
         try:
             database = registry.by_name(name)
-            result = reflection.reflect(
+            result = runs.reflect(
                 database.id,
                 trigger=ReflectionRun.Trigger.COMMAND,
                 accept_new_identity=options["accept_new_identity"],

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync import registry
 from sync.exceptions import SyncError
+from sync.reflection import registry
 
 
 class Command(BaseCommand):

@@ -4,8 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sync import registry, watch
+from sync.changes import watch
 from sync.exceptions import SyncError
+from sync.reflection import registry
 
 
 class Command(BaseCommand):

@@ -1,0 +1,125 @@
+"""What /metrics serves: the processes' counters, and the figures read at each scrape.
+
+Figures that are a state rather than an event (last success, objects, listener connected,
+queue depth) are read from their source when scraped: no process's stale copy can outlive it.
+"""
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import cast
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from sync.changes import listening, queues, store, turns
+from sync.models import Database, Schema, Table
+
+logger = logging.getLogger(__name__)
+
+
+class ScrapeCollector(Collector):
+    """The figures read from the service database and Redis at each scrape."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            databases = dict(Database.objects.values_list("id", "name"))
+            yield from database_figures(databases)
+        except DatabaseError as error:
+            logger.warning("metrics: service database unavailable: %s", error)
+            databases = {}
+        try:
+            yield from state_figures(databases)
+        except store.STATE_ERRORS as error:
+            logger.warning("metrics: Redis unavailable: %s", error)
+
+
+def database_figures(names: dict[int, str]) -> Iterator[Metric]:
+    success = GaugeMetricFamily(
+        "dbsync_last_success_timestamp_seconds",
+        "When the last successful reflection of each database ended (Unix time).",
+        labels=["database"],
+    )
+    reflected = Database.objects.exclude(reflected_at=None).values_list("id", "reflected_at")
+    for database_id, reflected_at in reflected:
+        # Never None, by the exclude, which the stubs cannot see.
+        success.add_metric([names[database_id]], cast(datetime, reflected_at).timestamp())
+    yield success
+    objects = GaugeMetricFamily(
+        "dbsync_objects",
+        "Live schemas and relations held for each database.",
+        labels=["database", "kind"],
+    )
+    for kind, model in (("schema", Schema), ("relation", Table)):
+        counts = model.objects.live().order_by().values_list("database").annotate(n=Count("id"))
+        for database_id, count in counts:
+            objects.add_metric([names.get(database_id, str(database_id)), kind], count)
+    yield objects
+
+
+def state_figures(names: dict[int, str]) -> Iterator[Metric]:
+    connected_gauge = GaugeMetricFamily(
+        "dbsync_listener_connected",
+        "1 while the listener holds a live LISTEN connection to the database, else 0.",
+        labels=["database"],
+    )
+    for database_id, connected in zip(names, listening.listening(names), strict=True):
+        connected_gauge.add_metric([names[database_id]], int(connected))
+    yield connected_gauge
+    reconnects = CounterMetricFamily(
+        "dbsync_listener_reconnects",
+        "LISTEN connections lost and opened again by the listener, by database.",
+        labels=["database"],
+    )
+    for database_id, count in listening.reconnects().items():
+        if database_id in names:
+            reconnects.add_metric([names[database_id]], count)
+    yield reconnects
+    yield GaugeMetricFamily(
+        "dbsync_renewals_in_flight",
+        "Reflections the renewal queued that have not ended yet (bounded).",
+        value=turns.renewals_in_flight(),
+    )
+    depth = GaugeMetricFamily(
+        "dbsync_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
+    )
+    for queue, waiting in queue_depths(queues.QUEUES):
+        depth.add_metric([queue], waiting)
+    yield depth
+
+
+# kombu's Redis transport keeps a queue's messages of priority 0 under its name and the other
+# priority steps under name + separator + step.
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def queue_depths(names: Sequence[str]) -> list[tuple[str, int]]:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5)
+    try:
+        with broker.pipeline(transaction=False) as pipe:
+            for name in names:
+                for suffix in PRIORITY_SUFFIXES:
+                    pipe.llen(name + suffix)
+            lengths = pipe.execute()
+    except RedisError as error:
+        logger.warning("metrics: broker unavailable: %s", error)
+        return []
+    finally:
+        broker.close()
+    step = len(PRIORITY_SUFFIXES)
+    return [(name, sum(lengths[i * step : (i + 1) * step])) for i, name in enumerate(names)]
+
+
+def exposition() -> bytes:
+    """Return every metric of this host's processes, in Prometheus's text format."""
+    registry = CollectorRegistry()
+    # prometheus-client leaves the collector's constructor unannotated.
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ScrapeCollector())
+    return generate_latest(registry)

@@ -1,0 +1,160 @@
+"""Diff a catalog snapshot against the model rows by oid: what is new, renamed, moved, dropped."""
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from django.db import connection
+
+from sync.models import Schema, Table
+from sync.remote.catalog import CatalogRelation, QualifiedName, Snapshot
+
+
+class SchemaRow(NamedTuple):
+    id: int
+    oid: int
+    name: str
+
+
+class TableRow(NamedTuple):
+    id: int
+    oid: int
+    schema_id: int
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The live model rows of one database, as plain tuples."""
+
+    schemas: list[SchemaRow]
+    tables: list[TableRow]
+
+    def forget_oids(self) -> "ModelState":
+        """Return the state with oids that match nothing, so rows match by name alone."""
+        return ModelState(
+            schemas=[row._replace(oid=-row.id) for row in self.schemas],
+            tables=[row._replace(oid=-row.id) for row in self.tables],
+        )
+
+
+@dataclass
+class Counts:
+    added: int = 0
+    renamed: int = 0
+    moved: int = 0
+    dropped: int = 0
+    recreated: int = 0
+    unchanged: int = 0
+
+
+@dataclass
+class Changes:
+    """What to write so that the models match the snapshot."""
+
+    new_schemas: list[tuple[int, str]] = field(default_factory=list)  # (oid, name)
+    changed_schemas: list[SchemaRow] = field(default_factory=list)  # id, new oid, new name
+    dropped_schema_ids: list[int] = field(default_factory=list)
+    new_tables: list[CatalogRelation] = field(default_factory=list)
+    changed_tables: list[tuple[int, CatalogRelation]] = field(default_factory=list)  # (id, new)
+    dropped_table_ids: list[int] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+    names: dict[int, QualifiedName] = field(default_factory=dict)  # oid -> name
+
+
+SCHEMAS_QUERY = (
+    f"SELECT id, oid, name FROM {Schema._meta.db_table}"
+    " WHERE database_id = %s AND dropped_at IS NULL"
+)
+TABLES_QUERY = (
+    f"SELECT id, oid, schema_id, name, kind FROM {Table._meta.db_table}"
+    " WHERE database_id = %s AND dropped_at IS NULL"
+)
+
+
+def load_state(database_id: int) -> ModelState:
+    """Read the live schema and table rows of a database in two queries, as plain tuples."""
+    with connection.cursor() as cursor:
+        cursor.execute(SCHEMAS_QUERY, [database_id])
+        schemas = list(map(SchemaRow._make, cursor.fetchall()))
+        cursor.execute(TABLES_QUERY, [database_id])
+        tables = list(map(TableRow._make, cursor.fetchall()))
+    return ModelState(schemas=schemas, tables=tables)
+
+
+def diff(snapshot: Snapshot, state: ModelState) -> Changes:
+    """Return the changes that bring the model state to the snapshot, matched by oid."""
+    changes = Changes()
+    renamed_schema_oids = diff_schemas(snapshot, state, changes)
+    diff_tables(snapshot, state, changes, renamed_schema_oids)
+    return changes
+
+
+def diff_schemas(snapshot: Snapshot, state: ModelState, changes: Changes) -> set[int]:
+    """Fill in the schema changes; return the oids of renamed schemas."""
+    counts = changes.counts
+    live = {row.oid: row for row in state.schemas}
+    # Rows whose oid is gone may come back under the same name (dropped and recreated).
+    vanished = {row.name: row for row in state.schemas if row.oid not in snapshot.schemas}
+    renamed: set[int] = set()
+    for oid, name in snapshot.schemas.items():
+        row = live.get(oid)
+        if row is None:
+            old = vanished.pop(name, None)
+            if old is None:
+                changes.new_schemas.append((oid, name))
+                counts.added += 1
+            else:
+                changes.changed_schemas.append(SchemaRow(old.id, oid, name))
+                counts.recreated += 1
+        elif row.name != name:
+            changes.changed_schemas.append(SchemaRow(row.id, oid, name))
+            counts.renamed += 1
+            renamed.add(oid)
+        else:
+            counts.unchanged += 1
+    changes.dropped_schema_ids = [row.id for row in vanished.values()]
+    counts.dropped += len(changes.dropped_schema_ids)
+    return renamed
+
+
+def diff_tables(
+    snapshot: Snapshot, state: ModelState, changes: Changes, renamed_schema_oids: set[int]
+) -> None:
+    """Fill in the table changes and the names to cache."""
+    counts = changes.counts
+    schema_names = snapshot.schemas
+    schema_oid_of = {row.id: row.oid for row in state.schemas}
+    old_schema_name_of = {row.id: row.name for row in state.schemas}
+    live = {row.oid: row for row in state.tables}
+    present = {relation.oid for relation in snapshot.relations}
+    vanished = {
+        (old_schema_name_of[row.schema_id], row.name): row
+        for row in state.tables
+        if row.oid not in present
+    }
+    for relation in snapshot.relations:
+        qualified = (schema_names[relation.schema_oid], relation.name)
+        row = live.get(relation.oid)
+        if row is None:
+            old = vanished.pop(qualified, None)
+            if old is None:
+                # Nothing is cached under a new oid: its name is cached when first read.
+                changes.new_tables.append(relation)
+                counts.added += 1
+                continue
+            changes.changed_tables.append((old.id, relation))
+            counts.recreated += 1
+        elif schema_oid_of[row.schema_id] != relation.schema_oid:
+            changes.changed_tables.append((row.id, relation))
+            counts.moved += 1
+        elif row.name != relation.name or row.kind != relation.kind:
+            changes.changed_tables.append((row.id, relation))
+            counts.renamed += 1
+        else:
+            counts.unchanged += 1
+            if relation.schema_oid not in renamed_schema_oids:
+                continue
+        changes.names[relation.oid] = qualified
+    changes.dropped_table_ids = [row.id for row in vanished.values()]
+    counts.dropped += len(changes.dropped_table_ids)

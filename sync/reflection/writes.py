@@ -1,0 +1,93 @@
+"""Write a diff to the models with a bounded number of set-based statements."""
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from sync.models import Schema, Table
+from sync.reflection.diff import Changes
+
+
+def apply(database_id: int, changes: Changes, now: datetime) -> None:
+    """Write the changes with a bounded number of set-based statements.
+
+    Raw SQL over unnest() arrays: one statement per kind of change whatever the number of
+    objects, where bulk_create/bulk_update would build a model instance per object.
+    """
+    schema_table, table_table = Schema._meta.db_table, Table._meta.db_table
+    with connection.cursor() as cursor:
+        # Drops first, so that their oids leave the live-row unique index.
+        for db_table, dropped in (
+            (table_table, changes.dropped_table_ids),
+            (schema_table, changes.dropped_schema_ids),
+        ):
+            if dropped:
+                cursor.execute(
+                    f"UPDATE {db_table} SET dropped_at = %s WHERE id = ANY(%s::bigint[])",
+                    [now, array_literal(dropped)],
+                )
+        if changes.changed_schemas:
+            ids, oids, schema_names = columns(changes.changed_schemas, 3)
+            park_oids(cursor, schema_table, ids)
+            cursor.execute(
+                f"UPDATE {schema_table} AS s SET oid = u.oid, name = u.name"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, oid, name)"
+                " WHERE s.id = u.id",
+                [ids, oids, schema_names],
+            )
+        if changes.new_schemas:
+            oids, schema_names = columns(changes.new_schemas, 2)
+            cursor.execute(
+                f"INSERT INTO {schema_table} (database_id, oid, name)"
+                " SELECT %s, u.oid, u.name FROM unnest(%s::bigint[], %s::text[]) AS u(oid, name)",
+                [database_id, oids, schema_names],
+            )
+        if changes.changed_tables:
+            ids, oids, schema_oids, table_names, kinds = columns(
+                ((table_id, *relation) for table_id, relation in changes.changed_tables), 5
+            )
+            park_oids(cursor, table_table, ids)
+            cursor.execute(
+                f"UPDATE {table_table} AS t"
+                " SET oid = u.oid, schema_id = s.id, name = u.name, kind = u.kind"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+                "      AS u(id, oid, schema_oid, name, kind)"
+                f" JOIN {schema_table} AS s"
+                "   ON s.database_id = %s AND s.oid = u.schema_oid AND s.dropped_at IS NULL"
+                " WHERE t.id = u.id",
+                [ids, oids, schema_oids, table_names, kinds, database_id],
+            )
+        if changes.new_tables:
+            oids, schema_oids, table_names, kinds = columns(changes.new_tables, 4)
+            cursor.execute(
+                f"INSERT INTO {table_table} (database_id, schema_id, oid, name, kind)"
+                " SELECT %s, s.id, u.oid, u.name, u.kind"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[])"
+                "      AS u(oid, schema_oid, name, kind)"
+                f" JOIN {schema_table} AS s"
+                "   ON s.database_id = %s AND s.oid = u.schema_oid AND s.dropped_at IS NULL",
+                [database_id, oids, schema_oids, table_names, kinds, database_id],
+            )
+
+
+def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[str]:
+    """Transpose rows into `width` PostgreSQL array literals, the shape unnest() takes.
+
+    One text parameter per column: psycopg2 would otherwise quote every element into an
+    ARRAY[...] constructor, and the server parse each one.
+    """
+    transposed = list(zip(*rows, strict=True)) or [() for _ in range(width)]
+    return [array_literal(column) for column in transposed]
+
+
+def array_literal(values: Iterable[Any]) -> str:
+    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def park_oids(cursor: Any, db_table: str, ids: str) -> None:
+    # Rows about to take new oids first step aside, so that two of them trading oids (a
+    # database restored in place) never collide in the live-row unique index mid-statement.
+    cursor.execute(f"UPDATE {db_table} SET oid = -id WHERE id = ANY(%s::bigint[])", [ids])

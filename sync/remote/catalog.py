@@ -1,0 +1,234 @@
+"""Read a PostgreSQL database's catalog: schemas, relations, fingerprint, version, identity."""
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+from sqlalchemy import Engine, Row, text
+from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from sync.remote.connections import (
+    Source,
+    create_user_engine,
+    once_more_if_dropped,
+    read_once,
+    server_slot,
+    snapshot_engine,
+    statement_timeout_ms,
+    unavailable,
+)
+
+IDENTITY_SQL = """
+    SELECT d.oid AS database_oid,
+           d.datname AS database_name,
+           CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                THEN (SELECT system_identifier::text FROM pg_control_system())
+           END AS server_identifier
+    FROM pg_database d
+    WHERE d.datname = current_database()
+"""
+
+# Marks the schema that `manage.py watch` installs (see sync.changes.watch), which is not listed.
+WATCH_SCHEMA = "dbsync"
+WATCH_SCHEMA_COMMENT = "dbsync: DDL watch, installed by manage.py watch"
+
+# The schemas dbsync lists: not the system's, not TOAST's, not temporary ones, not its watch's.
+LISTED_SCHEMAS = f"""
+    n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+    AND NOT (n.nspname = '{WATCH_SCHEMA}'
+             AND obj_description(n.oid, 'pg_namespace') = '{WATCH_SCHEMA_COMMENT}')
+"""
+
+# The watch's DDL version counter (0 before the first DDL), or NULL where no watch is installed
+# or the role may not read it.
+VERSION_SQL = f"""
+    CASE WHEN has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.ddl_version'), 'SELECT')
+         THEN coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version')), 0)
+    END
+"""
+
+# relkind -> Table.Kind value; other relations (indexes, sequences, types) are not listed.
+KIND = """
+    CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned_table' WHEN 'v' THEN 'view'
+                   WHEN 'm' THEN 'materialized_view' WHEN 'f' THEN 'foreign_table' END
+"""
+LISTED_RELKINDS = "c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+
+# One round trip for the whole catalog: schemas without relations come back with NULLs.
+# Columns 3 to 6 are a CatalogRelation as they stand.
+CATALOG_QUERY = text(
+    f"""
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}
+    FROM pg_namespace n
+    LEFT JOIN pg_class c ON c.relnamespace = n.oid AND {LISTED_RELKINDS}
+    WHERE {LISTED_SCHEMAS}
+    """
+)
+
+# The identity, and an order-free digest of what CATALOG_QUERY returns, computed by the server:
+# a digest equal to the one of the catalog last applied means nothing to do, no rows moved.
+FINGERPRINT_QUERY = text(
+    f"""
+    SELECT identity.*, digest.objects, digest.digest, {VERSION_SQL} AS version
+    FROM ({IDENTITY_SQL}) AS identity, (
+        SELECT count(*) AS objects,
+               coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text AS digest
+        FROM (
+            SELECT concat_ws('/', n.oid, n.nspname) AS item
+            FROM pg_namespace n WHERE {LISTED_SCHEMAS}
+            UNION ALL
+            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND})
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE {LISTED_RELKINDS} AND {LISTED_SCHEMAS}
+        ) AS objects
+    ) AS digest
+    """
+)
+
+
+# SQLAlchemy leaves the psycopg2 dialect's constructor unannotated.
+_DIALECT = psycopg2_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+QualifiedName = tuple[str, str]  # (schema, relation)
+
+
+class CatalogRelation(NamedTuple):
+    oid: int
+    schema_oid: int
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a URL points at: oids are only meaningful within one database of one cluster."""
+
+    database_oid: int
+    database_name: str
+    server_identifier: str  # empty where the role may not read pg_control_system()
+
+
+class Fingerprint(NamedTuple):
+    objects: int
+    digest: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.objects}:{self.digest}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    schemas: dict[int, str]  # oid -> name
+    relations: list[CatalogRelation]
+
+
+@dataclass(frozen=True)
+class CatalogRead:
+    identity: Identity
+    fingerprint: Fingerprint
+    version: int | None  # the watch's DDL version counter; None without a watch
+    snapshot: Snapshot | None  # None when the fingerprint was the known one
+
+
+# Who answers a URL: enough to tell the service's own database from any other. The start time
+# of the server process tells clusters apart where the system identifier is not readable.
+SERVER_IDENTITY_SQL = f"""
+    SELECT identity.*, pg_postmaster_start_time()::text AS started_at,
+           current_setting('is_superuser') = 'on' AS superuser
+    FROM ({IDENTITY_SQL}) AS identity
+"""
+
+
+class ServerProbe(NamedTuple):
+    database_oid: int
+    database_name: str
+    server_identifier: str | None
+    started_at: str
+    superuser: bool
+
+    def same_database(self, other: "ServerProbe") -> bool:
+        """Return whether both name one database of one cluster (or a copy of it)."""
+        if (self.database_oid, self.database_name) != (other.database_oid, other.database_name):
+            return False
+        if self.server_identifier and other.server_identifier:
+            return self.server_identifier == other.server_identifier
+        return self.started_at == other.started_at
+
+
+def probe(url: str) -> ServerProbe:
+    """Connect once to the URL and say who answers; CatalogUnavailable with a safe message."""
+    source = create_user_engine(url, poolclass=NullPool)
+    try:
+        with source.connect() as connection:
+            return ServerProbe(*connection.exec_driver_sql(SERVER_IDENTITY_SQL).one())
+    except DBAPIError as error:
+        raise unavailable(url, error) from None
+    finally:
+        source.dispose()
+
+
+def read_catalog(source: Source, known: str = "") -> CatalogRead:
+    """Read the identity, the fingerprint and, unless it is `known`, the whole catalog.
+
+    All in one read-only snapshot, so that the fingerprint is exactly that of the rows read,
+    on a connection of its own, closed after use: a process that reflects many databases keeps
+    none of them open.
+    """
+    read = partial(_read_catalog, snapshot_engine(source), known)
+    try:
+        with server_slot(source.url):
+            return once_more_if_dropped(read)
+    except DBAPIError as error:
+        raise unavailable(source.url, error) from error
+
+
+def _read_catalog(user_engine: Engine, known: str) -> CatalogRead:
+    with user_engine.begin() as connection:
+        # In the transaction, not at connect: a pooler in transaction mode refuses startup options.
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms()}")
+        row = connection.execute(FINGERPRINT_QUERY).one()
+        identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
+        if fingerprint.text == known:
+            return CatalogRead(identity, fingerprint, row.version, None)
+        rows = connection.execute(CATALOG_QUERY).all()
+    snapshot = Snapshot(
+        schemas={row[0]: row[1] for row in rows},
+        relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
+    )
+    return CatalogRead(identity, fingerprint, row.version, snapshot)
+
+
+# The checks of the periodic poll: the version counter where a watch is installed (one row of
+# one sequence, whatever the size of the catalog), else the fingerprint. In psycopg2's
+# paramstyle for read_once, as compiled for this dialect.
+VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
+FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
+
+
+def read_version(source: Source) -> int | None:
+    """Return the watch's DDL version counter, or None where no watch is installed.
+
+    Like the fingerprint, on a connection of its own: the poll visits every database in turn,
+    and a pool for each would hold a connection to all of them.
+    """
+    ((version,),) = read_once(source, VERSION_CHECK, {}, pooled=False)
+    return None if version is None else int(version)
+
+
+def read_fingerprint(source: Source) -> Fingerprint:
+    """Return the fingerprint of the catalog now (see FINGERPRINT_QUERY)."""
+    (row,) = read_once(source, FINGERPRINT_CHECK, {}, pooled=False)
+    return Fingerprint(row[3], row[4])
+
+
+def identity_of(row: Row[Any]) -> Identity:
+    return Identity(
+        database_oid=row.database_oid,
+        database_name=row.database_name,
+        server_identifier=row.server_identifier or "",
+    )

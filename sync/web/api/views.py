@@ -1,0 +1,297 @@
+"""REST API viewsets. List views never reflect: they ask the freshness gate and answer at once."""
+
+from dataclasses import asdict
+from typing import Any
+
+from django.db.models import Count, QuerySet, Window
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from sync.changes import gate, listening, progress, watch
+from sync.changes.gate import Freshness
+from sync.exceptions import QueueUnavailable
+from sync.models import Database, LiveQuerySet, ReflectionRun, Schema, Table
+from sync.remote import relations
+from sync.web import access, table_reads
+from sync.web.api import openapi as doc
+from sync.web.api.serializers import (
+    DatabaseDetailSerializer,
+    DatabaseSerializer,
+    ReflectionRunSerializer,
+    SchemaSerializer,
+    TableSerializer,
+    TaskSerializer,
+)
+from sync.web.query import StrictIdMixin, query_bool, query_int, query_text, query_value
+
+
+def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
+    """Say how fresh the listed rows are: when last reflected, and what is under way."""
+    reflected_at = database.reflected_at
+    response["X-Reflected-At"] = reflected_at.isoformat() if reflected_at else "never"
+    response["X-Reflection-Status"] = str(freshness.status)
+    return response
+
+
+DEFAULT_RECORDS_LIMIT = 50
+
+
+def _listed(serializer: type[Any]) -> dict[int, Any]:
+    """Return the documented answers of a list: a page of rows, or an error."""
+    return {200: serializer(many=True), **doc.READ_ERRORS}
+
+
+class ListedDatabaseMixin:
+    """Consult the freshness gate for the listed database and say so in the response headers.
+
+    get_queryset calls listed() (as the design note has it); list() adds the headers.
+    """
+
+    listed_database: Database
+    listed_freshness: Freshness
+    # The API's name of each listed field and where the ORM finds it: the list reads these
+    # values as tuples and never builds a model instance or runs a serializer, which cost the
+    # most CPU of a list (bench/list_latency.py). tests/test_views.py checks that the rows are
+    # those the serializer gives.
+    list_fields: dict[str, str]
+
+    def listed(self, database: Database) -> Database:
+        self.listed_database = database
+        self.listed_freshness = gate.ensure_fresh(database)
+        return database
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Answer one page of rows and their total, read together in one query."""
+        paginator = self.paginator  # type: ignore[attr-defined]
+        limit, offset = paginator.get_limit(request), paginator.get_offset(request)
+        names, paths = zip(*self.list_fields.items(), strict=True)
+        queryset = self.get_queryset()  # type: ignore[attr-defined]
+        total = Window(Count("*"))  # over every row the filters keep, before the page is cut
+        rows = list(queryset.values_list(*paths, total)[offset : offset + limit])
+        count = rows[0][-1] if rows else (queryset.count() if offset else 0)
+        # What LimitOffsetPagination.paginate_queryset would have set, for its links.
+        paginator.request, paginator.limit, paginator.offset = request, limit, offset
+        paginator.count = count
+        results = [dict(zip(names, row[:-1], strict=True)) for row in rows]
+        response = paginator.get_paginated_response(results)
+        return with_freshness(response, self.listed_database, self.listed_freshness)
+
+
+@extend_schema_view(
+    list=extend_schema(responses=_listed(DatabaseSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: DatabaseDetailSerializer, **doc.READ_ERRORS}
+    ),
+    create=extend_schema(responses={201: DatabaseSerializer, **doc.WRITE_ERRORS}),
+)
+class DatabaseViewSet(
+    StrictIdMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[Database],
+):
+    """Registered databases. Registering one checks that it answers first."""
+
+    queryset = Database.objects.all()
+
+    def get_queryset(self) -> QuerySet[Database]:
+        # Not granted reads as not registered: 404, as for an id that does not exist.
+        return access.readable_databases(self.request.user)
+
+    # Any: the runs action serializes the database's ReflectionRun rows, not databases.
+    def get_serializer_class(self) -> type[serializers.BaseSerializer[Any]]:
+        if self.action == "runs":
+            return ReflectionRunSerializer
+        return DatabaseDetailSerializer if self.action == "retrieve" else DatabaseSerializer
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        context = dict(super().get_serializer_context())  # a read-only Mapping in DRF's stubs
+        if self.action == "retrieve":
+            context["status"] = gate.status_of(self.get_object()).status
+        return context
+
+    @extend_schema(
+        request=None,
+        parameters=[doc.ID],
+        responses={
+            202: doc.Queued,
+            **doc.WRITE_ERRORS,
+            503: doc.error("the task queue is unavailable: nothing was queued"),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reflect(self, request: Request, pk: str | None = None) -> Response:
+        """Queue a reflection now (or report the one already queued or running).
+
+        A staff request: it is queued even while the database is backed off after a failure.
+        """
+        queued = gate.request_reflection(self.get_object(), ReflectionRun.Trigger.API)
+        if queued.status == gate.Status.UNAVAILABLE:
+            raise QueueUnavailable("the task queue is unavailable; nothing was queued: try again")
+        return Response(
+            {"task_id": queued.task_id, "status": str(queued.status)},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(
+        parameters=[doc.ID, doc.LIST_LIMIT, doc.LIST_OFFSET],
+        responses={200: ReflectionRunSerializer(many=True), **doc.READ_ERRORS},
+    )
+    @action(detail=True)
+    def runs(self, request: Request, pk: str | None = None) -> Response:
+        """The database's reflection history, the latest first."""
+        runs = self.paginate_queryset(self.get_object().runs.all())
+        return self.get_paginated_response(self.get_serializer(runs, many=True).data)
+
+    @extend_schema(
+        request=None, parameters=[doc.ID], responses={200: doc.WatchMode, **doc.WATCH_ERRORS}
+    )
+    @action(detail=True, methods=["post", "delete"], url_path="watch")
+    def watch(self, request: Request, pk: str | None = None) -> Response:
+        """Install (POST) or remove (DELETE) the database's DDL watch; answer its watch mode.
+
+        409 when the registered role may not create event triggers: the message names the
+        privilege needed, and the database stays in poll mode.
+        """
+        database = self.get_object()
+        if request.method == "DELETE":
+            watch.uninstall(database)
+        else:
+            watch.install(database)
+        database.refresh_from_db()
+        return Response({"watch_mode": listening.watch_mode(database)})
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=doc.SCHEMA_LIST_PARAMETERS, responses=_listed(SchemaSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: SchemaSerializer, **doc.READ_ERRORS}
+    ),
+)
+class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet[Schema]):
+    """Schemas of a database. Listing queues a reflection when the last one is not recent."""
+
+    serializer_class = SchemaSerializer
+    list_fields = {
+        "id": "id", "database": "database_id", "oid": "oid", "name": "name",
+        "dropped_at": "dropped_at",
+    }  # fmt: skip
+
+    def get_queryset(self) -> QuerySet[Schema]:
+        readable = access.readable_databases(self.request.user)
+        schemas = access.only_readable(self.request.user, Schema.objects.all())
+        if self.action != "list":
+            return schemas
+        database_id = query_int(self.request, "database", required=True, least=1)
+        database = self.listed(get_object_or_404(readable, pk=database_id))
+        schemas = schemas.filter(database=database)
+        return schemas if query_bool(self.request, "include_dropped") else schemas.live()
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=doc.TABLE_LIST_PARAMETERS, responses=_listed(TableSerializer)),
+    retrieve=extend_schema(
+        parameters=[doc.ID], responses={200: TableSerializer, **doc.READ_ERRORS}
+    ),
+)
+class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelViewSet[Table]):
+    """Tables, views and other relations. Listing queues a reflection when not recent."""
+
+    serializer_class = TableSerializer
+    list_fields = {
+        "id": "id", "database": "database_id", "schema": "schema_id",
+        "schema_name": "schema__name", "oid": "oid", "name": "name", "kind": "kind",
+        "dropped_at": "dropped_at",
+    }  # fmt: skip
+
+    def get_queryset(self) -> QuerySet[Table]:
+        user = self.request.user
+        if self.action != "list":
+            return access.only_readable(user, Table.objects.select_related("schema", "database"))
+        # A listed row shows its schema's name; its database is known by id alone.
+        tables = Table.objects.select_related("schema")
+        schema_id = query_int(self.request, "schema", least=1)
+        database_id = query_int(self.request, "database", required=schema_id is None, least=1)
+        if schema_id is not None:
+            schemas = access.only_readable(user, Schema.objects.select_related("database"))
+            schema = get_object_or_404(schemas, pk=schema_id)
+            if database_id is not None and schema.database_id != database_id:
+                raise ValidationError(
+                    {"schema": [f"schema {schema_id} is not a schema of database {database_id}"]}
+                )
+            tables, database = tables.filter(schema=schema), schema.database
+        else:
+            database = get_object_or_404(access.readable_databases(user), pk=database_id)
+        return self.filtered(tables.filter(database=self.listed(database)))
+
+    def filtered(self, tables: LiveQuerySet[Table]) -> LiveQuerySet[Table]:
+        """Apply the kind, search and include_dropped parameters of the query string."""
+        kind = query_value(self.request, "kind")
+        if kind is not None:
+            if kind not in Table.Kind.values:
+                raise ValidationError({"kind": [f"must be one of {', '.join(Table.Kind.values)}"]})
+            tables = tables.filter(kind=kind)
+        search = query_text(self.request, "search")
+        if search:
+            tables = tables.filter(name__icontains=search)
+        return tables if query_bool(self.request, "include_dropped") else tables.live()
+
+    @extend_schema(parameters=[doc.ID], responses={200: doc.Columns, **doc.LIVE_READ_ERRORS})
+    @action(detail=True)
+    def columns(self, request: Request, pk: str | None = None) -> Response:
+        """Columns of the table, read from its database now (never stored)."""
+        columns = table_reads.read_columns(self.get_object())
+        return Response({"columns": [asdict(column) for column in columns]})
+
+    @extend_schema(
+        parameters=[doc.ID, doc.RECORDS_LIMIT, doc.RECORDS_OFFSET],
+        responses={200: doc.Records, **doc.LIVE_READ_ERRORS},
+    )
+    @action(detail=True)
+    def records(self, request: Request, pk: str | None = None) -> Response:
+        """A page of the table's rows, read from its database now (never stored)."""
+        limit = query_int(request, "limit", least=1, most=relations.MAX_LIMIT)
+        limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
+        offset = query_int(request, "offset") or 0
+        relations.check_page(limit, offset)  # before anything is looked up
+        table = self.get_object()
+        access.check_records(request.user, table.database)
+        page = table_reads.read_records(table, limit, offset)
+        return Response(asdict(page))
+
+
+class TaskViewSet(viewsets.ViewSet):
+    """State and progress of a queued task (staff): an import reports done and total."""
+
+    permission_classes = [IsAdminUser]
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"  # task ids are UUIDs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "id",
+                {"type": "string", "pattern": "^[0-9a-fA-F-]{32,36}$"},
+                OpenApiParameter.PATH,
+                description="the task id that queuing it answered",
+            )
+        ],
+        responses={
+            200: TaskSerializer,
+            401: doc.NOT_LOGGED_IN,
+            404: doc.error("not a task id"),
+            403: doc.error("a user who is not staff"),
+            503: doc.error("the result backend is unavailable"),
+        },
+    )
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        found = progress.task_progress(str(pk))
+        if found is None:
+            raise QueueUnavailable("the result backend is unavailable: try again later")
+        return Response(TaskSerializer(asdict(found)).data)

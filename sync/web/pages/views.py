@@ -1,0 +1,337 @@
+"""The web UI: databases, schemas, tables, a table's records and the history, kept current.
+
+A listing page holds a version token; its fragment polls with it and gets 204 while nothing
+changed, so an idle page costs one cheap request every few seconds while its tab is visible.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required as django_login_required
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from sync.exceptions import SyncError
+from sync.models import Database, ReflectionRun, Schema, Table
+from sync.reflection import registry
+from sync.remote import relations
+from sync.web import access, table_reads
+from sync.web.pages import freshness, grid, listing
+from sync.web.pages.listing import BadFilter, TableFilters
+
+POLL_SECONDS = 2
+RECORDS_LIMIT = 50
+
+View = Callable[..., HttpResponse]
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request past django-htmx's middleware (settings.MIDDLEWARE), which sets its htmx."""
+
+    htmx: HtmxDetails
+
+
+def login_required(view: View) -> View:
+    """As Django's; but a poll whose session ended takes the whole page to the login form,
+    rather than swapping the form into the listing."""
+    checked = django_login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.htmx and not request.user.is_authenticated:
+            return HttpResponseClientRedirect(redirect_to_login(request.path)["Location"])
+        return checked(request, *args, **kwargs)
+
+    return wrapper
+
+
+class RegisterForm(forms.Form):
+    name = forms.CharField(max_length=63, help_text="letters, digits, '_', '.' or '-'")
+    url = forms.CharField(
+        label="URL",
+        # Holds the password: never shown back, as in the admin.
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="postgresql://user:password@host:port/database",
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseRow:
+    database: Database
+    badge: freshness.Badge
+    schemas: int
+    tables: int
+    watch_mode: str
+
+
+def readable(request: HttpRequest, database_id: int) -> Database:
+    """Return the database if the user may read it; 404 alike for unknown and not granted."""
+    return get_object_or_404(access.readable_databases(request.user), pk=database_id)
+
+
+def listing_page(
+    request: HtmxHttpRequest,
+    name: str,
+    token: str,
+    context_of: Callable[[], dict[str, Any]],
+    status: int = 200,
+) -> HttpResponse:
+    """Answer a poll that holds the current version with 204; else the page or its fragment."""
+    polled = bool(request.htmx) and not request.htmx.boosted
+    if polled and request.GET.get("v") == token:
+        return HttpResponse(status=204)
+    query = request.GET.copy()
+    query["v"] = token
+    context = context_of() | {
+        "version": token,
+        "poll_url": f"{request.path}?{query.urlencode()}",
+        "poll_trigger": f"every {POLL_SECONDS}s [document.visibilityState === 'visible']",
+    }
+    template = f"sync/_{name}.html" if polled else f"sync/{name}.html"
+    response = render(request, template, context, status=status)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def bad_request(request: HttpRequest, error: Exception | str) -> HttpResponse:
+    return render(request, "sync/error.html", {"message": str(error)}, status=400)
+
+
+@require_GET
+@login_required
+def databases(request: HtmxHttpRequest) -> HttpResponse:
+    """List the readable databases with their freshness, counts and (for staff) actions."""
+    return databases_page(request, RegisterForm())
+
+
+def databases_page(request: HtmxHttpRequest, form: RegisterForm, status: int = 200) -> HttpResponse:
+    search = request.GET.get("q", "").strip()
+    try:
+        number = listing.page_number(request.GET.get("page"))
+    except BadFilter as error:
+        return bad_request(request, error)
+    page = listing.databases_of(access.readable_databases(request.user), search, number)
+    badges = freshness.looked_at_each(page.rows)
+    token = freshness.version(
+        request.user.is_staff,
+        page.total,
+        page.number,
+        *[
+            (d.id, d.name, d.redacted_url, d.imported_at, badge.version, d.last_error)
+            for d, badge in zip(page.rows, badges, strict=True)
+        ],
+    )
+
+    def context() -> dict[str, Any]:
+        counts = listing.object_counts(page.rows)
+        rows = [
+            DatabaseRow(d, badge, *counts[d.id], freshness.watch_mode(d))
+            for d, badge in zip(page.rows, badges, strict=True)
+        ]
+        return {"page": page, "rows": rows, "search": search, "form": form}
+
+    return listing_page(request, "databases", token, context, status)
+
+
+@require_GET
+@login_required
+def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
+    """List a database's schemas: opening or polling the page passes the list gate."""
+    database = readable(request, database_id)
+    badge = freshness.opened(database)
+    search = request.GET.get("q", "").strip()
+    dropped = request.GET.get("dropped") == "on"
+    try:
+        number = listing.page_number(request.GET.get("page"))
+    except BadFilter as error:
+        return bad_request(request, error)
+    token = freshness.version(badge.version, database.catalog_fingerprint)
+
+    def context() -> dict[str, Any]:
+        page = listing.schemas_of(database, search, dropped, number)
+        return {"database": database, "badge": badge, "page": page, "search": search,
+                "dropped": dropped}  # fmt: skip
+
+    return listing_page(request, "schemas", token, context)
+
+
+@require_GET
+@login_required
+def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
+    """List a database's tables and views, filtered; opening or polling passes the list gate."""
+    database = readable(request, database_id)
+    try:
+        filters = table_filters(request, database)
+        number = listing.page_number(request.GET.get("page"))
+    except BadFilter as error:
+        return bad_request(request, error)
+    badge = freshness.opened(database)
+    token = freshness.version(badge.version, database.catalog_fingerprint)
+
+    def context() -> dict[str, Any]:
+        page, kinds = listing.tables_of(database, filters, number)
+        return {"database": database, "badge": badge, "page": page, "kinds": kinds,
+                "filters": filters, "links": row_links(database)}  # fmt: skip
+
+    return listing_page(request, "tables", token, context)
+
+
+def row_links(database: Database) -> dict[str, str]:
+    """Return the start of each row's links, reversed once per page instead of once per row."""
+    return {
+        "table": reverse("table", args=[0]).removesuffix("0/"),
+        "schema": reverse("tables", args=[database.id]) + "?schema=",
+    }
+
+
+def table_filters(request: HttpRequest, database: Database) -> TableFilters:
+    """Read the filters of the tables page; a schema of another database is a 404."""
+    schema = None
+    raw_schema = request.GET.get("schema", "")
+    if raw_schema:
+        if not raw_schema.isascii() or not raw_schema.isdigit() or len(raw_schema) > 18:
+            raise BadFilter(f"schema must be the id of a schema, got {raw_schema[:40]!r}")
+        schema = get_object_or_404(Schema, pk=int(raw_schema), database=database)
+    return TableFilters(
+        search=request.GET.get("q", "").strip(),
+        kind=request.GET.get("kind", ""),
+        schema=schema,
+        dropped=request.GET.get("dropped") == "on",
+    )
+
+
+@require_GET
+@login_required
+def table(request: HttpRequest, table_id: int) -> HttpResponse:
+    """Show a table's columns and a page of its records, both read from its database now."""
+    tables = Table.objects.select_related("schema", "database")
+    table = get_object_or_404(
+        tables.filter(database__in=access.readable_databases(request.user)), pk=table_id
+    )
+    raw_offset = request.GET.get("offset", "0") or "0"
+    if not raw_offset.isascii() or not raw_offset.isdigit() or len(raw_offset) > 18:
+        return bad_request(request, f"offset must be a whole number, got {raw_offset[:40]!r}")
+    offset = int(raw_offset)
+    context: dict[str, Any] = {"table": table, "database": table.database, "offset": offset}
+    status = 200
+    try:
+        context["columns"] = table_reads.read_columns(table)
+        if access.may_read_records(request.user, table.database):
+            relations.check_page(RECORDS_LIMIT, offset)
+            records = table_reads.read_records(table, RECORDS_LIMIT, offset)
+            context |= records_context(records)
+    except SyncError as error:
+        context["error"], status = str(error), error.http_status
+    return render(request, "sync/table.html", context, status=status)
+
+
+def records_context(records: relations.Page) -> dict[str, Any]:
+    shown = len(records.rows)
+    after = records.offset + shown
+    more = after < records.count or (records.count_is_estimate and shown == records.limit)
+    return {
+        "records": records,
+        "cells": grid.cells(records.rows),
+        "first_row": records.offset + 1 if shown else 0,
+        "last_row": after,
+        "previous_offset": max(0, records.offset - records.limit) if records.offset else None,
+        "next_offset": after if more else None,
+    }
+
+
+@require_GET
+@login_required
+def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
+    """List a database's reflections, the latest first; kept current while one runs."""
+    database = readable(request, database_id)
+    try:
+        number = listing.page_number(request.GET.get("page"))
+    except BadFilter as error:
+        return bad_request(request, error)
+    running = Q(outcome=ReflectionRun.Outcome.RUNNING)
+    summary = ReflectionRun.objects.filter(database=database).aggregate(
+        runs=Count("id"), last=Max("id"), running=Count("id", filter=running)
+    )
+    badge = freshness.looked_at(database)
+    token = freshness.version(badge.version, *summary.values())
+
+    def context() -> dict[str, Any]:
+        return {"database": database, "badge": badge, "page": listing.runs_of(database, number)}
+
+    return listing_page(request, "history", token, context)
+
+
+@require_POST
+@login_required
+def register(request: HtmxHttpRequest) -> HttpResponse:
+    """Register a database (staff): dbsync connects once before saving it."""
+    staff_only(request)
+    form = RegisterForm(request.POST)
+    if form.is_valid():
+        try:
+            database, _ = registry.register(
+                form.cleaned_data["name"], form.cleaned_data["url"], check=True
+            )
+        except SyncError as error:
+            form.add_error("url", str(error))
+        else:
+            messages.success(request, f"{database.name} registered.")
+            report(request, database, freshness.import_now(database), "import")
+            return redirect("databases")
+    return databases_page(request, form, status=400)
+
+
+@require_POST
+@login_required
+def refresh(request: HttpRequest, database_id: int) -> HttpResponse:
+    """Queue a reflection of the database now (staff)."""
+    staff_only(request)
+    database = readable(request, database_id)
+    report(request, database, freshness.refresh(database), "reflection")
+    return back(request)
+
+
+@require_POST
+@login_required
+def import_now(request: HttpRequest, database_id: int) -> HttpResponse:
+    """Queue the full import of the database now (staff)."""
+    staff_only(request)
+    database = readable(request, database_id)
+    report(request, database, freshness.import_now(database), "import")
+    return back(request)
+
+
+def staff_only(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff users may do this.")
+
+
+def report(request: HttpRequest, database: Database, state: freshness.Queued, what: str) -> None:
+    """Say what became of a staff action: queued now, or why not."""
+    if freshness.unavailable(state):
+        messages.error(request, f"{database.name}: the task queue is unavailable; try again.")
+    elif state.queued_now:
+        messages.success(request, f"{database.name}: {what} queued.")
+    else:
+        messages.info(request, f"{database.name}: {freshness.why_not_queued(state)}.")
+
+
+def back(request: HttpRequest) -> HttpResponse:
+    """Go back to the page the action was sent from, if it is one of ours."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return redirect(target)
+    return redirect(reverse("databases"))
