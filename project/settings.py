@@ -232,7 +232,7 @@ if SYNC_RENEWAL_SPREAD > _LONGEST_COUNTDOWN:
         f"broker's visibility timeout; got {SYNC_RENEWAL_SPREAD}"
     )
 # Connections to registered databases: each process keeps pooled connections (one each) to at
-# most SYNC_POOLED_DATABASES databases for live reads, and opens at most
+# most SYNC_POOLED_DATABASES databases for on-the-fly reads, and opens at most
 # SYNC_CONNECTIONS_PER_SERVER at once to any one server; reflections close theirs after use.
 SYNC_POOLED_DATABASES = _env_int("SYNC_POOLED_DATABASES", 4, least=0)
 SYNC_CONNECTIONS_PER_SERVER = _env_int("SYNC_CONNECTIONS_PER_SERVER", 4)

@@ -187,16 +187,13 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
     def report(
         self, request: HttpRequest, database: Database, freshness: Freshness, what: str
     ) -> None:
+        level = messages.INFO
         if freshness.status == Status.UNAVAILABLE:
-            level, text = messages.ERROR, "the task queue is unavailable; nothing was queued"
+            level = messages.ERROR
         elif freshness.queued_now:
-            level, text = messages.SUCCESS, f"{what} queued (task {freshness.task_id})"
-        else:
-            level = messages.INFO
-            text = (
-                f"not queued again: a reflection is {freshness.status} (task {freshness.task_id})"
-            )
-        self.message_user(request, f"{database}: {text}.", level)
+            level = messages.SUCCESS
+        task = f" (task {freshness.task_id})" if freshness.task_id else ""
+        self.message_user(request, f"{database}: {gate.describe(freshness, what)}{task}.", level)
 
 
 ShownT = TypeVar("ShownT", bound=Model)

@@ -18,6 +18,17 @@ class InvalidDatabaseURL(SyncError):
     code = "invalid_database_url"
 
 
+class BadParameter(SyncError):
+    """A query parameter or path id that is malformed, out of bounds, repeated or missing."""
+
+    http_status = 400
+    code = "invalid"
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name} {message}")
+        self.name, self.message = name, message
+
+
 class UnknownDatabase(SyncError):
     """No database is registered under that name or id."""
 

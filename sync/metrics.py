@@ -20,7 +20,7 @@ REFLECTIONS = Counter(
 )
 DDL_TO_VISIBLE = Histogram(
     "dbsync_ddl_to_visible_seconds",
-    "Time from dbsync hearing of a change (a listener notice, a poll, a live read) to the "
+    "Time from dbsync hearing of a change (a listener notice, a poll, an on-the-fly read) to the "
     "reflection that shows it, by trigger.",
     ["trigger"],
     buckets=SECONDS,

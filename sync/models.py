@@ -1,5 +1,6 @@
 """Models of registered databases, their schemas and tables, and the reflection history."""
 
+from collections.abc import Iterable
 from typing import Self, TypeVar
 
 from django.contrib.auth.models import Group
@@ -88,7 +89,19 @@ _Reflected = TypeVar("_Reflected", bound="ReflectedObject")
 
 class LiveQuerySet(models.QuerySet[_Reflected]):
     def live(self) -> Self:
+        """The objects not dropped: "live" means that, and only that."""
         return self.filter(dropped_at__isnull=True)
+
+    def live_counts(self, database_ids: Iterable[int] | None = None) -> dict[int, int]:
+        """Return the number of live objects of each database (of these ids), in one query.
+
+        The admin's changelist counts by a subquery per row instead, to sort by the counts.
+        """
+        rows = (
+            self.live() if database_ids is None else self.live().filter(database__in=database_ids)
+        )
+        grouped = rows.order_by().values_list("database").annotate(n=models.Count("id"))
+        return dict(grouped)
 
 
 class ReflectedObject(models.Model):

@@ -1,4 +1,4 @@
-"""Connections held on users' servers: given back after reflections, bounded for live reads."""
+"""Connections held on users' servers: given back after reflections, bounded for reads."""
 
 import threading
 import time
@@ -32,7 +32,9 @@ def test_polling_many_databases_holds_no_connection(user_db):
     assert dbsync_connections(user_db) == 0
 
 
-def test_live_reads_keep_pooled_connections_to_a_bounded_number_of_databases(user_db, settings):
+def test_reads_on_the_fly_keep_pooled_connections_to_a_bounded_number_of_databases(
+    user_db, settings
+):
     settings.SYNC_POOLED_DATABASES = 3
     for key in range(10_000, 10_010):  # ten databases, as far as the pools can tell
         assert connections.read_once(Source(key, user_db.url), "SELECT 1", {}) == [(1,)]

@@ -296,13 +296,22 @@ def test_unknown_ids_get_the_not_found_page(db, reader, url):
         pytest.param("?page=0", "page must be a whole number from 1", id="page-zero"),
         pytest.param("?page=x", "page must be a whole number from 1", id="page-text"),
         pytest.param("?kind=index", "kind must be one of", id="unknown-kind"),
-        pytest.param("?schema=abc", "schema must be the id of a schema", id="schema-text"),
+        pytest.param("?schema=abc", "schema must be a whole number from 1", id="schema-text"),
+        pytest.param("?q=%00", "q must not contain a NUL character", id="nul-in-search"),
+        pytest.param("?page=1&page=2", "page given 2 times", id="repeated-page"),
     ],
 )
 def test_malformed_filters_get_a_400_that_says_why(shop, reader, query, message):
     response = reader.get(f"/databases/{shop.id}/tables/{query}")
     assert response.status_code == 400
     assert message in text(response)
+
+
+@pytest.mark.parametrize("page", ["/", "/databases/{id}/schemas/", "/databases/{id}/history/"])
+def test_a_nul_in_any_page_search_gets_a_400_as_in_the_api(shop, reader, page):
+    response = reader.get(page.format(id=shop.id) + "?q=%00&page=%00")
+    assert response.status_code == 400
+    assert "must not contain a NUL character" in text(response)
 
 
 def test_a_schema_of_another_database_is_not_found(shop, reader, registered):

@@ -1,4 +1,4 @@
-"""Columns and records through the API, read on the fly under the table's live name."""
+"""Columns and records through the API, read on the fly under the table's current name."""
 
 import pytest
 

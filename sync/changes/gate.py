@@ -17,16 +17,16 @@ running, which bounds how many the renewal hands out (sync.changes.polling.renew
 
 Transitions:
 
-    stale or dirty  --ensure_fresh (list, page, live read, renewal)-->  queued
-    any             --notice_change (listener, poll, live read saw a change)--> dirty, then
+    stale or dirty  --ensure_fresh (list, page, on-the-fly read, renewal)-->  queued
+    any             --notice_change (listener, poll, on-the-fly read saw a change)--> dirty, then
                       queued unless a lease is held or the back-off lasts
     queued          --the task claims its lease-->  running
-    queued (renewal) --a list, page, live read, API, admin or listener request-->  queued by
+    queued (renewal) --a list, page, on-the-fly read, API, admin or listener request-->  queued by
                       that caller's task on the interactive queue; the renewal's finds it taken
     running         --clears the dirty mark, reflects; marked again meanwhile? reflects again-->
     running         --success-->  fresh (recency set, back-off cleared, lease released)
     running         --database unreachable-->  retrying + backing
-    any             --a live read or the listener finds the database unreachable-->  backing
+    any             --an on-the-fly read or the listener finds the database unreachable-->  backing
     backing         --the back-off lapses-->  stale (the next caller queues)
 
 Every caller obeys the back-off; only an explicit staff request (POST databases/ID/reflect/, the
@@ -54,7 +54,8 @@ from sync.models import Database, ReflectionRun
 
 logger = logging.getLogger(__name__)
 
-# How long a database is not asked again after a live read or the listener found it unreachable.
+# How long a database is not asked again after an on-the-fly read or the listener found it
+# unreachable.
 UNREACHABLE_BACKOFF_SECONDS = 10
 DIRTY_TTL = 24 * 3600
 # The callers are guarded by REDIS_BREAKER: a Redis that hangs costs one request its socket
@@ -116,7 +117,7 @@ return ARGV[1]
 """
 
 
-# ---- callers: lists, pages, live reads, the API, the admin, renewal, the listener ----
+# ---- callers: lists, pages, on-the-fly reads, the API, the admin, renewal, the listener ----
 
 
 def ensure_fresh(
@@ -246,6 +247,17 @@ def _counted(freshness: Freshness, trigger: str, decision: str) -> Freshness:
     return freshness
 
 
+def describe(answer: Freshness, what: str) -> str:
+    """Say in words what became of a request to queue `what` (admin, pages and API alike)."""
+    if answer.status == Status.UNAVAILABLE:
+        return "the task queue is unavailable; nothing was queued: try again"
+    if answer.queued_now:
+        return f"{what} queued"
+    if answer.status == Status.FAILED:
+        return "not queued: a reflection failed and waits to be retried"
+    return f"not queued again: a reflection is already {answer.status}"
+
+
 def status_of(database: Database) -> Freshness:
     """Report where a database stands without queuing anything."""
     return statuses_of([database])[0]
@@ -281,7 +293,7 @@ def _status(
 
 
 def record_unreachable(database_id: int, message: str) -> None:
-    """Say at once that a database does not answer, as a live read or the listener found.
+    """Say at once that a database does not answer, as an on-the-fly read or the listener found.
 
     The status turns failed, and nobody asks the database again for a short back-off.
     """

@@ -28,7 +28,6 @@ from sync.changes.debounce import Debouncer
 from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun
 from sync.remote import connections
-from sync.remote.credentials import scrub
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ class Listener:
         try:
             connection = open_listening(database.url)
         except (psycopg2.Error, SyncError) as error:
-            detail = first_line(error, database.url)
+            detail = connections.error_detail(error, database.url)
             if item.failures == 0:  # the first of a run of failed attempts: say so at once
                 gate.record_unreachable(database.id, f"{database.name}: {detail}")
             self.failed(item, detail)
@@ -175,7 +174,7 @@ class Listener:
         try:
             connection.poll()
         except psycopg2.Error as error:
-            self.failed(item, first_line(error, item.database.url))
+            self.failed(item, connections.error_detail(error, item.database.url))
             return
         item.last_heard = time.monotonic()
         if connection.notifies:
@@ -193,7 +192,7 @@ class Listener:
                 cursor.execute(watch.INSTALLED)
                 (installed,) = cursor.fetchone() or (False,)
         except psycopg2.Error as error:
-            self.failed(item, first_line(error, item.database.url))
+            self.failed(item, connections.error_detail(error, item.database.url))
             return
         item.last_heard = time.monotonic()
         if not installed:
@@ -253,12 +252,6 @@ def open_listening(url: str) -> PgConnection:
     )
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute(f"SET statement_timeout = {int(settings.SYNC_STATEMENT_TIMEOUT * 1000)}")
+        cursor.execute(f"SET statement_timeout = {connections.statement_timeout_ms()}")
         cursor.execute(f"LISTEN {watch.CHANNEL}")
     return connection
-
-
-def first_line(error: Exception, url: str) -> str:
-    """Return the first line of an error's message, with the URL's password kept out."""
-    lines = str(error).strip().splitlines()
-    return scrub(lines[0] if lines else type(error).__name__, url)

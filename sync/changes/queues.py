@@ -10,7 +10,7 @@ BULK = "bulk"
 QUEUES = (INTERACTIVE, BULK)
 
 # Reflections nobody waits on: the periodic renewal and the import of new databases. Every
-# other trigger (a list, a page, a live read, the API, the admin, the listener, a change the
+# other trigger (a list, a page, an on-the-fly read, the API, the admin, the listener, a change the
 # poll found) is a person waiting, or a change that must show within its promised delay.
 BULK_TRIGGERS = frozenset({"renewal", "import"})
 BULK_TASKS = frozenset(

@@ -12,7 +12,6 @@ from typing import cast
 import redis
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -57,8 +56,7 @@ def database_figures(names: dict[int, str]) -> Iterator[Metric]:
         labels=["database", "kind"],
     )
     for kind, model in (("schema", Schema), ("relation", Table)):
-        counts = model.objects.live().order_by().values_list("database").annotate(n=Count("id"))
-        for database_id, count in counts:
+        for database_id, count in model.objects.live_counts().items():
             objects.add_metric([names.get(database_id, str(database_id)), kind], count)
     yield objects
 

@@ -1,4 +1,4 @@
-"""The name cache: live qualified names of relations by (database, oid), in Django's cache."""
+"""The name cache: current qualified names of relations by (database, oid), in Django's cache."""
 
 import logging
 from collections.abc import Mapping

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 import psycopg2
 from django.conf import settings
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
@@ -74,7 +74,7 @@ def validate_url(url: str) -> str:
     return url
 
 
-# This process's engines, the most recently used last. Pooled ones (live reads) are kept for
+# This process's engines, the most recently used last. Pooled ones (on-the-fly reads) are kept for
 # SYNC_POOLED_DATABASES databases at most, so the idle connections a process holds stay bounded
 # whatever the number of databases it touched; the least recently used is closed. Engines
 # without a pool (reflections, which close their connection after use) hold no socket, and
@@ -216,26 +216,18 @@ def create_user_engine(
     )
 
 
-def check_connection(url: str) -> None:
-    """Connect once to the URL; raise CatalogUnavailable with a safe message if that fails."""
-    probe = create_user_engine(url, poolclass=NullPool)
-    try:
-        with probe.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except DBAPIError as error:
-        raise unavailable(url, error) from None
-    finally:
-        probe.dispose()
-
-
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     """Return a CatalogUnavailable for a driver error, with the password kept out."""
     return CatalogUnavailable(f"{redact_url(url)}: {error_detail(error, url)}")
 
 
-def error_detail(error: DBAPIError, url: str) -> str:
-    """Return the first line of a driver error's message, with the URL's password kept out."""
-    lines = str(error.orig).strip().splitlines() if error.orig else []
+def error_detail(error: Exception, url: str) -> str:
+    """Return the first line of a driver error's message, with the URL's password kept out.
+
+    SQLAlchemy's errors wrap the driver's (`orig`); psycopg2's own come as they are.
+    """
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    lines = str(cause).strip().splitlines() if cause else []
     return redact(lines[0] if lines else type(error).__name__, url)
 
 

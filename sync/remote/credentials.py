@@ -45,10 +45,6 @@ def redact(text: str, url: str) -> str:
     return KEYWORD_VALUE.sub(lambda match: match["key"] + HIDDEN, text)
 
 
-# The name older callers use.
-scrub = redact
-
-
 def secrets_of(url: str) -> set[str]:
     """Return each password of the connection string, as written and percent-decoded."""
     found: set[str] = set()

@@ -56,7 +56,7 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Page:
+class RecordsPage:
     columns: tuple[str, ...]  # in the relation's column order, as are the values of each row
     rows: list[list[JSONValue]]
     count: int
@@ -110,8 +110,8 @@ class _ShapeChanged(Exception):
 
 # Shapes read from the catalog, by (source, oid); every read checks its own. Kept because a
 # kept shape spares a round trip: a first page takes 0.61 ms with it and 1.44 ms with the shape
-# read first (bench/live.py, shape_not_kept). Emptied when full rather than least recently used:
-# an emptying costs each relation one shape read, and a plain dict needs no lock to read.
+# read first (bench/relations.py, shape_not_kept). Emptied when full rather than least recently
+# used: an emptying costs each relation one shape read, and a plain dict needs no lock to read.
 _shapes: dict[tuple[Source, int], Shape] = {}
 _shapes_lock = threading.Lock()
 MAX_SHAPES = 4096
@@ -142,7 +142,7 @@ def read_columns(source: Source, oid: int) -> list[Column]:
     ]
 
 
-def live_name(source: Source, oid: int) -> QualifiedName | None:
+def current_name(source: Source, oid: int) -> QualifiedName | None:
     """Return the current (schema, name) of the relation with this oid, or None if it is gone."""
     failure = partial(_failure, source.url, f"the name of relation {oid}")
     rows = read_once(source, NAME_SQL, {"oid": oid}, failure)
@@ -156,7 +156,7 @@ def read_records(
     offset: int,
     *,
     exact_count_limit: int = EXACT_COUNT_LIMIT,
-) -> Page:
+) -> RecordsPage:
     """Return a page of the relation's rows and its row count, read by one statement.
 
     TableNotFound if the relation is gone or is no longer called schema.name. The relation's
@@ -205,7 +205,7 @@ def _read_shape(source: Source, oid: int, subject: str) -> Shape:
     return shape
 
 
-def _read_page(request: _PageRead, shape: Shape, *, stale_errors: bool) -> Page:
+def _read_page(request: _PageRead, shape: Shape, *, stale_errors: bool) -> RecordsPage:
     """Read a page with the statement built from shape; _ShapeChanged if it no longer holds.
 
     With stale_errors, an error that a changed relation would give (an unknown name, a type
@@ -233,7 +233,7 @@ def _read_page(request: _PageRead, shape: Shape, *, stale_errors: bool) -> Page:
         raise _ShapeChanged
     count, estimated = _count(source, statements, meta, exact_limit, failure)
     read = len(shape.attributes)  # a relation without columns is read as SELECT true
-    return Page(
+    return RecordsPage(
         columns=tuple(attribute.name for attribute in shape.attributes),
         rows=rendered(values, read, statements.renderers),
         count=count,

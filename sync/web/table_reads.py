@@ -1,7 +1,7 @@
 """Columns and records of a reflected Table model, read on the fly through sync.remote.relations.
 
 sync.remote.relations reads a relation of a user's database by oid and name; this module is the
-model's side: it finds the table's live name, and tells the reflection state what the read found.
+model's side: it finds the table's current name, and tells the reflection state what the read found.
 
 The name comes from the name cache, or the catalog on a miss. A table renamed since the last
 reflection is still read, and a reflection is queued; one that is gone answers TableNotFound,
@@ -28,7 +28,7 @@ def read_columns(table: Table) -> list[relations.Column]:
         raise dropped(table) from None
 
 
-def read_records(table: Table, limit: int, offset: int) -> relations.Page:
+def read_records(table: Table, limit: int, offset: int) -> relations.RecordsPage:
     """Return a page of the table's rows, under the name it has in the database now."""
     database = check_live(table).database
     with reporting_unreachable(database):
@@ -57,9 +57,9 @@ def reporting_unreachable(database: Database) -> Iterator[None]:
 
 
 def catalog_name(table: Table) -> catalog.QualifiedName:
-    """Look the table's live name up in the catalog and cache it; TableNotFound if it is gone."""
+    """Look the table's current name up in the catalog and cache it; TableNotFound if it is gone."""
     database = table.database
-    found = relations.live_name(database.source, table.oid)
+    found = relations.current_name(database.source, table.oid)
     if found is None:
         raise dropped(table)
     names.remember(database.id, {table.oid: found})

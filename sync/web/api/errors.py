@@ -11,7 +11,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from sync.exceptions import SyncError
+from sync.exceptions import BadParameter, SyncError
 
 
 def exception_handler(error: Exception, context: dict[str, Any]) -> Response | None:
@@ -21,6 +21,8 @@ def exception_handler(error: Exception, context: dict[str, Any]) -> Response | N
     the error: "invalid", "not_found", "not_authenticated", "permission_denied", ...);
     `detail` says what to change; `fields` maps each bad parameter or field to its messages.
     """
+    if isinstance(error, BadParameter):  # the pages' and the API's one parser of parameters
+        error = ValidationError({error.name: [error.message]})
     if isinstance(error, SyncError):
         return Response(error_body(error.code, str(error)), status=error.http_status)
     response = drf_exception_handler(error, context)  # sets WWW-Authenticate, Retry-After

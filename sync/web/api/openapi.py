@@ -87,7 +87,7 @@ FORBIDDEN = error("a write by a user who is not staff")
 UNKNOWN = error("no such object")
 
 READ_ERRORS: dict[int, OpenApiResponse] = {400: BAD_INPUT, 401: NOT_LOGGED_IN, 404: UNKNOWN}
-LIVE_READ_ERRORS: dict[int, OpenApiResponse] = {
+ON_THE_FLY_ERRORS: dict[int, OpenApiResponse] = {
     **READ_ERRORS,
     403: error("reading the relation tried to write (a view calling a writing function)"),
     409: error("a materialized view not populated yet: REFRESH MATERIALIZED VIEW it first"),

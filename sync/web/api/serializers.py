@@ -77,10 +77,10 @@ class DatabaseDetailSerializer(DatabaseSerializer):
         return listening.watch_mode(database)
 
     def get_schemas(self, database: Database) -> int:
-        return Schema.objects.live().filter(database=database).count()
+        return Schema.objects.live_counts([database.id]).get(database.id, 0)
 
     def get_tables(self, database: Database) -> int:
-        return Table.objects.live().filter(database=database).count()
+        return Table.objects.live_counts([database.id]).get(database.id, 0)
 
 
 class SchemaSerializer(serializers.ModelSerializer[Schema]):

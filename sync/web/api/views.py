@@ -3,7 +3,7 @@
 from dataclasses import asdict
 from typing import Any
 
-from django.db.models import Count, QuerySet, Window
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -28,7 +28,7 @@ from sync.web.api.serializers import (
     TableSerializer,
     TaskSerializer,
 )
-from sync.web.query import StrictIdMixin, query_bool, query_int, query_text, query_value
+from sync.web.query import StrictIdMixin, query_bool, query_int, query_kind, query_text
 
 
 def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
@@ -50,15 +50,14 @@ def _listed(serializer: type[Any]) -> dict[int, Any]:
 class ListedDatabaseMixin:
     """Consult the freshness gate for the listed database and say so in the response headers.
 
-    get_queryset calls listed() (as the design note has it); list() adds the headers.
+    get_queryset calls listed(), so that the gate is asked where the queryset is made (DRF runs
+    it for every list); list() adds the headers.
     """
 
     listed_database: Database
     listed_freshness: Freshness
-    # The API's name of each listed field and where the ORM finds it: the list reads these
-    # values as tuples and never builds a model instance or runs a serializer, which cost the
-    # most CPU of a list (bench/list_latency.py). tests/test_views.py checks that the rows are
-    # those the serializer gives.
+    # The API's name of each listed field and where the ORM finds it, for the paginator's one
+    # query (StrictLimitOffsetPagination.paginate_queryset).
     list_fields: dict[str, str]
 
     def listed(self, database: Database) -> Database:
@@ -68,18 +67,8 @@ class ListedDatabaseMixin:
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         """Answer one page of rows and their total, read together in one query."""
-        paginator = self.paginator  # type: ignore[attr-defined]
-        limit, offset = paginator.get_limit(request), paginator.get_offset(request)
-        names, paths = zip(*self.list_fields.items(), strict=True)
-        queryset = self.get_queryset()  # type: ignore[attr-defined]
-        total = Window(Count("*"))  # over every row the filters keep, before the page is cut
-        rows = list(queryset.values_list(*paths, total)[offset : offset + limit])
-        count = rows[0][-1] if rows else (queryset.count() if offset else 0)
-        # What LimitOffsetPagination.paginate_queryset would have set, for its links.
-        paginator.request, paginator.limit, paginator.offset = request, limit, offset
-        paginator.count = count
-        results = [dict(zip(names, row[:-1], strict=True)) for row in rows]
-        response = paginator.get_paginated_response(results)
+        rows = self.paginate_queryset(self.get_queryset())  # type: ignore[attr-defined]
+        response = self.get_paginated_response(rows)  # type: ignore[attr-defined]
         return with_freshness(response, self.listed_database, self.listed_freshness)
 
 
@@ -134,7 +123,7 @@ class DatabaseViewSet(
         """
         queued = gate.request_reflection(self.get_object(), ReflectionRun.Trigger.API)
         if queued.status == gate.Status.UNAVAILABLE:
-            raise QueueUnavailable("the task queue is unavailable; nothing was queued: try again")
+            raise QueueUnavailable(gate.describe(queued, "reflection"))
         return Response(
             {"task_id": queued.task_id, "status": str(queued.status)},
             status=status.HTTP_202_ACCEPTED,
@@ -189,10 +178,12 @@ class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVi
         schemas = access.only_readable(self.request.user, Schema.objects.all())
         if self.action != "list":
             return schemas
-        database_id = query_int(self.request, "database", required=True, least=1)
+        database_id = query_int(self.request.query_params, "database", required=True, least=1)
         database = self.listed(get_object_or_404(readable, pk=database_id))
         schemas = schemas.filter(database=database)
-        return schemas if query_bool(self.request, "include_dropped") else schemas.live()
+        return (
+            schemas if query_bool(self.request.query_params, "include_dropped") else schemas.live()
+        )
 
 
 @extend_schema_view(
@@ -217,8 +208,10 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
             return access.only_readable(user, Table.objects.select_related("schema", "database"))
         # A listed row shows its schema's name; its database is known by id alone.
         tables = Table.objects.select_related("schema")
-        schema_id = query_int(self.request, "schema", least=1)
-        database_id = query_int(self.request, "database", required=schema_id is None, least=1)
+        schema_id = query_int(self.request.query_params, "schema", least=1)
+        database_id = query_int(
+            self.request.query_params, "database", required=schema_id is None, least=1
+        )
         if schema_id is not None:
             schemas = access.only_readable(user, Schema.objects.select_related("database"))
             schema = get_object_or_404(schemas, pk=schema_id)
@@ -233,17 +226,15 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
 
     def filtered(self, tables: LiveQuerySet[Table]) -> LiveQuerySet[Table]:
         """Apply the kind, search and include_dropped parameters of the query string."""
-        kind = query_value(self.request, "kind")
-        if kind is not None:
-            if kind not in Table.Kind.values:
-                raise ValidationError({"kind": [f"must be one of {', '.join(Table.Kind.values)}"]})
+        kind = query_kind(self.request.query_params)
+        if kind:
             tables = tables.filter(kind=kind)
-        search = query_text(self.request, "search")
+        search = query_text(self.request.query_params, "search")
         if search:
             tables = tables.filter(name__icontains=search)
-        return tables if query_bool(self.request, "include_dropped") else tables.live()
+        return tables if query_bool(self.request.query_params, "include_dropped") else tables.live()
 
-    @extend_schema(parameters=[doc.ID], responses={200: doc.Columns, **doc.LIVE_READ_ERRORS})
+    @extend_schema(parameters=[doc.ID], responses={200: doc.Columns, **doc.ON_THE_FLY_ERRORS})
     @action(detail=True)
     def columns(self, request: Request, pk: str | None = None) -> Response:
         """Columns of the table, read from its database now (never stored)."""
@@ -252,14 +243,14 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
 
     @extend_schema(
         parameters=[doc.ID, doc.RECORDS_LIMIT, doc.RECORDS_OFFSET],
-        responses={200: doc.Records, **doc.LIVE_READ_ERRORS},
+        responses={200: doc.Records, **doc.ON_THE_FLY_ERRORS},
     )
     @action(detail=True)
     def records(self, request: Request, pk: str | None = None) -> Response:
         """A page of the table's rows, read from its database now (never stored)."""
-        limit = query_int(request, "limit", least=1, most=relations.MAX_LIMIT)
+        limit = query_int(request.query_params, "limit", least=1, most=relations.MAX_LIMIT)
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
-        offset = query_int(request, "offset") or 0
+        offset = query_int(request.query_params, "offset") or 0
         relations.check_page(limit, offset)  # before anything is looked up
         table = self.get_object()
         access.check_records(request.user, table.database)

@@ -55,28 +55,14 @@ def badge(database: Database, now: gate.Freshness) -> Badge:
     return Badge(str(now.status), database.reflected_at, error, now.task_id, progress)
 
 
-Queued = gate.Freshness  # what a staff action's request to queue a task came to
-
-
-def refresh(database: Database) -> Queued:
+def refresh(database: Database) -> gate.Freshness:
     """Queue a reflection now, unless one is queued or running (staff action)."""
     return gate.request_reflection(database, ReflectionRun.Trigger.PAGE)
 
 
-def import_now(database: Database) -> Queued:
+def import_now(database: Database) -> gate.Freshness:
     """Queue the import of the database now, unless a reflection of it is under way."""
     return gate.request_import(database)
-
-
-def unavailable(queued: Queued) -> bool:
-    return queued.status == gate.Status.UNAVAILABLE
-
-
-def why_not_queued(queued: Queued) -> str:
-    """Say why nothing new was queued: another run of the database holds its lease."""
-    if queued.status == gate.Status.FAILED:
-        return "not queued: a reflection failed and waits to be retried"
-    return f"not queued again: a reflection is already {queued.status}"
 
 
 def watch_mode(database: Database) -> str:

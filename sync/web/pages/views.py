@@ -6,14 +6,9 @@ changed, so an idle page costs one cheap request every few seconds while its tab
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
-from django import forms
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required as django_login_required
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,51 +16,23 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
-from django_htmx.middleware import HtmxDetails
 
+from sync.changes import gate
+from sync.changes.gate import Freshness, Status
 from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
 from sync.web import access, table_reads
 from sync.web.pages import freshness, grid, listing
-from sync.web.pages.listing import BadFilter, TableFilters
+from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
+from sync.web.pages.forms import RegisterForm
+from sync.web.pages.listing import TableFilters
+from sync.web.query import query_int, query_kind, query_text, query_value
 
 POLL_SECONDS = 2
 RECORDS_LIMIT = 50
-
-View = Callable[..., HttpResponse]
-
-
-class HtmxHttpRequest(HttpRequest):
-    """A request past django-htmx's middleware (settings.MIDDLEWARE), which sets its htmx."""
-
-    htmx: HtmxDetails
-
-
-def login_required(view: View) -> View:
-    """As Django's; but a poll whose session ended takes the whole page to the login form,
-    rather than swapping the form into the listing."""
-    checked = django_login_required(view)
-
-    @wraps(view)
-    def wrapper(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.htmx and not request.user.is_authenticated:
-            return HttpResponseClientRedirect(redirect_to_login(request.path)["Location"])
-        return checked(request, *args, **kwargs)
-
-    return wrapper
-
-
-class RegisterForm(forms.Form):
-    name = forms.CharField(max_length=63, help_text="letters, digits, '_', '.' or '-'")
-    url = forms.CharField(
-        label="URL",
-        # Holds the password: never shown back, as in the admin.
-        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
-        help_text="postgresql://user:password@host:port/database",
-    )
+MAX_PAGE = 10**9
 
 
 @dataclass(frozen=True)
@@ -106,10 +73,6 @@ def listing_page(
     return response
 
 
-def bad_request(request: HttpRequest, error: Exception | str) -> HttpResponse:
-    return render(request, "sync/error.html", {"message": str(error)}, status=400)
-
-
 @require_GET
 @login_required
 def databases(request: HtmxHttpRequest) -> HttpResponse:
@@ -118,11 +81,7 @@ def databases(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def databases_page(request: HtmxHttpRequest, form: RegisterForm, status: int = 200) -> HttpResponse:
-    search = request.GET.get("q", "").strip()
-    try:
-        number = listing.page_number(request.GET.get("page"))
-    except BadFilter as error:
-        return bad_request(request, error)
+    search, number = search_of(request), page_number(request)
     page = listing.databases_of(access.readable_databases(request.user), search, number)
     badges = freshness.looked_at_each(page.rows)
     token = freshness.version(
@@ -152,12 +111,7 @@ def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's schemas: opening or polling the page passes the list gate."""
     database = readable(request, database_id)
     badge = freshness.opened(database)
-    search = request.GET.get("q", "").strip()
-    dropped = request.GET.get("dropped") == "on"
-    try:
-        number = listing.page_number(request.GET.get("page"))
-    except BadFilter as error:
-        return bad_request(request, error)
+    search, dropped, number = search_of(request), dropped_of(request), page_number(request)
     token = freshness.version(badge.version, database.catalog_fingerprint)
 
     def context() -> dict[str, Any]:
@@ -173,11 +127,7 @@ def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
 def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's tables and views, filtered; opening or polling passes the list gate."""
     database = readable(request, database_id)
-    try:
-        filters = table_filters(request, database)
-        number = listing.page_number(request.GET.get("page"))
-    except BadFilter as error:
-        return bad_request(request, error)
+    filters, number = table_filters(request, database), page_number(request)
     badge = freshness.opened(database)
     token = freshness.version(badge.version, database.catalog_fingerprint)
 
@@ -199,18 +149,32 @@ def row_links(database: Database) -> dict[str, str]:
 
 def table_filters(request: HttpRequest, database: Database) -> TableFilters:
     """Read the filters of the tables page; a schema of another database is a 404."""
+    schema_id = query_int(request.GET, "schema", least=1) if request.GET.get("schema") else None
     schema = None
-    raw_schema = request.GET.get("schema", "")
-    if raw_schema:
-        if not raw_schema.isascii() or not raw_schema.isdigit() or len(raw_schema) > 18:
-            raise BadFilter(f"schema must be the id of a schema, got {raw_schema[:40]!r}")
-        schema = get_object_or_404(Schema, pk=int(raw_schema), database=database)
+    if schema_id is not None:
+        schema = get_object_or_404(Schema, pk=schema_id, database=database)
     return TableFilters(
-        search=request.GET.get("q", "").strip(),
-        kind=request.GET.get("kind", ""),
+        search=search_of(request),
+        kind=query_kind(request.GET, blank_is_every=True),
         schema=schema,
-        dropped=request.GET.get("dropped") == "on",
+        dropped=dropped_of(request),
     )
+
+
+def search_of(request: HttpRequest) -> str:
+    return query_text(request.GET, "q").strip()
+
+
+def dropped_of(request: HttpRequest) -> bool:
+    """The "show dropped" checkbox: a form sends "on" when it is ticked."""
+    return query_value(request.GET, "dropped") == "on"
+
+
+def page_number(request: HttpRequest) -> int:
+    """Read ?page=: a whole number from 1, 1 when absent or blank."""
+    if not request.GET.get("page"):
+        return 1
+    return query_int(request.GET, "page", least=1, most=MAX_PAGE) or 1
 
 
 @require_GET
@@ -221,10 +185,7 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
     table = get_object_or_404(
         tables.filter(database__in=access.readable_databases(request.user)), pk=table_id
     )
-    raw_offset = request.GET.get("offset", "0") or "0"
-    if not raw_offset.isascii() or not raw_offset.isdigit() or len(raw_offset) > 18:
-        return bad_request(request, f"offset must be a whole number, got {raw_offset[:40]!r}")
-    offset = int(raw_offset)
+    offset = (query_int(request.GET, "offset") if request.GET.get("offset") else None) or 0
     context: dict[str, Any] = {"table": table, "database": table.database, "offset": offset}
     status = 200
     try:
@@ -238,7 +199,7 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
     return render(request, "sync/table.html", context, status=status)
 
 
-def records_context(records: relations.Page) -> dict[str, Any]:
+def records_context(records: relations.RecordsPage) -> dict[str, Any]:
     shown = len(records.rows)
     after = records.offset + shown
     more = after < records.count or (records.count_is_estimate and shown == records.limit)
@@ -257,10 +218,7 @@ def records_context(records: relations.Page) -> dict[str, Any]:
 def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     """List a database's reflections, the latest first; kept current while one runs."""
     database = readable(request, database_id)
-    try:
-        number = listing.page_number(request.GET.get("page"))
-    except BadFilter as error:
-        return bad_request(request, error)
+    number = page_number(request)
     running = Q(outcome=ReflectionRun.Outcome.RUNNING)
     summary = ReflectionRun.objects.filter(database=database).aggregate(
         runs=Count("id"), last=Max("id"), running=Count("id", filter=running)
@@ -276,9 +234,9 @@ def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@staff_required
 def register(request: HtmxHttpRequest) -> HttpResponse:
     """Register a database (staff): dbsync connects once before saving it."""
-    staff_only(request)
     form = RegisterForm(request.POST)
     if form.is_valid():
         try:
@@ -296,9 +254,9 @@ def register(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@staff_required
 def refresh(request: HttpRequest, database_id: int) -> HttpResponse:
     """Queue a reflection of the database now (staff)."""
-    staff_only(request)
     database = readable(request, database_id)
     report(request, database, freshness.refresh(database), "reflection")
     return back(request)
@@ -306,27 +264,22 @@ def refresh(request: HttpRequest, database_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@staff_required
 def import_now(request: HttpRequest, database_id: int) -> HttpResponse:
     """Queue the full import of the database now (staff)."""
-    staff_only(request)
     database = readable(request, database_id)
     report(request, database, freshness.import_now(database), "import")
     return back(request)
 
 
-def staff_only(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff users may do this.")
-
-
-def report(request: HttpRequest, database: Database, state: freshness.Queued, what: str) -> None:
+def report(request: HttpRequest, database: Database, queued: Freshness, what: str) -> None:
     """Say what became of a staff action: queued now, or why not."""
-    if freshness.unavailable(state):
-        messages.error(request, f"{database.name}: the task queue is unavailable; try again.")
-    elif state.queued_now:
-        messages.success(request, f"{database.name}: {what} queued.")
-    else:
-        messages.info(request, f"{database.name}: {freshness.why_not_queued(state)}.")
+    level = messages.INFO
+    if queued.status == Status.UNAVAILABLE:
+        level = messages.ERROR
+    elif queued.queued_now:
+        level = messages.SUCCESS
+    messages.add_message(request, level, f"{database.name}: {gate.describe(queued, what)}.")
 
 
 def back(request: HttpRequest) -> HttpResponse:

@@ -21,7 +21,14 @@ from sync.exceptions import (
 )
 from sync.remote import catalog, connections
 from sync.remote.connections import Source
-from sync.remote.relations import Column, Page, Relation, live_name, read_columns, read_records
+from sync.remote.relations import (
+    Column,
+    RecordsPage,
+    Relation,
+    current_name,
+    read_columns,
+    read_records,
+)
 from tests.helpers import ODD_NAMES, ScratchDatabase, admin_connection, one_row, quote
 
 # Keys of engines in sync.remote.connections' per-process cache; far above the ids of registered
@@ -47,7 +54,7 @@ def key(user_db: ScratchDatabase) -> Iterator[int]:
 
 def records(
     key: int, scratch: ScratchDatabase, schema: str, name: str, limit: int = 50, offset: int = 0
-) -> Page:
+) -> RecordsPage:
     oid = scratch.oid_of(f"{quote(schema)}.{quote(name)}")
     return read_records(Source(key, scratch.url), Relation(oid, schema, name), limit, offset)
 
@@ -101,7 +108,7 @@ def test_odd_identifiers_are_read_exactly(key, user_db, name):
         name,
         "value",
     ]
-    assert live_name(Source(key, user_db.url), oid) == (name, name)
+    assert current_name(Source(key, user_db.url), oid) == (name, name)
     page = records(key, user_db, name, name)
     assert page.columns == (name, "value")
     assert page.rows == [[1, "one"], [2, "two"]]
@@ -411,13 +418,13 @@ def test_failing_view_raises_read_failed(key, user_db):
         records(key, user_db, "public", "broken")
 
 
-def test_live_name_follows_rename_and_move(key, user_db):
+def test_current_name_follows_rename_and_move(key, user_db):
     user_db.execute("CREATE SCHEMA s; CREATE SCHEMA t; CREATE TABLE s.old (id int)")
     oid = user_db.oid_of("s.old")
 
     user_db.execute("ALTER TABLE s.old RENAME TO new; ALTER TABLE s.new SET SCHEMA t")
 
-    assert live_name(Source(key, user_db.url), oid) == ("t", "new")
+    assert current_name(Source(key, user_db.url), oid) == ("t", "new")
     assert read_records(Source(key, user_db.url), Relation(oid, "t", "new"), 10, 0).columns == (
         "id",
     )
@@ -443,7 +450,7 @@ def test_dropped_table_is_not_found(key, user_db):
         read_columns(Source(key, user_db.url), oid)
     with pytest.raises(TableNotFound):
         read_records(Source(key, user_db.url), Relation(oid, "public", "doomed"), 10, 0)
-    assert live_name(Source(key, user_db.url), oid) is None
+    assert current_name(Source(key, user_db.url), oid) is None
 
 
 def test_unreachable_database_raises_catalog_unavailable_without_password():

@@ -31,7 +31,7 @@ ROWS = 1_000_000
 KEY = 990_001  # the engines' key in sync.connections; no registered database is involved
 LIMIT = 50
 PAGE_SELECT = "SELECT * FROM public.items ORDER BY id LIMIT %(limit)s"
-MARKER = f"dbsync bench: live reads, {ROWS} rows"  # the table's comment once it is complete
+MARKER = f"dbsync bench: on-the-fly reads, {ROWS} rows"  # the table's comment once it is complete
 
 DDL = """
 DROP TABLE IF EXISTS public.items;
@@ -136,12 +136,12 @@ def measure(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int) -
 
 
 def first_page(url: str, oid: int, iterations: int, warmup: int) -> dict[str, Any]:
-    def read() -> relations.Page:
+    def read() -> relations.RecordsPage:
         return relations.read_records(
             Source(KEY, url), relations.Relation(oid, "public", "items"), LIMIT, 0
         )
 
-    def read_shape_first() -> relations.Page:
+    def read_shape_first() -> relations.RecordsPage:
         relations.forget_shapes()
         return read()
 
