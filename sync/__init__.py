@@ -24,7 +24,8 @@ The packages, each importing only those below it (import-linter checks it, pypro
     remote/   the user's database only (no ORM, cache, Redis or Celery): connections,
               credentials, catalog, relations (columns and records read on the fly),
               relation_sql, values
-    leaves    exceptions, metrics (the counters), encryption (secrets at rest), checks
+    leaves    exceptions, metrics (the counters), breaker (Redis' circuit breaker),
+              encryption (secrets at rest), checks
 
 Each module's first line says its job.
 """

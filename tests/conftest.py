@@ -17,8 +17,8 @@ from django.core.cache import cache
 from django.db.models.signals import post_save
 from rest_framework.test import APIClient
 
+from sync.breaker import REDIS_BREAKER
 from sync.changes import queues, recency
-from sync.changes.breaker import REDIS_BREAKER
 from sync.models import Database
 from sync.reflection import registry, runs
 from tests import helpers

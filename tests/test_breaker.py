@@ -9,7 +9,7 @@ import pytest
 import redis
 from redis.exceptions import RedisError
 
-from sync.changes.breaker import REDIS_BREAKER, Breaker, BreakerOpen
+from sync.breaker import REDIS_BREAKER, Breaker, BreakerOpen
 from tests.helpers import client_for, make_user, wait_until
 
 

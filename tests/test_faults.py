@@ -19,8 +19,8 @@ from celery import Celery
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from sync.breaker import REDIS_BREAKER
 from sync.changes import gate, leases, store
-from sync.changes.breaker import REDIS_BREAKER
 from sync.models import Database, Table
 from sync.reflection import runs
 from tests.helpers import (

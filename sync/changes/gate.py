@@ -46,8 +46,8 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from sync import metrics
+from sync.breaker import REDIS_BREAKER
 from sync.changes import leases, publisher, queues, recency, store, task_names
-from sync.changes.breaker import REDIS_BREAKER
 from sync.changes.leases import LeaseState, release, release_unanswered
 from sync.changes.store import STATE_ERRORS, backoff_key, changed_key, client, dirty_key, lease_key
 from sync.models import Database, ReflectionRun

@@ -5,7 +5,7 @@ from typing import cast
 
 from django.conf import settings
 
-from sync.changes.breaker import REDIS_BREAKER
+from sync.breaker import REDIS_BREAKER
 from sync.changes.store import RECONNECTS_KEY, STATE_ERRORS, client, listening_key
 from sync.models import Database
 

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.exceptions import Throttled
 
-from sync.changes.breaker import REDIS_BREAKER
+from sync.breaker import REDIS_BREAKER
 
 logger = logging.getLogger(__name__)
 
