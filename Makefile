@@ -17,8 +17,7 @@ endif
 run: migrate
 	python manage.py collectstatic --noinput -v0
 	python manage.py demo
-	@echo "dbsync: pages http://127.0.0.1:8000/  API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
-	python scripts/supervise.py
+	python scripts/supervise.py  # checks SYNC_WEB_PORT and FLOWER_PORT, prints the addresses
 
 test: install
 	python scripts/ensure_services.py --browser

@@ -217,6 +217,13 @@ SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
 SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
+# Records are cut in the statement that reads them: a value whose text is longer than
+# SYNC_CELL_CHARS characters comes as its first SYNC_CELL_CHARS, with its length; a page holds
+# fewer rows where its columns could hold more than SYNC_PAGE_CHARS; one whole value is read on
+# request up to SYNC_VALUE_CHARS. So an answer and a worker's memory stay bounded.
+SYNC_CELL_CHARS = _env_int("SYNC_CELL_CHARS", 2000)
+SYNC_PAGE_CHARS = _env_int("SYNC_PAGE_CHARS", 8_000_000)
+SYNC_VALUE_CHARS = _env_int("SYNC_VALUE_CHARS", 16_000_000)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 
 # Scale (sync.changes.polling, sync.remote.connections). Each renewal tick queues at most

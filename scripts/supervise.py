@@ -14,11 +14,57 @@ import argparse
 import os
 import re
 import shlex
+import socket
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
+# The roles that listen, the setting that names each one's port (the Procfile reads it too),
+# and its default.
+PORTS = {"web": ("SYNC_WEB_PORT", 8000), "flower": ("FLOWER_PORT", 5555)}
+
+
+def port_setting(name: str, default: int) -> int:
+    """Return the port a setting names; stop the start, naming it, if it is not a port."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise SystemExit(f"{name} must be a port number from 1 to 65535, got {raw[:40]!r}")
+    return int(raw)
+
+
+def ports(roles: dict[str, str]) -> dict[str, int]:
+    """Return the port of each listening role of the Procfile, by role."""
+    return {role: port_setting(*PORTS[role]) for role in PORTS if role in roles}
+
+
+def check_ports(listening: dict[str, int]) -> None:
+    """Stop the start with one line if a role's port is taken: the role would restart over
+    and over, and the printed address lead to whatever holds the port."""
+    for role, port in listening.items():
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                setting = PORTS[role][0]
+                raise SystemExit(
+                    f"port {port} on 127.0.0.1 ({role}) is in use: set {setting} to a free port"
+                ) from None
+
+
+def addresses(listening: dict[str, int]) -> str:
+    """Return the line that tells where to find the service."""
+    web, flower = listening.get("web"), listening.get("flower")
+    parts = []
+    if web is not None:
+        base = f"http://127.0.0.1:{web}"
+        parts += [f"pages {base}/", f"API {base}/api/v1/", f"admin {base}/admin/"]
+    if flower is not None:
+        parts.append(f"Flower http://127.0.0.1:{flower}/")
+    return "dbsync: " + "  ".join(parts)
 
 
 def read_procfile(path: Path) -> dict[str, str]:
@@ -82,10 +128,15 @@ def main() -> None:
     options = parser.parse_args()
     run_dir = options.run_dir.resolve()
     bin_dir = Path(sys.executable).parent
-    config = supervisor_config(read_procfile(options.procfile), ROOT, run_dir, bin_dir)
+    roles = read_procfile(options.procfile)
+    config = supervisor_config(roles, ROOT, run_dir, bin_dir)
     if options.print_config:
         print(config)
         return
+    listening = ports(roles)
+    check_ports(listening)
+    if listening:
+        print(addresses(listening), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     forget_metrics(Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", run_dir / "metrics")))
     path = run_dir / "supervisord.conf"

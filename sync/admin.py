@@ -17,6 +17,10 @@ from sync.exceptions import SecretUnreadable, SyncError
 from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import catalog
+from sync.web.throttling import LockedAdminAuthenticationForm
+
+# The admin's login says when logins are locked after failures, and for how long.
+admin.site.login_form = LockedAdminAuthenticationForm
 
 
 def count_of(rows: QuerySet[Any]) -> Coalesce:

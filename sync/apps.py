@@ -21,6 +21,13 @@ class SyncConfig(AppConfig):
     verbose_name = "Database sync"
 
     def ready(self) -> None:
+        from celery.signals import before_task_publish
+
         from sync import checks  # noqa: F401  (registers the system checks)
+        from sync.changes.progress import note_published
+
+        before_task_publish.connect(
+            note_published, weak=False, dispatch_uid="sync.changes.progress"
+        )
 
         post_migrate.connect(after_migrate, sender=self)

@@ -118,3 +118,17 @@ class AccessDenied(SyncError):
 
     http_status = 403
     code = "access_denied"
+
+
+class ValueNotFound(SyncError):
+    """The relation has no such column, or no row at that offset."""
+
+    http_status = 404
+    code = "value_not_found"
+
+
+class UnknownTask(SyncError):
+    """No task of that id was queued, or its record expired."""
+
+    http_status = 404
+    code = "not_found"

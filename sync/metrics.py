@@ -1,11 +1,19 @@
 """Prometheus metrics that dbsync's processes count (a leaf: the gate and the tasks import it).
 
 They live in prometheus-client's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set in
-project.settings before anything imports the client), so one scrape of a web process sums every
-gunicorn and Celery process of its host (see sync.ops.scrape).
+project.settings), so one scrape of a web process sums every gunicorn and Celery process of
+its host (see sync.ops.scrape).
 """
 
-from prometheus_client import Counter, Histogram
+from django.conf import settings
+from prometheus_client import Counter, Histogram, values
+
+# The `celery` command imports prometheus-client (Flower's command plug-in does) before the
+# settings name the directory, so the client chose its in-memory values then and a worker's
+# figures never reached /metrics: choose again, now that the directory is set, before any
+# metric exists. Only then: a second multiprocess class would open the same files twice.
+if settings.PROMETHEUS_MULTIPROC_DIR and values.ValueClass is values.MutexValue:
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 

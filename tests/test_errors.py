@@ -1,13 +1,18 @@
 """Bad input as a new user sends it: a 4xx in one JSON shape with a stable code, never a 5xx."""
 
 import json
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from rest_framework import exceptions
 from rest_framework.test import APIClient
 
+from project import gunicorn_worker
 from sync.encryption import encrypt
+from sync.exceptions import SyncError
 from sync.models import Database, Schema, Table
 from sync.reflection import runs
 
@@ -186,7 +191,9 @@ def test_reflect_json_failure_prints_json(db):
     assert "hunter2" not in out.getvalue()
 
 
-def test_json_values_are_parsed_documents_as_the_readme_says(reader, registered, user_db):
+def test_json_values_are_documents_a_client_parses_with_the_digits_the_database_holds(
+    reader, registered, user_db
+):
     user_db.execute(
         "CREATE TABLE docs (id int PRIMARY KEY, doc json, bin jsonb);"
         """ INSERT INTO docs VALUES (1, '{"price": 2.50}', '{"price": 2.50}')"""
@@ -194,6 +201,38 @@ def test_json_values_are_parsed_documents_as_the_readme_says(reader, registered,
     runs.reflect(registered.id)
     table = Table.objects.get(name="docs")
 
-    rows = reader.get(f"/api/v1/tables/{table.id}/records/").json()["rows"]
+    response = reader.get(f"/api/v1/tables/{table.id}/records/")
 
-    assert rows == [[1, {"price": 2.5}, {"price": 2.5}]]
+    assert response.json()["rows"] == [[1, {"price": 2.5}, {"price": 2.5}]]
+    assert b'[[1,{"price": 2.50},{"price": 2.50}]]' in response.content
+
+
+def subclasses(base: type[SyncError]) -> list[type[SyncError]]:
+    found: list[type[SyncError]] = []
+    for each in base.__subclasses__():
+        found += [each, *subclasses(each)]
+    return found
+
+
+def readme_error_codes() -> set[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Errors", 1)[1].split("\n### ", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", section))
+
+
+def test_the_readme_lists_every_error_code_the_api_answers():
+    sync_codes = {error.code for error in subclasses(SyncError)}
+    framework_codes = {
+        str(error.default_code)
+        for error in (
+            exceptions.ValidationError, exceptions.ParseError, exceptions.NotAuthenticated,
+            exceptions.AuthenticationFailed, exceptions.PermissionDenied, exceptions.NotFound,
+            exceptions.MethodNotAllowed, exceptions.NotAcceptable,
+            exceptions.UnsupportedMediaType, exceptions.Throttled,
+        )
+    }  # fmt: skip
+    server_codes = {"server_error", *gunicorn_worker.CODES.values()}
+
+    missing = (sync_codes | framework_codes | server_codes) - readme_error_codes()
+
+    assert not missing, f"README's Errors section lacks {sorted(missing)}"

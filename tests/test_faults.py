@@ -5,13 +5,16 @@ user sees it: the worker runs the next task, the next request is answered.
 """
 
 import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
@@ -212,3 +215,58 @@ def test_a_lock_that_a_hung_redis_took_after_the_gate_gave_up_is_released(
     assert (after.status, after.queued_now) == (gate.Status.QUEUED, True)
     assert published == [after.task_id]
     assert holder == (leases.LeaseState.QUEUED, after.task_id)
+
+
+def connections_received(port: int) -> int:
+    """Return the connections the Redis server on port accepted since its stats were reset,
+    this one included."""
+    stats: dict[str, Any] = redis.Redis(port=port).info("stats")  # type: ignore[assignment]
+    return int(stats["total_connections_received"])
+
+
+def test_records_reads_while_redis_is_frozen_ask_it_once_then_go_without(
+    own_redis_server, web, registered, user_db
+):
+    user_db.execute("CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1)")
+    runs.reflect(registered.id)
+    table = Table.objects.get(name="kept")
+    records = f"/api/v1/tables/{table.id}/records/"
+    assert web.status_of(records) == 200  # its name is cached now
+    redis.Redis(port=own_redis_server.port).config_resetstat()
+
+    os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
+    try:
+        statuses = [web.status_of(records) for _ in range(5)]
+    finally:
+        os.killpg(own_redis_server.process.pid, signal.SIGCONT)
+
+    assert statuses == [200] * 5
+    # The connections the reads opened while it was frozen, accepted now: none. The first
+    # read's lookup waited on the connection it had; the breaker kept the others from asking.
+    assert connections_received(own_redis_server.port) - 1 == 0
+
+
+def test_healthz_while_redis_is_frozen_answers_at_once_naming_what_is_down(own_redis_server, web):
+    answers: list[tuple[int, dict[str, str]]] = []
+
+    def ask() -> None:
+        health = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
+        health.request("GET", "/healthz")
+        response = health.getresponse()
+        answers.append((response.status, json.loads(response.read())["parts"]))
+
+    os.killpg(own_redis_server.process.pid, signal.SIGSTOP)
+    try:
+        asking = threading.Thread(target=ask)
+        asking.start()
+        # A bound far above its figure (under a second) and below the broker's socket timeout.
+        wait_until(lambda: not asking.is_alive(), timeout=4, what="healthz, Redis still frozen")
+    finally:
+        os.killpg(own_redis_server.process.pid, signal.SIGCONT)
+        asking.join(timeout=60)
+
+    status, parts = answers[0]
+    assert status == 503
+    assert parts["database"] == "ok"
+    assert parts["cache"].startswith("down")
+    assert parts["broker"].startswith("down")

@@ -6,7 +6,7 @@ import pytest
 from celery import current_app
 
 from sync.changes import gate
-from sync.models import Database
+from sync.models import Database, ReflectionRun
 from sync.reflection import runs
 from tests.helpers import client_for, wait_until
 
@@ -59,10 +59,19 @@ def test_a_malformed_task_id_is_a_404(staff):
 
 
 @pytest.mark.django_db
-def test_an_unknown_task_is_pending(staff):
-    task_id = str(uuid.uuid4())
-    assert staff.get(f"/api/v1/tasks/{task_id}/").json() == {
-        "id": task_id, "state": "PENDING", "done": None, "total": None, "current": "",
+def test_an_unknown_task_is_a_404(staff):
+    response = staff.get(f"/api/v1/tasks/{uuid.uuid4().hex}/")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_a_queued_task_not_yet_started_is_pending(staff, registered, routed):
+    queued = gate.request_reflection(registered, ReflectionRun.Trigger.API)
+
+    assert staff.get(f"/api/v1/tasks/{queued.task_id}/").json() == {
+        "id": queued.task_id, "state": "PENDING", "done": None, "total": None, "current": "",
         "result": None, "error": "",
     }  # fmt: skip
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -14,10 +15,11 @@ from django.db import connection
 from sync.changes import leases, listening, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
-from sync.reflection import runs
+from sync.reflection import registry, runs
 from tests.helpers import (
     ScratchDatabase,
     admin_connection,
+    create_scratch,
     process_environment,
     stop_process,
     wait_until,
@@ -228,3 +230,35 @@ def test_temporary_tables_queue_nothing(worker, listener, watched, user_db):
     wait_until(lambda: leases.holder(watched.id) is None, what="the reflection")
     assert ReflectionRun.objects.count() == runs + 1
     assert not Schema.objects.filter(name__startswith="pg_temp").exists()
+
+
+def test_a_watch_disabled_on_one_database_leaves_the_listener_serving_the_others(
+    worker, listener, watched, user_db, scratch_factory, reader
+):
+    other_db = create_scratch()
+    scratch_factory.append(other_db)
+    other, _ = registry.register("otherdb", other_db.url)
+    runs.reflect(other.id)
+    watch.install(other)
+    other.refresh_from_db()
+    wait_for_listener(watched)
+    wait_for_listener(other)
+
+    user_db.execute("ALTER EVENT TRIGGER dbsync_sql_drop DISABLE")
+    wait_until(
+        lambda: Database.objects.get(pk=watched.pk).watch_installed_at is None,
+        timeout=SETTLE,
+        what="the listener's heartbeat to notice",
+    )
+    # Past several heartbeats of the database still watched: the loop that lost one goes on.
+    for round_ in range(3):
+        other_db.execute(f"CREATE TABLE after_{round_} (id int)")
+        wait_until(
+            partial(lambda r: f"after_{r}" in listed_names(reader, other), round_),
+            timeout=SETTLE,
+            what=f"after_{round_} on the database still watched",
+        )
+        time.sleep(2)  # one heartbeat interval (SYNC_LISTEN_HEARTBEAT in the test settings)
+    assert listener.process.poll() is None, listener.text()
+    assert "dictionary changed size" not in listener.text()
+    assert listening.watch_mode(other) == "listen"

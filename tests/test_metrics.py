@@ -3,12 +3,21 @@
 from typing import Any
 
 import pytest
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from sync.changes import gate, leases, listening, recency
 from sync.models import Database, ReflectionRun
-from tests.helpers import wait_until
+from sync.reflection import registry
+from sync.tasks import reflect_db_objects
+from tests.helpers import (
+    process_environment,
+    start_procfile_role,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +62,7 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
 
     assert set(METRICS) <= set(families)
     assert ({"database": "userdb", "kind": "relation"}, 1.0) in families["dbsync_objects"]
-    assert ({"database": "userdb"}, 0.0) in families["dbsync_listener_connected"]
+    assert families["dbsync_listener_connected"] == []  # polled: no listener to be connected
     assert {"queue": "interactive"} in [labels for labels, _ in families["dbsync_queue_depth"]]
     successes = dict(
         (labels["trigger"], value)
@@ -73,6 +82,17 @@ def test_metrics_show_every_figure_after_a_reflection_and_a_list(
     registered.refresh_from_db()
     assert registered.reflected_at is not None
     assert last["userdb"] == pytest.approx(registered.reflected_at.timestamp())
+
+
+def test_listener_connected_is_exported_for_watched_databases_only(
+    registered: Database, user_db, staff, scratch_factory
+):
+    watched, _ = registry.register("watcheddb", registered.url)
+    Database.objects.filter(pk=watched.pk).update(watch_installed_at=timezone.now())
+
+    families = scrape(staff)
+
+    assert families["dbsync_listener_connected"] == [({"database": "watcheddb"}, 0.0)]
 
 
 def test_a_listener_reconnect_is_counted(registered, staff):
@@ -99,3 +119,33 @@ def test_metrics_open_to_the_metrics_token(db, settings):
 def test_without_a_token_set_no_bearer_token_opens_metrics(db, settings):
     settings.SYNC_METRICS_TOKEN = ""
     assert APIClient().get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code in {401, 403}
+
+
+def test_a_worker_started_by_the_procfile_writes_its_reflection_metrics_for_the_scrape(
+    registered: Database, user_db, tmp_path
+):
+    # As under `make run`: the directory is named by the settings, not by the environment
+    # the `celery` command starts in.
+    env = {**process_environment(), "DBSYNC_TEST_METRICS_DIR": str(tmp_path)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    # A queue of its own: no other worker (the test session's) takes the task.
+    worker_process = start_procfile_role(
+        "worker",
+        env,
+        replace={"--queues interactive": "--queues metrics-test", "interactive@%h": "m@%h"},
+    )
+    try:
+        reflect_db_objects.apply_async(
+            kwargs={"database_id": registered.id, "force": True, "trigger": "api"},
+            queue="metrics-test",
+        )
+        wait_until(lambda: recency.is_recent(registered.id), timeout=60, what="the reflection")
+        wait_until(lambda: leases.holder(registered.id) is None, what="the task to end")
+    finally:
+        stop_process(worker_process)
+
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected, path=str(tmp_path))
+    text = generate_latest(collected).decode()
+    assert 'dbsync_reflections_total{outcome="success",trigger="api"} 1.0' in text
+    assert 'dbsync_reflection_duration_seconds_count{trigger="api"} 1.0' in text

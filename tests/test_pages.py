@@ -201,6 +201,17 @@ def test_register_adds_the_database_and_queues_its_import(user_db, staff, publis
     assert "fresh-one: import queued." in text(staff.get("/"))
 
 
+def test_registering_as_a_superuser_warns_on_the_page_as_the_api_records(user_db, staff):
+    response = staff.post("/databases/register/", {"name": "mighty", "url": user_db.url})
+
+    assert response.status_code == 302
+    assert Database.objects.get(name="mighty").role_is_superuser
+    page = staff.get("/")
+    assert "mighty registered." in text(page)
+    assert "Warning: the role of mighty's URL is a superuser" in text(page).replace("&#x27;", "'")
+    assert 'class="message warning"' in page.content.decode()
+
+
 def test_schemas_page_lists_schemas_with_table_counts(shop, reader):
     page = reader.get(f"/databases/{shop.id}/schemas/")
     assert rows_of(page) == ["public", "shop"]
@@ -440,3 +451,47 @@ def test_a_poll_after_the_session_ended_sends_the_page_to_the_login_form(shop, r
     assert response.status_code == 200
     assert response["HX-Redirect"] == f"/login/?next={url}"
     assert response.content == b""
+
+
+def test_the_records_page_shows_json_as_held_and_links_a_cut_value_to_its_whole(
+    registered, user_db, reader
+):
+    user_db.execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, doc json, body text);"
+        """ INSERT INTO docs VALUES (1, '{"x": 1e400, "z": 2.50}', repeat('q', 5000))"""
+    )
+    runs.reflect(registered.id)
+    table = Table.objects.get(name="docs")
+
+    response = reader.get(f"/tables/{table.id}/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "{&quot;x&quot;: 1e400, &quot;z&quot;: 2.50}" in page
+    assert "Infinity" not in page
+    assert "q" * 5001 not in page
+    link = f'href="/api/v1/tables/{table.id}/value/?column=body&amp;offset=0"'
+    assert link in page
+    assert "the whole value, 5000 bytes" in page
+
+
+SEARCHED_PAGES = {
+    "databases": "/",
+    "schemas": "/databases/{id}/schemas/",
+    "tables": "/databases/{id}/tables/",
+}
+
+
+@pytest.mark.parametrize("path", SEARCHED_PAGES.values(), ids=SEARCHED_PAGES.keys())
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("q=%00", "must not contain a NUL"), ("q=" + "x" * 201, "at most 200 characters")],
+    ids=["nul", "too-long"],
+)
+def test_a_search_the_api_would_refuse_is_a_400_on_the_pages_too(
+    shop, reader, path, query, message
+):
+    response = reader.get(path.format(id=shop.id) + "?" + query)
+
+    assert response.status_code == 400
+    assert message in text(response)

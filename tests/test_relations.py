@@ -23,12 +23,15 @@ from sync.remote import catalog, connections
 from sync.remote.connections import Source
 from sync.remote.relations import (
     Column,
+    Cut,
     RecordsPage,
     Relation,
     current_name,
     read_columns,
     read_records,
+    read_value,
 )
+from sync.remote.values import RawJSON
 from tests.helpers import ODD_NAMES, ScratchDatabase, admin_connection, one_row, quote
 
 # Keys of engines in sync.remote.connections' per-process cache; far above the ids of registered
@@ -146,6 +149,7 @@ VALUES = {
     "whole": ("bigint", "9223372036854775807"),
     "ratio": ("float8", "0.1"),
     "not_a_number": ("float8", "'NaN'"),
+    "beyond": ("float4", "'-Infinity'"),
     "flag": ("boolean", "true"),
     "at": ("timestamptz", "'2026-03-01 12:34:56.789+00'"),
     "day": ("date", "'2026-03-01'"),
@@ -167,6 +171,7 @@ VALUES = {
     "cost": ("price", "2.5"),
     "spans": ("interval[]", "'{1 day,-2 hours}'"),
     "stamps": ("stamp[]", "'{2026-03-01 00:00+00,infinity}'"),
+    "docs": ("jsonb[]", """ARRAY['{"n": 2.50}'::jsonb, NULL]"""),
     "labels": ("label_list", "'{a,b}'"),
 }
 
@@ -178,6 +183,7 @@ RENDERED = {
     "whole": 9223372036854775807,
     "ratio": 0.1,
     "not_a_number": "NaN",
+    "beyond": "-Infinity",
     "flag": True,
     "at": "2026-03-01T18:04:56.789+05:30",
     "day": "2026-03-01",
@@ -189,8 +195,8 @@ RENDERED = {
     "grid": [[1, 2], [3, 4]],
     "amounts": ["1.50", "2"],
     "tokens": ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"],
-    "doc": {"b": [1, 2.5], "a": None},
-    "bin": {"k": "v"},
+    "doc": RawJSON('{"b": [1, 2.5], "a": null}'),
+    "bin": RawJSON('{"k": "v"}'),
     "raw": "\\x00ff10",
     "token": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
     "address": "192.168.0.1/24",
@@ -199,6 +205,7 @@ RENDERED = {
     "cost": "2.50",
     "spans": ["P1D", "PT-2H"],
     "stamps": ["2026-03-01T05:30:00+05:30", "infinity"],
+    "docs": [RawJSON('{"n": 2.50}'), None],
     "labels": ["a", "b"],
 }
 
@@ -222,6 +229,96 @@ def test_values_are_rendered_to_json_exactly(key, user_db):
     assert dict(zip(page.columns, page.rows[0], strict=True)) == RENDERED
     assert page.rows[1] == [2] + [None] * (len(VALUES) - 1)
     json.dumps(page.rows, allow_nan=False)
+
+
+# JSON numbers a double cannot hold: out of its range, below its precision, more digits.
+EXACT_JSON = [
+    '{"x": 1e400}',
+    '{"x": 1e-400}',
+    '{"x": 2.50}',
+    "[3.14159265358979323846264338327950288]",
+]
+
+
+def test_json_and_jsonb_keep_every_digit_of_their_numbers(key, user_db):
+    user_db.execute("CREATE TABLE docs (id int PRIMARY KEY, plain json, bin jsonb)")
+    for index, document in enumerate(EXACT_JSON):
+        literal = document.replace("'", "''")
+        user_db.execute(f"INSERT INTO docs VALUES ({index}, '{literal}', '{literal}')")
+
+    page = records(key, user_db, "public", "docs")
+
+    assert [row[1] for row in page.rows] == EXACT_JSON
+    # jsonb writes the number PostgreSQL's numeric holds: every digit, in its own spelling.
+    assert [row[2] for row in page.rows] == [
+        scalar(user_db, f"SELECT bin::text FROM docs WHERE id = {i}") for i in range(4)
+    ]
+    assert page.rows[2][2] == '{"x": 2.50}'
+    assert all(isinstance(value, RawJSON) for row in page.rows for value in row[1:])
+
+
+def test_a_value_longer_than_the_cell_size_is_cut_in_the_statement_with_its_size(key, user_db):
+    user_db.execute(
+        "CREATE TABLE big (id int PRIMARY KEY, body text, blob bytea, doc jsonb, n int);"
+        " INSERT INTO big VALUES (1, repeat('é', 5000), decode(repeat('ab', 3000), 'hex'),"
+        " jsonb_build_object('k', repeat('x', 3000)), 7), (2, 'short', '\\x00', '{}', 8),"
+        # 1,500 characters in 3,000 bytes: more bytes than the cell size, not more characters.
+        " (3, repeat('é', 1500), NULL, NULL, 9)"
+    )
+
+    page = records(key, user_db, "public", "big")
+
+    assert page.cell_chars == 2000
+    # The size of each whole value's text in bytes: 5,000 two-byte characters, 3,000 bytes as
+    # \x and 6,000 hex digits, the document's 3,009 characters.
+    assert page.cut == [Cut(0, "body", 10000), Cut(0, "blob", 6002), Cut(0, "doc", 3009)]
+    assert page.rows[2] == [3, "é" * 1500, None, None, 9]
+    assert page.rows[0][1] == "é" * 2000
+    assert page.rows[0][2] == "\\x" + "ab" * 999
+    assert page.rows[0][3] == '{"k": "' + "x" * 1993
+    assert page.rows[0][4] == 7
+    assert page.rows[1] == [2, "short", "\\x00", RawJSON("{}"), 8]
+
+
+def test_one_whole_value_is_read_by_column_and_offset(key, user_db):
+    user_db.execute(
+        "CREATE TABLE big (id int PRIMARY KEY, body text);"
+        " INSERT INTO big VALUES (1, 'first'), (2, repeat('y', 100000))"
+    )
+    relation = Relation(user_db.oid_of("big"), "public", "big")
+
+    found = read_value(Source(key, user_db.url), relation, "body", 1)
+
+    assert (found.value, found.cut, found.octets) == ("y" * 100000, False, None)
+
+
+def test_a_whole_value_past_its_own_limit_is_cut_there(key, user_db, settings):
+    settings.SYNC_VALUE_CHARS = 10_000
+    user_db.execute(
+        "CREATE TABLE big (id int PRIMARY KEY, body text);"
+        " INSERT INTO big VALUES (1, repeat('y', 100000))"
+    )
+    relation = Relation(user_db.oid_of("big"), "public", "big")
+
+    found = read_value(Source(key, user_db.url), relation, "body", 0)
+
+    assert (found.value, found.cut, found.octets) == ("y" * 10_000, True, 100000)
+
+
+def test_a_page_of_many_wide_columns_reads_fewer_rows_to_stay_within_its_size(
+    key, user_db, settings
+):
+    settings.SYNC_PAGE_CHARS = 20_000
+    columns = ", ".join(f"c{i} text" for i in range(5))
+    user_db.execute(
+        f"CREATE TABLE wide (id int PRIMARY KEY, {columns});"
+        " INSERT INTO wide (id) SELECT generate_series(1, 10)"
+    )
+
+    page = records(key, user_db, "public", "wide", limit=10)
+
+    # 6 columns of at most 2000 characters: one row fits in 20,000, two do not.
+    assert (page.limit, len(page.rows), page.count) == (1, 1, 10)
 
 
 def test_relation_without_columns_gives_empty_rows(key, user_db):

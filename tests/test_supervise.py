@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISE = str(ROOT / "scripts" / "supervise.py")
@@ -94,3 +95,63 @@ def test_a_killed_role_is_restarted_and_the_others_keep_running(supervised):
         what="the killed role to be restarted",
     )
     assert supervised.pids()["steady"] == before["steady"]
+
+
+def start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run supervise.py with the Procfile's roles replaced by quick ones of the same names."""
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web: exec sleep 600\nflower: exec sleep 600\n")
+    command = [sys.executable, SUPERVISE, "--procfile", str(procfile),
+               "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    return subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("setting", ["SYNC_WEB_PORT", "FLOWER_PORT"])
+def test_a_port_in_use_stops_the_start_with_one_line_naming_it_and_its_setting(tmp_path, setting):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        others = {"SYNC_WEB_PORT": str(free_port()), "FLOWER_PORT": str(free_port())}
+
+        result = start(tmp_path, **{**others, setting: str(port)})
+
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"port {port} on 127.0.0.1 ({'web' if setting == 'SYNC_WEB_PORT' else 'flower'}) "
+        f"is in use: set {setting} to a free port"
+    ]
+    assert "http://" not in result.stdout  # no address printed that leads elsewhere
+    assert not (tmp_path / "run" / "supervisord.conf").exists()
+
+
+def test_a_port_setting_that_is_not_a_port_stops_the_start_naming_it(tmp_path):
+    result = start(tmp_path, SYNC_WEB_PORT="80a")
+
+    assert result.returncode != 0
+    assert "SYNC_WEB_PORT must be a port number" in result.stderr
+
+
+def test_the_printed_addresses_and_the_procfile_use_the_port_settings(tmp_path):
+    web, flower = free_port(), free_port()
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web: exec sleep 600\nflower: exec sleep 600\n")
+    command = [sys.executable, SUPERVISE, "--procfile", str(procfile),
+               "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    env = {**os.environ, "SYNC_WEB_PORT": str(web), "FLOWER_PORT": str(flower)}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        first = process.stdout.readline() if process.stdout else ""
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+    assert f"pages http://127.0.0.1:{web}/" in first
+    assert f"Flower http://127.0.0.1:{flower}/" in first
+    roles = (ROOT / "Procfile").read_text()
+    assert "--bind 127.0.0.1:${SYNC_WEB_PORT:-8000}" in roles
+    assert "--port=${FLOWER_PORT:-5555}" in roles

@@ -116,3 +116,51 @@ def test_records_of_a_view_and_a_materialized_view(reader, registered, user_db):
         table = Table.objects.get(name=name)
         rows = reader.get(f"/api/v1/tables/{table.id}/records/").json()["rows"]
         assert sorted(rows) == expected
+
+
+@pytest.fixture
+def documents(registered, user_db) -> Table:
+    user_db.execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, doc json, big bigint, body text);"
+        """ INSERT INTO docs VALUES (1, '{"x": 1e400, "y": 1e-400, "z": 2.50}',"""
+        " 9007199254740993, repeat('z', 3000))"
+    )
+    runs.reflect(registered.id)
+    return Table.objects.get(name="docs")
+
+
+def test_records_answer_json_numbers_with_the_digits_the_database_holds(reader, documents):
+    response = reader.get(f"/api/v1/tables/{documents.id}/records/")
+
+    assert response.status_code == 200
+    assert b'[[1,{"x": 1e400, "y": 1e-400, "z": 2.50},9007199254740993,"zz' in response.content
+    assert response.json()["cut"] == [{"row": 0, "column": "body", "octets": 3000}]
+
+
+def test_records_as_text_give_numbers_and_json_as_their_exact_text(reader, documents):
+    response = reader.get(f"/api/v1/tables/{documents.id}/records/?as_text=true")
+
+    assert response.status_code == 200
+    row = response.json()["rows"][0]
+    assert row[:3] == ["1", '{"x": 1e400, "y": 1e-400, "z": 2.50}', "9007199254740993"]
+
+
+def test_one_whole_value_is_read_through_the_api(reader, documents):
+    response = reader.get(f"/api/v1/tables/{documents.id}/value/?column=body&offset=0")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "column": "body", "offset": 0, "value": "z" * 3000, "octets": None, "cut": False
+    }  # fmt: skip
+    doc = reader.get(f"/api/v1/tables/{documents.id}/value/?column=doc&offset=0")
+    assert b'"value":{"x": 1e400, "y": 1e-400, "z": 2.50},' in doc.content
+
+
+@pytest.mark.parametrize(
+    "query", ["column=nothing&offset=0", "column=body&offset=5"], ids=["no-column", "no-row"]
+)
+def test_a_value_that_is_not_there_is_a_404(reader, documents, query):
+    response = reader.get(f"/api/v1/tables/{documents.id}/value/?{query}")
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "value_not_found"

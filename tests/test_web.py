@@ -1,5 +1,6 @@
 """The web process as the Procfile runs it: slow reads do not starve /healthz; no CDN."""
 
+import json
 import threading
 import time
 import urllib.request
@@ -59,9 +60,7 @@ def test_healthz_answers_while_eight_slow_records_reads_run(registered, user_db)
     table = Table.objects.get(name="slow")
     token = Token.objects.create(user=make_user("reader")).key
     port = free_port()
-    web = start_procfile_role(
-        "web", process_environment(), replace={"127.0.0.1:8000": f"127.0.0.1:{port}"}
-    )
+    web = start_procfile_role("web", {**process_environment(), "SYNC_WEB_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: get(f"{base}/healthz") == 200, timeout=60, what="gunicorn")
@@ -90,6 +89,26 @@ def test_healthz_answers_while_eight_slow_records_reads_run(registered, user_db)
     assert status == 200
     assert still_reading == SLOW_READS  # it did not wait for a slow read to end
     assert elapsed < SLEEP_SECONDS / 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_line_too_long_for_gunicorn_is_answered_in_the_api_error_shape():
+    port = free_port()
+    web = start_procfile_role("web", {**process_environment(), "SYNC_WEB_PORT": str(port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: get(f"{base}/healthz") in (200, 503), timeout=60, what="gunicorn")
+        request = urllib.request.Request(f"{base}/api/v1/tables/?search=" + "x" * 5000)  # noqa: S310
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)  # noqa: S310
+    finally:
+        stop_process(web)
+
+    assert refused.value.code == 400
+    assert refused.value.headers["Content-Type"] == "application/json"
+    body = json.loads(refused.value.read())
+    assert body["code"] == "invalid"
+    assert "Request Line is too large" in body["detail"]
 
 
 @pytest.mark.django_db

@@ -98,15 +98,18 @@ class Listener:
         if now >= self.next_refresh:
             self.refresh()
             self.next_refresh = now + REFRESH_SECONDS
-        for item in self.watched.values():
+        # Copies: a connect, a receive or a heartbeat may stop following a database.
+        for item in list(self.watched.values()):
             if item.connection is None and now >= item.retry_at:
                 self.connect(item)
         for key, _ in self.selector.select(self.wait_seconds()):
-            self.receive(self.watched[key.data])
+            found = self.watched.get(key.data)
+            if found is not None:
+                self.receive(found)
         now = time.monotonic()
         for database_id in self.debouncer.due(now):
             self.queue(database_id, now)
-        for item in self.watched.values():
+        for item in list(self.watched.values()):
             if item.connection is not None and now - item.last_heard >= self.heartbeat:
                 self.beat(item)
 

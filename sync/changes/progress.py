@@ -7,7 +7,8 @@ from typing import Any
 from celery import current_app
 from redis.exceptions import RedisError
 
-from sync.exceptions import SyncError
+from sync.breaker import REDIS_BREAKER
+from sync.exceptions import SyncError, UnknownTask
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +32,35 @@ class TaskProgress:
         return round(100 * self.done / self.total)
 
 
+def note_published(
+    sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
+) -> None:
+    """Record a task of dbsync as PENDING before it is sent, so that its id is known after.
+
+    Connected to before_task_publish: before, so that the worker's STARTED comes after it.
+    """
+    if not (sender and sender.startswith("sync.tasks.") and headers and headers.get("id")):
+        return
+    try:
+        with REDIS_BREAKER:
+            current_app.backend.store_result(headers["id"], None, "PENDING")
+    except (RedisError, OSError) as error:
+        logger.warning("result backend unavailable: task %s not recorded: %s", headers["id"], error)
+
+
 def task_progress(task_id: str) -> TaskProgress | None:
-    """Return what the result backend holds on a task; None if the backend does not answer."""
+    """Return what the result backend holds on a task; None if the backend does not answer.
+
+    UnknownTask if it holds nothing: no task of that id was queued (or it was forgotten after
+    CELERY_RESULT_EXPIRES).
+    """
     try:
         meta = current_app.backend.get_task_meta(task_id)
     except (RedisError, OSError):
         logger.warning("result backend unavailable: no progress for task %s", task_id)
         return None
+    if "task_id" not in meta:  # what the backend answers for an id it holds nothing on
+        raise UnknownTask(f"no task {task_id} was queued, or it finished over a day ago")
     state, result = str(meta.get("status", "PENDING")), meta.get("result")
     if state == "PROGRESS" and isinstance(result, dict):
         return TaskProgress(

@@ -1,16 +1,36 @@
 """The demo database that `make run` creates, registers and reflects."""
 
 import secrets
+from dataclasses import dataclass
 
 from django.conf import settings
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from sync.exceptions import SyncError
+from sync.remote.connections import check_connection
+
 DEMO_NAME = "demo"
-DEMO_DATABASE = "dbsync_demo"
-# dbsync reads the demo as this role: catalog and SELECT only, never a superuser.
-DEMO_ROLE = "dbsync_demo_reader"
+ROLE_SUFFIX = "_demo_reader"
+
+
+@dataclass(frozen=True)
+class DemoNames:
+    """The demo database on the server, and the role dbsync reads it as (catalog and SELECT
+    only, never a superuser)."""
+
+    database: str
+    role: str
+
+
+def demo_names(service_database: str | None = None) -> DemoNames:
+    """Return the demo's names, derived from the service database's: two dbsync services on
+    one PostgreSQL server (dbsync, dbsync_staging) each have a demo of their own."""
+    service = service_database or str(settings.DATABASES["default"]["NAME"])
+    base = service.encode()[: 63 - len(ROLE_SUFFIX)].decode(errors="ignore")  # 63: NAMEDATALEN
+    return DemoNames(f"{base}_demo", f"{base}{ROLE_SUFFIX}")
+
 
 DEMO_DDL = """
 CREATE SCHEMA IF NOT EXISTS library;
@@ -52,7 +72,7 @@ DO $$ BEGIN
         CREATE ROLE "{role}" LOGIN;
     END IF;
 END $$;
-ALTER ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %(password)s;
+ALTER ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
 ALTER ROLE "{role}" SET default_transaction_read_only = on;
 GRANT CONNECT ON DATABASE "{database}" TO "{role}";
 GRANT USAGE ON SCHEMA library, "Sales 2026" TO "{role}";
@@ -73,24 +93,50 @@ def server_url(database: str) -> URL:
     )
 
 
-def create_demo_database() -> str:
-    """Create (or complete) the demo database and return its reader's URL, password included."""
+def create_demo_database(current_url: str | None = None) -> str:
+    """Create (or complete) the demo database and return its reader's URL, password included.
+
+    current_url is the demo's URL as registered: when its role is the demo's and it still
+    logs in, its password is kept (another process may be using it); otherwise the role gets
+    a new one.
+    """
+    names = demo_names()
     admin = create_engine(server_url("postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         exists = connection.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": DEMO_DATABASE}
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": names.database}
         ).first()
         if exists is None:
-            connection.exec_driver_sql(f'CREATE DATABASE "{DEMO_DATABASE}"')
+            connection.exec_driver_sql(f'CREATE DATABASE "{names.database}"')
     admin.dispose()
-    url = server_url(DEMO_DATABASE)
+    url = server_url(names.database)
     demo = create_engine(url, poolclass=NullPool)
-    # A new password on every run: it is stored encrypted, and nothing else needs it.
-    password = secrets.token_urlsafe(18)
+    password = working_password(current_url, names)
     with demo.begin() as connection:
         connection.exec_driver_sql(DEMO_DDL)
-        grants = READER_GRANTS.format(role=DEMO_ROLE, database=DEMO_DATABASE)
-        connection.exec_driver_sql(grants, {"password": password})
+        connection.exec_driver_sql(READER_GRANTS.format(role=names.role, database=names.database))
+        if password is None:
+            # A new password: it is stored encrypted, and nothing else needs it.
+            password = secrets.token_urlsafe(18)
+            connection.exec_driver_sql(
+                f'ALTER ROLE "{names.role}" PASSWORD %(password)s', {"password": password}
+            )
     demo.dispose()
-    reader = url.set(drivername="postgresql", username=DEMO_ROLE, password=password)
+    reader = url.set(drivername="postgresql", username=names.role, password=password)
     return reader.render_as_string(hide_password=False)
+
+
+def working_password(current_url: str | None, names: DemoNames) -> str | None:
+    """Return the password of current_url if it is the demo role's and logs in, else None."""
+    if current_url is None:
+        return None
+    current = make_url(current_url)
+    if current.username != names.role or current.database != names.database:
+        return None
+    if not current.password:
+        return None
+    try:
+        check_connection(current_url)
+    except SyncError:
+        return None
+    return str(current.password)

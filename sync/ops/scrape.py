@@ -28,13 +28,15 @@ class ScrapeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            databases = dict(Database.objects.values_list("id", "name"))
+            rows = Database.objects.values_list("id", "name", "watch_installed_at")
+            databases = {database_id: name for database_id, name, _ in rows}
+            watched = {database_id: name for database_id, name, installed in rows if installed}
             yield from database_figures(databases)
         except DatabaseError as error:
             logger.warning("metrics: service database unavailable: %s", error)
-            databases = {}
+            databases, watched = {}, {}
         try:
-            yield from state_figures(databases)
+            yield from state_figures(databases, watched)
         except store.STATE_ERRORS as error:
             logger.warning("metrics: Redis unavailable: %s", error)
 
@@ -61,14 +63,16 @@ def database_figures(names: dict[int, str]) -> Iterator[Metric]:
     yield objects
 
 
-def state_figures(names: dict[int, str]) -> Iterator[Metric]:
+def state_figures(names: dict[int, str], watched: dict[int, str]) -> Iterator[Metric]:
+    """Yield the figures Redis holds; the listener's of watched databases only (see below)."""
     connected_gauge = GaugeMetricFamily(
         "dbsync_listener_connected",
-        "1 while the listener holds a live LISTEN connection to the database, else 0.",
+        "1 while the listener holds a live LISTEN connection to the database, else 0; only "
+        "for databases whose watch is installed (the others are polled: nothing to connect).",
         labels=["database"],
     )
-    for database_id, connected in zip(names, listening.listening(names), strict=True):
-        connected_gauge.add_metric([names[database_id]], int(connected))
+    for database_id, connected in zip(watched, listening.listening(watched), strict=True):
+        connected_gauge.add_metric([watched[database_id]], int(connected))
     yield connected_gauge
     reconnects = CounterMetricFamily(
         "dbsync_listener_reconnects",

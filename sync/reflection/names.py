@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from django.core.cache import cache
 from redis.exceptions import RedisError
 
+from sync.breaker import REDIS_BREAKER
 from sync.remote.catalog import QualifiedName
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ def remember(database_id: int, names: Mapping[int, QualifiedName]) -> None:
         return
     entries = {name_key(database_id, oid): name for oid, name in names.items()}
     try:
-        cache.set_many(entries, timeout=NAME_TIMEOUT)
+        with REDIS_BREAKER:
+            cache.set_many(entries, timeout=NAME_TIMEOUT)
     except (RedisError, OSError):
         logger.warning(
             "name cache unavailable: %d names of database %s not stored", len(entries), database_id
@@ -34,7 +36,8 @@ def remember(database_id: int, names: Mapping[int, QualifiedName]) -> None:
 def lookup(database_id: int, oid: int) -> QualifiedName | None:
     """Return the cached qualified name of a relation, or None on a miss or outage."""
     try:
-        found = cache.get(name_key(database_id, oid))
+        with REDIS_BREAKER:  # a Redis that hangs costs one read its timeout, not every read
+            found = cache.get(name_key(database_id, oid))
     except (RedisError, OSError):
         logger.warning("name cache unavailable: lookup of %s/%s skipped", database_id, oid)
         return None

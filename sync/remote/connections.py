@@ -216,6 +216,18 @@ def create_user_engine(
     )
 
 
+def check_connection(url: str) -> None:
+    """Connect once to the URL; raise CatalogUnavailable with a safe message if that fails."""
+    probe = create_user_engine(url, poolclass=NullPool)
+    try:
+        with probe.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except DBAPIError as error:
+        raise unavailable(url, error) from None
+    finally:
+        probe.dispose()
+
+
 def unavailable(url: str, error: DBAPIError) -> CatalogUnavailable:
     """Return a CatalogUnavailable for a driver error, with the password kept out."""
     return CatalogUnavailable(f"{redact_url(url)}: {error_detail(error, url)}")

@@ -11,24 +11,28 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     ARRAY,
     Float,
+    Integer,
     Text,
     bindparam,
     case,
     cast,
     column,
+    false,
     func,
     literal_column,
+    null,
     select,
     table,
     text,
     true,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.sql import quoted_name
-from sqlalchemy.sql.expression import ClauseElement, ColumnElement, TableClause
+from sqlalchemy.sql.expression import ClauseElement, ColumnElement, Label, TableClause
 
-from sync.remote.values import Renderer, render
+from sync.remote.values import Renderer, raw_json, render
 
 # SQLAlchemy leaves the psycopg2 dialect's constructor unannotated.
 _DIALECT = psycopg2_dialect.dialect()  # type: ignore[no-untyped-call]
@@ -111,6 +115,13 @@ DRIVER_ARRAYS = frozenset(
 NUMERIC, NUMERIC_ARRAY = 1700, 1231
 # Types, by oid, whose values psycopg2 gives as they go to JSON, NULLs included: bool, "char",
 # name, int8, int2, int4, text, oid, bpchar, varchar, and arrays of these.
+# json and jsonb, and their arrays: read as text, never parsed (see values.RawJSON).
+JSON_TYPES, JSON_ARRAYS = frozenset({114, 3802}), frozenset({199, 3807})
+# Types, by oid, whose text is short whatever the value: never cut. bool, "char", int8, int2,
+# int4, oid, float4, float8, date, time, timestamp, timestamptz, interval, timetz, uuid.
+SHORT_TYPES = frozenset(
+    {16, 18, 20, 21, 23, 26, 700, 701, 1082, 1083, 1114, 1184, 1186, 1266, 2950}
+)
 AS_THE_DRIVER_GIVES = frozenset(
     {16, 18, 19, 20, 21, 23, 25, 26, 1042, 1043}
     | {1000, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1028}
@@ -142,11 +153,14 @@ class Shape:
 class Statements:
     # A page (:page_limit, :page_offset), each row followed by the checked meta: an array of
     # the estimate and of the rows counted up to :count_cap, when it was not above :count_limit.
+    # A row is its values (NULL where cut), the cuts, then the meta. The cuts: a jsonb array
+    # per row, of [column index, first :cell_chars characters of its text, bytes of the whole
+    # text] for each value whose text is longer than :cell_chars characters, or NULL if none.
     page: str
     check: str  # the checked meta alone, for an empty page
     estimate: str  # EXPLAIN of all rows: the planner's estimate, nothing run
     ordered_by: tuple[str, ...]
-    width: int  # columns read of the relation: the meta comes after them
+    width: int  # columns read of the relation: the cuts and the meta come after them
     # Per column, what makes its values JSON, or None where the driver's value is JSON already.
     renderers: tuple[Renderer | None, ...]
 
@@ -155,14 +169,33 @@ class Statements:
 # shape and process, keyed by everything they are built from: the cache cannot go stale.
 @lru_cache(maxsize=256)
 def statements_for(
-    schema: str, name: str, relkind: str, attributes: tuple[Attribute, ...]
+    schema: str,
+    name: str,
+    relkind: str,
+    attributes: tuple[Attribute, ...],
+    selected: tuple[str, ...] | None = None,
 ) -> Statements:
-    """Return the statements that read a relation of this shape, every identifier quoted."""
+    """Return the statements that read a relation of this shape, every identifier quoted:
+    all its columns, or only those selected."""
     names = [attribute.name for attribute in attributes] + ["tableoid", "ctid"]
     relation = table(quoted(name), *[column(quoted(each)) for each in names], schema=quoted(schema))
     ordered_by = ordering(relkind, attributes)
-    readings = [reading(relation, attribute) for attribute in attributes]
-    expressions = [expression for expression, _ in readings] or [true()]
+    read = [a for a in attributes if selected is None or a.name in selected]
+    readings = [reading(relation, attribute) for attribute in read]
+    cut_entries = [
+        cut_entry(relation, attribute, index)
+        for index, attribute in enumerate(read)
+        if is_cut(attribute)
+    ]
+    expressions = [
+        uncut(relation, attribute, expression) if is_cut(attribute) else expression
+        for attribute, (expression, _) in zip(read, readings, strict=True)
+    ] or [true()]
+    cuts: ColumnElement[Any] = (
+        func.array_remove(postgresql.array(cut_entries, type_=JSONB), null())
+        if cut_entries
+        else null()
+    )
     rows = select(true()).select_from(relation)
     counted = select(func.count()).select_from(rows.limit(bindparam("count_cap")).subquery())
     estimate = literal_column(ESTIMATE, Float)
@@ -177,11 +210,11 @@ def statements_for(
         .where(text("c.oid = CAST(:oid AS oid)"), text(f"{SHAPE} = :shape"))
         .scalar_subquery()
     )
-    page = select(*expressions, meta).select_from(relation)
+    page = select(*expressions, cuts, meta).select_from(relation)
     page = page.order_by(*(relation.c[each] for each in ordered_by))
     page = page.limit(bindparam("page_limit")).offset(bindparam("page_offset"))
     # PostgreSQL writes intervals as ISO 8601 durations with this, months and days kept apart.
-    iso_intervals = any("T" in (a.category, a.element_category) for a in attributes)
+    iso_intervals = any("T" in (a.category, a.element_category) for a in read)
     prelude = "SELECT set_config('IntervalStyle', 'iso_8601', true); " if iso_intervals else ""
     return Statements(
         page=prelude + compiled(page),
@@ -215,16 +248,71 @@ def key_position(attribute: Attribute) -> int:
     return attribute.key_position or 0
 
 
-def reading(
-    relation: TableClause, attribute: Attribute
-) -> tuple[ColumnElement[Any], Renderer | None]:
+def is_cut(attribute: Attribute) -> bool:
+    """Say whether a column's values may be long enough to be cut."""
+    return attribute.element_category is not None or attribute.base_type not in SHORT_TYPES
+
+
+CELL_CHARS = bindparam("cell_chars", type_=Integer)
+
+
+BYTEA = 17
+
+
+def octets(relation: TableClause, attribute: Attribute) -> ColumnElement[int]:
+    """Return the bytes of a value's text, from no more than its header where that can be:
+    text and json are their own text, and bytea's is its \\x and two hex digits a byte."""
+    value = relation.c[attribute.name]
+    if attribute.base_type == BYTEA and attribute.element_category is None:
+        return func.octet_length(value) * literal_column("2") + literal_column("2")
+    return func.octet_length(cast(value, Text))
+
+
+def too_long(relation: TableClause, attribute: Attribute) -> ColumnElement[bool]:
+    """Return whether a value's text is longer than :cell_chars characters.
+
+    Its bytes are counted first (see octets); only a value with more bytes than that has
+    its first :cell_chars + 1 characters read to count them, a slice of it: a value of
+    megabytes is never read whole to be cut.
+    """
+    text_form = cast(relation.c[attribute.name], Text)
+    return case(
+        (octets(relation, attribute) <= CELL_CHARS, false()),
+        else_=func.length(func.left(text_form, CELL_CHARS + literal_column("1"))) > CELL_CHARS,
+    )
+
+
+def uncut(
+    relation: TableClause, attribute: Attribute, expression: Label[Any]
+) -> ColumnElement[Any]:
+    """Return the column's reading, NULL where the value is too long (its cut says so)."""
+    label = quoted(attribute.name)
+    return case((too_long(relation, attribute), null()), else_=expression.element).label(label)
+
+
+def cut_entry(relation: TableClause, attribute: Attribute, index: int) -> ColumnElement[Any]:
+    """Return [index, the first :cell_chars characters, the bytes of the whole text] of a
+    value too long."""
+    text_form = cast(relation.c[attribute.name], Text)
+    position = literal_column(str(index), Integer)
+    prefix = func.left(text_form, CELL_CHARS)
+    entry = func.jsonb_build_array(position, prefix, octets(relation, attribute))
+    return case((too_long(relation, attribute), entry))
+
+
+def reading(relation: TableClause, attribute: Attribute) -> tuple[Label[Any], Renderer | None]:
     """Return how to select a column so that its value reaches JSON exactly, and what then
     makes the driver's value JSON (None where it already is)."""
     value = relation.c[attribute.name]
     renderer: Renderer | None = None
-    if attribute.category in WRITTEN_BY_POSTGRES:
+    if attribute.base_type in JSON_TYPES | JSON_ARRAYS:
+        # Its text, never parsed: a JSON number keeps every digit it was written with.
+        is_array = attribute.base_type in JSON_ARRAYS
+        expression: ColumnElement[Any] = cast(value, ARRAY(Text) if is_array else Text)
+        renderer = raw_json
+    elif attribute.category in WRITTEN_BY_POSTGRES:
         # The JSON string's text: nothing for the driver to parse.
-        expression: ColumnElement[Any] = func.to_json(value).op("#>>")(literal_column("'{}'"))
+        expression = func.to_json(value).op("#>>")(literal_column("'{}'"))
     elif attribute.element_category in WRITTEN_BY_POSTGRES:
         expression = func.to_json(value)  # an array: parsed by the driver into a list
     elif attribute.base_type in (NUMERIC, NUMERIC_ARRAY):

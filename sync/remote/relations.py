@@ -24,6 +24,7 @@ from sync.exceptions import (
     ReadTimedOut,
     SyncError,
     TableNotFound,
+    ValueNotFound,
     WriteRefused,
 )
 from sync.remote.catalog import QualifiedName
@@ -56,9 +57,20 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Cut:
+    """A value longer than the cell size: its row holds the first characters of its text."""
+
+    row: int  # the row's index in the page
+    column: str
+    octets: int  # bytes of the whole value's text (UTF-8): counted without reading it all
+
+
+@dataclass(frozen=True)
 class RecordsPage:
     columns: tuple[str, ...]  # in the relation's column order, as are the values of each row
     rows: list[list[JSONValue]]
+    cut: list[Cut]  # the values cut short, each given as the first cell_chars of its text
+    cell_chars: int
     count: int
     count_is_estimate: bool
     ordered_by: tuple[str, ...]  # the primary key, ("ctid",), ("tableoid", "ctid") or ()
@@ -102,6 +114,8 @@ class _PageRead:
     limit: int
     offset: int
     exact_limit: int  # counted exactly up to this many rows; estimated above
+    cell_chars: int  # a value whose text is longer is cut to this many characters
+    selected: tuple[str, ...] | None = None  # the columns read, if not all
 
 
 class _ShapeChanged(Exception):
@@ -156,15 +170,23 @@ def read_records(
     offset: int,
     *,
     exact_count_limit: int = EXACT_COUNT_LIMIT,
+    cell_chars: int | None = None,
+    selected: tuple[str, ...] | None = None,
 ) -> RecordsPage:
     """Return a page of the relation's rows and its row count, read by one statement.
 
-    TableNotFound if the relation is gone or is no longer called schema.name. The relation's
-    shape is read from the catalog first when this process has not kept it, or it changed.
+    Values whose text is longer than cell_chars (SYNC_CELL_CHARS) are cut in the statement,
+    and fewer rows than limit are read where limit rows of its columns could hold more than
+    SYNC_PAGE_CHARS characters. TableNotFound if the relation is gone or is no longer called
+    schema.name. The relation's shape is read from the catalog first when this process has
+    not kept it, or it changed.
     """
     check_page(limit, offset)
     oid, name = relation.oid, (relation.schema, relation.name)
-    request = _PageRead(source, oid, _display(*name), limit, offset, exact_count_limit)
+    cell = settings.SYNC_CELL_CHARS if cell_chars is None else cell_chars
+    request = _PageRead(
+        source, oid, _display(*name), limit, offset, exact_count_limit, cell, selected
+    )
     cached = _shapes.get((source, oid))
     if cached is not None and (cached.schema, cached.name) == name:
         try:
@@ -212,36 +234,81 @@ def _read_page(request: _PageRead, shape: Shape, *, stale_errors: bool) -> Recor
     that no longer fits) counts as a changed shape too.
     """
     source, exact_limit = request.source, request.exact_limit
-    statements = statements_for(shape.schema, shape.name, shape.relkind, shape.attributes)
+    statements = statements_for(
+        shape.schema, shape.name, shape.relkind, shape.attributes, request.selected
+    )
     failure = partial(_page_failure, source.url, request.subject, stale_errors)
+    columns = tuple(
+        a.name for a in shape.attributes if request.selected is None or a.name in request.selected
+    )
+    limit = page_rows(request.limit, len(columns), request.cell_chars)
     parameters = {
         "oid": request.oid,
         "shape": shape.digest,
-        "page_limit": request.limit,
+        "page_limit": limit,
         "page_offset": request.offset,
         "count_limit": exact_limit,
         "count_cap": exact_limit + 1,
+        "cell_chars": request.cell_chars,
     }
     values = read_once(source, statements.page, parameters, failure)
     width = statements.width
     if values:
-        meta = values[0][width]
+        meta = values[0][width + 1]
     else:  # past the last row, or no rows at all
         checked = read_once(source, statements.check, parameters, failure)
         meta = checked[0][0] if checked else None
     if meta is None:
         raise _ShapeChanged
     count, estimated = _count(source, statements, meta, exact_limit, failure)
-    read = len(shape.attributes)  # a relation without columns is read as SELECT true
+    read = len(columns)  # a relation without columns is read as SELECT true
+    rows = rendered(values, read, statements.renderers)
+    cuts = []
+    for index, row in enumerate(values):
+        for position, prefix, size in row[width] or ():
+            rows[index][position] = prefix
+            cuts.append(Cut(index, columns[position], size))
     return RecordsPage(
-        columns=tuple(attribute.name for attribute in shape.attributes),
-        rows=rendered(values, read, statements.renderers),
+        columns=columns,
+        rows=rows,
+        cut=cuts,
+        cell_chars=request.cell_chars,
         count=count,
         count_is_estimate=estimated,
         ordered_by=statements.ordered_by,
-        limit=request.limit,
+        limit=limit,
         offset=request.offset,
     )
+
+
+@dataclass(frozen=True)
+class Value:
+    column: str
+    offset: int
+    value: JSONValue
+    octets: int | None  # bytes of its whole text where it is cut, else None
+    cut: bool
+
+
+def read_value(source: Source, relation: Relation, column: str, offset: int) -> Value:
+    """Return one value, by column and the row's offset in the pages' order, read whole up to
+    SYNC_VALUE_CHARS characters. ValueNotFound if there is no such column or row."""
+    check_page(1, offset)
+    limit = settings.SYNC_VALUE_CHARS
+    page = read_records(source, relation, 1, offset, cell_chars=limit, selected=(column,))
+    where = f"{redact_url(source.url)}: {_display(relation.schema, relation.name)}"
+    if page.columns != (column,):
+        raise ValueNotFound(f"{where} has no column named {column!r}")
+    if not page.rows:
+        raise ValueNotFound(f"{where} has no row at offset {offset} ({page.count} rows)")
+    size = page.cut[0].octets if page.cut else None
+    return Value(column, offset, page.rows[0][0], size, cut=bool(page.cut))
+
+
+def page_rows(limit: int, columns: int, cell_chars: int) -> int:
+    """Return how many rows of a page to read: at most limit, and at least one, so that the
+    page's values hold no more than SYNC_PAGE_CHARS characters whatever the table holds."""
+    return max(1, min(limit, settings.SYNC_PAGE_CHARS // (max(1, columns) * cell_chars)))
 
 
 def _relation_rows(source: Source, oid: int, sql: str, subject: str) -> list[_RelationRow]:

@@ -10,6 +10,37 @@ JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, 
 Renderer: TypeAlias = Callable[[Any], JSONValue]  # makes a driver value JSON
 
 
+class RawJSON(str):
+    """A json or jsonb value's text as PostgreSQL holds it: written into an answer as it is.
+
+    Parsed, a number in it would become a double: 2.50 would read 2.5, 1e400 infinity.
+    """
+
+    __slots__ = ()
+
+
+def raw_json(value: Any) -> JSONValue:
+    """Return a json value's text (or a list of them, for an array) marked as raw JSON."""
+    if isinstance(value, list):
+        return [None if item is None else raw_json(item) for item in value]
+    return RawJSON(value)
+
+
+def as_text(value: JSONValue) -> JSONValue:
+    """Return a value with its numbers and raw JSON as strings, for clients that need them so.
+
+    A JavaScript client reads integers past 2**53 and JSON numbers past a double's precision
+    inexactly; their text is exact everywhere.
+    """
+    if isinstance(value, list):
+        return [as_text(item) for item in value]
+    if isinstance(value, RawJSON):
+        return str(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return value
+
+
 def rendered(
     values: Sequence[tuple[Any, ...]],
     width: int,
@@ -29,8 +60,8 @@ def rendered(
 
 def render(value: Any) -> JSONValue:
     """Return a driver value as a JSON-serialisable value that keeps it exactly."""
-    if value is None or isinstance(value, bool | int | str | dict):
-        return value  # a dict is a json or jsonb value, parsed by the driver
+    if value is None or isinstance(value, bool | int | str):
+        return value
     if isinstance(value, float):
         if math.isfinite(value):
             return value

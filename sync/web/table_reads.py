@@ -46,6 +46,22 @@ def read_records(table: Table, limit: int, offset: int) -> relations.RecordsPage
     return page
 
 
+def read_value(table: Table, column: str, offset: int) -> relations.Value:
+    """Return one whole value of the table (see relations.read_value), under its name now."""
+    database = check_live(table).database
+    with reporting_unreachable(database):
+        name = names.lookup(database.id, table.oid) or catalog_name(table)
+        try:
+            return relations.read_value(
+                database.source, relations.Relation(table.oid, *name), column, offset
+            )
+        except TableNotFound:
+            name = catalog_name(table)  # renamed since its name was cached
+            return relations.read_value(
+                database.source, relations.Relation(table.oid, *name), column, offset
+            )
+
+
 @contextmanager
 def reporting_unreachable(database: Database) -> Iterator[None]:
     """Turn the database's status to failed at once when a read finds it unreachable."""

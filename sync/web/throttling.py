@@ -1,17 +1,22 @@
 """Refuse logins after repeated failures, before any password is hashed.
 
 Counted per client address and per user name in the cache, over SYNC_LOGIN_FAILURE_WINDOW
-seconds. Both the API's HTTP Basic authentication and every Django login (the admin's form)
-go through the backend here; the API answers 429 with Retry-After, the admin "wrong login".
+seconds. Both the API's HTTP Basic authentication and every Django login (the pages' and the
+admin's forms) go through the backend here; the API answers 429 with Retry-After saying the
+seconds left, the forms say that the login is locked and for how long.
 """
 
 import logging
+import math
+import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from redis.exceptions import RedisError
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.exceptions import Throttled
@@ -27,16 +32,44 @@ def _keys(request: Any, username: str | None) -> list[str]:
     return keys + ([f"login-failures:user:{username.lower()}"] if username else [])
 
 
-def blocked(request: Any, username: str | None) -> bool:
-    """Return whether this address or this user name failed too often lately."""
+def blocked_for(request: Any, username: str | None) -> int:
+    """Return the seconds left before this address and user name may log in again (0: now).
+
+    Each count's window ends where its first failure started it (the `:until` key beside it).
+    """
+    keys = _keys(request, username)
     try:
         with REDIS_BREAKER:
-            counts = cache.get_many(_keys(request, username))
+            found = cache.get_many([*keys, *(f"{key}:until" for key in keys)])
     except RedisError:
         # Without the cache there is no count: logins stay possible (passwords still checked).
         logger.warning("login throttle: the cache is down; failures are not counted")
-        return False
-    return any(count >= settings.SYNC_LOGIN_FAILURE_LIMIT for count in counts.values())
+        return 0
+    now = time.time()
+    left = [
+        max(1, math.ceil(found.get(f"{key}:until", now + 1) - now))
+        for key in keys
+        if found.get(key, 0) >= settings.SYNC_LOGIN_FAILURE_LIMIT
+    ]
+    return max(left, default=0)
+
+
+def blocked(request: Any, username: str | None) -> bool:
+    """Return whether this address or this user name failed too often lately."""
+    return blocked_for(request, username) > 0
+
+
+def locked_message(seconds: int) -> str:
+    return (
+        "Too many failed logins from this address or for this user name: logins are locked "
+        f"for {seconds} more second{'s' if seconds != 1 else ''}."
+    )
+
+
+def unlock(username: str) -> None:
+    """Forget the failed logins counted against a user name (an operator's remedy)."""
+    key = f"login-failures:user:{username.lower()}"
+    cache.delete_many([key, f"{key}:until"])
 
 
 def record_failure(request: Any, username: str | None) -> None:
@@ -45,7 +78,9 @@ def record_failure(request: Any, username: str | None) -> None:
     try:
         with REDIS_BREAKER:
             for key in _keys(request, username):
-                cache.add(key, 0, timeout=window)  # the window runs from the first failure
+                # The window runs from the first failure; its end is kept, for Retry-After.
+                if cache.add(key, 0, timeout=window):
+                    cache.set(f"{key}:until", time.time() + window, timeout=window)
                 cache.incr(key)
     except (RedisError, ValueError):
         logger.warning("login throttle: a failed login could not be counted")
@@ -69,11 +104,31 @@ class ThrottledBasicAuthentication(BasicAuthentication):
     """HTTP Basic that answers 429 (with Retry-After) while logins are throttled."""
 
     def authenticate_credentials(self, userid: str, password: str, request: Any = None) -> Any:
-        if blocked(request, userid):
-            wait = settings.SYNC_LOGIN_FAILURE_WINDOW
+        wait = blocked_for(request, userid)
+        if wait:
+            # Throttled adds "Expected available in N seconds." to the detail itself.
             raise Throttled(
-                wait,
-                detail=f"Too many failed logins from this address or for this user name; "
-                f"try again in up to {wait} seconds.",
+                wait, detail="Too many failed logins from this address or for this user name."
             )
         return super().authenticate_credentials(userid, password, request)
+
+
+class LockedLoginMixin:
+    """A login form that says the login is locked, and for how long, instead of "wrong"."""
+
+    request: Any
+
+    def clean(self) -> dict[str, Any]:
+        data: dict[str, Any] = getattr(self, "data", {})
+        wait = blocked_for(self.request, data.get("username"))
+        if wait:
+            raise ValidationError(locked_message(wait), code="locked")
+        return super().clean()  # type: ignore[misc,no-any-return]
+
+
+class LockedAuthenticationForm(LockedLoginMixin, AuthenticationForm):
+    """The pages' login form."""
+
+
+class LockedAdminAuthenticationForm(LockedLoginMixin, AdminAuthenticationForm):
+    """The admin's login form."""

@@ -20,7 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            database, _ = registry.register(demo.DEMO_NAME, demo.create_demo_database(), check=True)
+            url = demo.create_demo_database(self.registered_url())
+            database, _ = registry.register(demo.DEMO_NAME, url, check=True)
             result = runs.reflect(database.id, trigger=ReflectionRun.Trigger.COMMAND)
         except SyncError as error:
             raise CommandError(str(error)) from None
@@ -34,9 +35,17 @@ class Command(BaseCommand):
             user, _, password = settings.FLOWER_BASIC_AUTH.partition(":")
             self.stdout.write(f"Flower login: {user} / {password}")
 
+    def registered_url(self) -> str | None:
+        """Return the URL the demo is registered with, if it is and its key is at hand."""
+        registered = Database.objects.filter(name=demo.DEMO_NAME).first()
+        try:
+            return registered.url if registered is not None else None
+        except SyncError:
+            return None  # unreadable: a new password is set and stored
+
     def watch(self, database: Database) -> str:
         """Install the DDL watch as the server's own user: the demo's role only reads."""
-        owner = demo.server_url(demo.DEMO_DATABASE).set(drivername="postgresql")
+        owner = demo.server_url(demo.demo_names().database).set(drivername="postgresql")
         try:
             watch.install(database, owner.render_as_string(hide_password=False))
         except SyncError as error:

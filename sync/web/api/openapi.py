@@ -35,6 +35,20 @@ RECORDS_LIMIT = OpenApiParameter(
     description=f"rows, 1 to {relations.MAX_LIMIT}; 50 if not given",
 )
 RECORDS_OFFSET = OpenApiParameter("offset", whole(0), description="rows to skip; 0 if not given")
+AS_TEXT = OpenApiParameter(
+    "as_text", {"type": "string", "enum": ["true", "false", "1", "0"]},
+    description="numbers and json values as strings of their exact text (for clients that "
+    "read JSON numbers as doubles); false unless given",
+)  # fmt: skip
+VALUE_COLUMN = OpenApiParameter(
+    "column",
+    {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^\\x00]*$"},
+    required=True,
+    description="name of the column",
+)
+VALUE_OFFSET = OpenApiParameter(
+    "offset", whole(0), required=True, description="the row's offset in the records' order"
+)
 LIST_LIMIT = OpenApiParameter(
     "limit", whole(1, 1000), description="rows, 1 to 1000; 100 if not given"
 )
@@ -117,11 +131,42 @@ Records = inline_serializer(
             child=serializers.ListField(child=serializers.JSONField(allow_null=True)),
             help_text="values in column order, in their exact form",
         ),
+        "cut": inline_serializer(
+            "Cut",
+            {
+                "row": serializers.IntegerField(help_text="index of the row in rows"),
+                "column": serializers.CharField(),
+                "octets": serializers.IntegerField(
+                    help_text="bytes of the whole value's text (UTF-8)"
+                ),
+            },
+            many=True,
+            help_text="values longer than cell_chars: each is given as the first cell_chars "
+            "characters of its text; GET tables/ID/value/ reads one whole",
+        ),
+        "cell_chars": serializers.IntegerField(help_text="SYNC_CELL_CHARS"),
         "count": serializers.IntegerField(),
         "count_is_estimate": serializers.BooleanField(),
         "ordered_by": serializers.ListField(child=serializers.CharField()),
-        "limit": serializers.IntegerField(),
+        "limit": serializers.IntegerField(
+            help_text="the rows read: fewer than asked where the page would pass SYNC_PAGE_CHARS"
+        ),
         "offset": serializers.IntegerField(),
+    },
+)
+Value = inline_serializer(
+    "Value",
+    {
+        "column": serializers.CharField(),
+        "offset": serializers.IntegerField(),
+        "value": serializers.JSONField(allow_null=True, help_text="in its exact form"),
+        "octets": serializers.IntegerField(
+            allow_null=True, help_text="bytes of its whole text where it is cut, else null"
+        ),
+        "cut": serializers.BooleanField(
+            help_text="true where its text is longer than SYNC_VALUE_CHARS: value holds the "
+            "first SYNC_VALUE_CHARS characters"
+        ),
     },
 )
 Queued = inline_serializer(

@@ -10,6 +10,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAdminUser
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -18,8 +19,10 @@ from sync.changes.gate import Freshness
 from sync.exceptions import QueueUnavailable
 from sync.models import Database, LiveQuerySet, ReflectionRun, Schema, Table
 from sync.remote import relations
+from sync.remote.values import as_text
 from sync.web import access, table_reads
 from sync.web.api import openapi as doc
+from sync.web.api.renderers import ExactJSONRenderer
 from sync.web.api.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
@@ -40,6 +43,8 @@ def with_freshness(response: Response, database: Database, freshness: Freshness)
 
 
 DEFAULT_RECORDS_LIMIT = 50
+# json and jsonb values written as PostgreSQL holds them (see renderers); the browsable API too.
+EXACT_RENDERERS = [ExactJSONRenderer, BrowsableAPIRenderer]
 
 
 def _listed(serializer: type[Any]) -> dict[int, Any]:
@@ -242,20 +247,44 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         return Response({"columns": [asdict(column) for column in columns]})
 
     @extend_schema(
-        parameters=[doc.ID, doc.RECORDS_LIMIT, doc.RECORDS_OFFSET],
+        parameters=[doc.ID, doc.RECORDS_LIMIT, doc.RECORDS_OFFSET, doc.AS_TEXT],
         responses={200: doc.Records, **doc.ON_THE_FLY_ERRORS},
     )
-    @action(detail=True)
+    @action(detail=True, renderer_classes=EXACT_RENDERERS)
     def records(self, request: Request, pk: str | None = None) -> Response:
-        """A page of the table's rows, read from its database now (never stored)."""
+        """A page of the table's rows, read from its database now (never stored).
+
+        Values longer than SYNC_CELL_CHARS are cut, and listed in `cut` with their length.
+        """
         limit = query_int(request.query_params, "limit", least=1, most=relations.MAX_LIMIT)
         limit = DEFAULT_RECORDS_LIMIT if limit is None else limit
         offset = query_int(request.query_params, "offset") or 0
+        textual = query_bool(request.query_params, "as_text")
         relations.check_page(limit, offset)  # before anything is looked up
         table = self.get_object()
         access.check_records(request.user, table.database)
-        page = table_reads.read_records(table, limit, offset)
-        return Response(asdict(page))
+        page = asdict(table_reads.read_records(table, limit, offset))
+        if textual:
+            page["rows"] = as_text(page["rows"])
+        return Response(page)
+
+    @extend_schema(
+        parameters=[doc.ID, doc.VALUE_COLUMN, doc.VALUE_OFFSET, doc.AS_TEXT],
+        responses={200: doc.Value, **doc.ON_THE_FLY_ERRORS},
+    )
+    @action(detail=True, renderer_classes=EXACT_RENDERERS)
+    def value(self, request: Request, pk: str | None = None) -> Response:
+        """One whole value of the table, by column and row offset, up to SYNC_VALUE_CHARS."""
+        name = query_text(request.query_params, "column", most=63)
+        if not name:
+            raise ValidationError({"column": ["this query parameter is required"]})
+        offset = query_int(request.query_params, "offset", required=True) or 0
+        textual = query_bool(request.query_params, "as_text")
+        table = self.get_object()
+        access.check_records(request.user, table.database)
+        found = table_reads.read_value(table, name, offset)
+        value = as_text(found.value) if textual else found.value
+        return Response({**asdict(found), "value": value})
 
 
 class TaskViewSet(viewsets.ViewSet):

@@ -4,6 +4,7 @@ Every call the pages make into the gate goes through here, so that a change of t
 interface changes this module only.
 """
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import datetime
 
 from sync.changes import gate, listening
 from sync.changes.progress import TaskProgress, task_progress
+from sync.exceptions import UnknownTask
 from sync.models import Database, ReflectionRun
 
 
@@ -49,7 +51,8 @@ def looked_at_each(databases: Sequence[Database]) -> list[Badge]:
 def badge(database: Database, now: gate.Freshness) -> Badge:
     progress = None
     if now.task_id and now.status == gate.Status.RUNNING:
-        progress = task_progress(now.task_id)  # an import reports done/total
+        with contextlib.suppress(UnknownTask):  # one queued before its id was recorded
+            progress = task_progress(now.task_id)  # an import reports done/total
     # A failure shows the error; an old error under a later success does not.
     error = database.last_error if now.status == gate.Status.FAILED else ""
     return Badge(str(now.status), database.reflected_at, error, now.task_id, progress)

@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass
 
+from sync.remote.relations import RecordsPage
 from sync.remote.values import JSONValue
 
 SHORT = 80  # characters shown before a value is cut; the rest is one click away
@@ -10,8 +11,10 @@ SHORT = 80  # characters shown before a value is cut; the rest is one click away
 
 @dataclass(frozen=True)
 class Cell:
-    text: str  # the whole value as text ("" for NULL)
+    text: str  # the value as text ("" for NULL): the first SYNC_CELL_CHARS where it was cut
     null: bool = False
+    octets: int | None = None  # bytes of the whole value's text where the read cut it
+    column: str = ""  # the column's name, where the read cut it: to fetch the whole value
 
     @property
     def short(self) -> str:
@@ -19,7 +22,7 @@ class Cell:
 
     @property
     def cut(self) -> bool:
-        return len(self.text) > SHORT
+        return len(self.text) > SHORT or self.octets is not None
 
 
 def cell(value: JSONValue) -> Cell:
@@ -31,5 +34,10 @@ def cell(value: JSONValue) -> Cell:
     return Cell(json.dumps(value, ensure_ascii=False))
 
 
-def cells(rows: list[list[JSONValue]]) -> list[list[Cell]]:
-    return [[cell(value) for value in row] for row in rows]
+def cells(page: RecordsPage) -> list[list[Cell]]:
+    """Return the cells of a page's rows, those the read cut with their whole length."""
+    rows = [[cell(value) for value in row] for row in page.rows]
+    for cut in page.cut:
+        position = page.columns.index(cut.column)
+        rows[cut.row][position] = Cell(rows[cut.row][position].text, False, cut.octets, cut.column)
+    return rows

@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
 from sync.web.pages import views
+from sync.web.throttling import LockedAuthenticationForm
 
 
 class IdConverter:
@@ -22,7 +23,13 @@ register_converter(IdConverter, "id")
 
 urlpatterns = [
     path("", views.databases, name="databases"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            redirect_authenticated_user=True, authentication_form=LockedAuthenticationForm
+        ),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("databases/register/", views.register, name="register"),
     path("databases/<id:database_id>/schemas/", views.schemas, name="schemas"),

@@ -205,7 +205,7 @@ def records_context(records: relations.RecordsPage) -> dict[str, Any]:
     more = after < records.count or (records.count_is_estimate and shown == records.limit)
     return {
         "records": records,
-        "cells": grid.cells(records.rows),
+        "cells": grid.cells(records),
         "first_row": records.offset + 1 if shown else 0,
         "last_row": after,
         "previous_offset": max(0, records.offset - records.limit) if records.offset else None,
@@ -247,6 +247,9 @@ def register(request: HtmxHttpRequest) -> HttpResponse:
             form.add_error("url", str(error))
         else:
             messages.success(request, f"{database.name} registered.")
+            warning = registry.superuser_warning(database)
+            if warning:
+                messages.warning(request, f"Warning: {warning}.")
             report(request, database, freshness.import_now(database), "import")
             return redirect("databases")
     return databases_page(request, form, status=400)
