@@ -215,6 +215,9 @@ SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
 # Seconds a LISTEN connection may stay silent before the listener checks it with a query.
 SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
+# Listeners share the watched databases under leases of this many seconds, renewed every third
+# of it: the databases of a listener that died are taken over within it and one refresh (2 s).
+SYNC_LISTENER_LEASE_SECONDS = _env_int("SYNC_LISTENER_LEASE_SECONDS", 6, least=3)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 # Records are cut in the statement that reads them: a value whose text is longer than

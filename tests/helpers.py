@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg2
@@ -336,3 +337,31 @@ def backing_off(database_id: int) -> bool:
 def clear_all() -> None:
     """Forget every database's reflection state."""
     store.client().flushdb()
+
+
+class ListenerProcess:
+    """`manage.py listen` in a process of its own, on the test database, its log in a file."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process = self.start()
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "manage.py", "listen"],
+                env=process_environment(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def restart(self) -> None:
+        self.process = self.start()
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def text(self) -> str:
+        return self.log.read_text()

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from sync.changes import listening, queues, store, turns
+from sync.changes import listening, ownership, queues, store, turns
 from sync.models import Database, Schema, Table
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,14 @@ def state_figures(names: dict[int, str], watched: dict[int, str]) -> Iterator[Me
     for database_id, connected in zip(watched, listening.listening(watched), strict=True):
         connected_gauge.add_metric([watched[database_id]], int(connected))
     yield connected_gauge
+    holders = GaugeMetricFamily(
+        "dbsync_listener_databases",
+        "Watched databases each live listener holds (host:pid:nonce); 0 for a standby.",
+        labels=["listener"],
+    )
+    for listener, count in ownership.held_counts(list(watched)).items():
+        holders.add_metric([listener], count)
+    yield holders
     reconnects = CounterMetricFamily(
         "dbsync_listener_reconnects",
         "LISTEN connections lost and opened again by the listener, by database.",
