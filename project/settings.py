@@ -196,7 +196,10 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: do not hoard messages
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's scheduler under a lock in Redis (worker/beat.py): two beats may run, one
+# schedules; the other takes over within SYNC_BEAT_LOCK_SECONDS and a second of its death.
+CELERY_BEAT_SCHEDULER = "worker.beat:LockedDatabaseScheduler"
+SYNC_BEAT_LOCK_SECONDS = _env_int("SYNC_BEAT_LOCK_SECONDS", 6, least=3)
 # Two queues (sync.queues): `interactive` for what a person or a change waits on, `bulk` for
 # renewal, polls, imports and purges; each has its own workers (Procfile: worker, worker-bulk).
 CELERY_TASK_ROUTES = ("sync.changes.queues.route_task",)
