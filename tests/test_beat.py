@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -53,12 +54,16 @@ class Beats:
 
     def holder(self) -> subprocess.Popen[bytes] | None:
         """Return the beat process holding the lock, if any."""
-        held = self.state.get(beat.LOCK_KEY) or ""
+        held = cast(str | None, self.state.get(beat.LOCK_KEY)) or ""
         return next((p for p in self.processes if f":{p.pid}:" in held), None)
 
     def messages(self) -> list[dict[str, str]]:
         """Return the headers of the jobs the beats sent, oldest first."""
-        raw = self.broker.lrange(queues.BULK, 0, -1) + self.broker.lrange(queues.INTERACTIVE, 0, -1)
+        raw = [
+            message
+            for queue in (queues.BULK, queues.INTERACTIVE)
+            for message in cast(list[bytes], self.broker.lrange(queue, 0, -1))
+        ]
         # kombu's Redis transport pushes on the left: the oldest message is the last.
         return [json.loads(message)["headers"] for message in reversed(raw)]
 
