@@ -7,6 +7,8 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test install services migrate lint bench
 
+AMQP_TESTS := tests/test_gate.py tests/test_tasks.py tests/test_queues.py tests/test_faults.py
+
 # `make run` only: SECRET_KEY, SYNC_SECRET_KEYS and FLOWER_BASIC_AUTH, where the environment
 # sets none, come from .run/secrets.mk, generated once and kept (git-ignored).
 ifneq ($(filter run migrate,$(or $(MAKECMDGOALS),run)),)
@@ -26,6 +28,9 @@ test: install
 	mypy
 	lint-imports --no-cache
 	pytest
+	# The tests of the gate, the tasks, the worker and the faults again, on RabbitMQ.
+	DBSYNC_TEST_BROKER=amqp DJANGO_SETTINGS_MODULE=project.test_settings python scripts/ensure_services.py
+	DBSYNC_TEST_BROKER=amqp pytest -p no:cacheprovider $(AMQP_TESTS)
 
 install: $(INSTALLED)
 

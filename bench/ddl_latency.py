@@ -1,13 +1,16 @@
 """Benchmark DDL-to-visible latency in listen and poll mode, a DDL storm, and the no-change check.
 
 Starts gunicorn, a Celery worker, beat and the listener on a Redis server of its own; makes DDL
-from a second client and times each change until the list API (token auth) shows it.
+from a second client and times each change until the list API (token auth) shows it. With
+`--broker amqp://...` (a RabbitMQ virtual host of the bench's own: it is created if missing, and
+emptied), the listen-mode rounds run again with that broker, in the same run, beside Redis.
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script
 from bench.isolate import isolate
 
 isolate("dbsync_bench_ddl")
@@ -17,6 +20,7 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -283,6 +287,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             log(f"storm: {args.storm} statements in {args.storm_seconds} s")
             report["storm"] = storm(lister, database, args.storm, args.storm_seconds)
             log(f"storm: {report['storm']}")
+        for number, broker in enumerate(args.broker, start=1):
+            # Numbered far past the other rounds: each round's object is one of its own.
+            numbers = range(100_000 * number, 100_000 * number + args.rounds)
+            report[f"listen_mode_{broker_name(broker)}"] = on_broker(
+                broker, database, numbers, logs
+            )
         watch.uninstall(database)
         log(f"poll mode (fingerprint, every {args.poll_interval} s): {args.poll_rounds} rounds")
         limit = args.poll_interval * 3 + 30
@@ -293,6 +303,54 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         report["poll_mode"]["poll_interval_s"] = args.poll_interval
     report["no_change_check"] = [check_cost(n, args.repeat) for n in args.sizes]
     return report
+
+
+def broker_name(url: str) -> str:
+    return "amqp" if url.startswith("amqp") else "redis"
+
+
+def on_broker(url: str, database: Database, numbers: range, logs: str) -> dict[str, Any]:
+    """Run listen-mode rounds with web, worker and listener processes on another broker."""
+    if broker_name(url) == "amqp":
+        # RabbitMQ up and the virtual host there, as `make run` makes sure.
+        ensure = [sys.executable, str(ROOT / "scripts" / "ensure_services.py")]
+        subprocess.run(
+            ensure, env={**os.environ, "SYNC_BROKER_URL": url}, stdout=sys.stderr, check=True
+        )
+        purge_queues(url)
+    port = free_port()
+    argv = processes(port)
+    os.environ["SYNC_BROKER_URL"] = url
+    try:
+        with ExitStack() as stack:
+            for name in ("web", "worker", "listener"):
+                stack.enter_context(service(f"{name}-{broker_name(url)}", argv[name], Path(logs)))
+            lister = Lister(port, database.id, token(database))
+            wait_for(lambda: answers(lister), "gunicorn")
+            wait_for(lambda: listening.watch_mode(database) == "listen", "the listener")
+            log(f"listen mode on {broker_name(url)}: {len(numbers)} rounds")
+            result = latency(rounds(lister, numbers, 30))
+            log(f"listen mode on {broker_name(url)}: {result}")
+    finally:
+        del os.environ["SYNC_BROKER_URL"]
+    return result
+
+
+def purge_queues(url: str) -> None:
+    """Empty dbsync's queues on the broker: what an earlier run left would run first."""
+    from amqp.exceptions import ChannelError
+    from kombu import Connection
+
+    from sync.changes import queues
+
+    with Connection(url) as broker:
+        for queue in queues.QUEUES:
+            channel: Any = broker.channel()
+            try:
+                channel.queue_purge(queue)
+                channel.close()
+            except ChannelError:
+                continue
 
 
 def targets(report: dict[str, Any]) -> dict[str, bool]:
@@ -315,6 +373,12 @@ def main() -> None:
     parser.add_argument("--storm-seconds", type=float, default=5.0)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=50, help="no-change checks per size")
+    parser.add_argument(
+        "--broker",
+        action="append",
+        default=[],
+        help="also run the listen rounds with this broker URL (amqp://...), beside Redis",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     report: dict[str, Any] = {"machine": machine()}

@@ -7,6 +7,9 @@ connections dbsync held on the server, and those still held after. While the ren
 person's list of another database queues a reflection every few tenths of a second: its wait
 (from the list to the reflection's end) is compared with the same waits on an idle system,
 measured in the same run just before.
+
+With `--listeners N`, the listeners instead (bench/takeover.py): the watch installed in every
+database, N listeners sharing them, the connections of each, and a kill -9 of one of them.
 """
 
 import sys
@@ -32,6 +35,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from psycopg2 import sql
 
+from bench import takeover
 from bench.common import connect, log, machine, server_url, service
 from sync.changes import gate, polling, queues, recency, store, turns
 from sync.exceptions import IdentityChanged
@@ -255,6 +259,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=15, help="baseline duration")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between lists")
     parser.add_argument("--time-limit", type=float, default=600, help="seconds for the cycle")
+    parser.add_argument(
+        "--listeners", type=int, default=0, help="measure N listeners' takeover instead"
+    )
     return parser.parse_args()
 
 
@@ -270,6 +277,14 @@ def main() -> None:
     python = str(Path(sys.executable).parent)
     with tempfile.TemporaryDirectory(prefix="dbsync-bench-scale-") as logs:
         os.environ["PATH"] = f"{python}:{os.environ['PATH']}"
+        if args.listeners:
+            with service("worker", roles["worker"].split(), Path(logs)):
+                report.update(
+                    takeover.measure(databases[: args.databases], args.listeners, Path(logs))
+                )
+            report["wall_s"] = round(time.perf_counter() - wall, 1)
+            print(json.dumps(report, indent=2))
+            return
         with (
             service("worker", roles["worker"].split(), Path(logs)),
             service("worker-bulk", roles["worker-bulk"].split(), Path(logs)),

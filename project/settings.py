@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
@@ -86,6 +87,30 @@ def _redis_url(base: str, offset: int) -> str:
     return urlunsplit(parts._replace(path=f"/{first_db + offset}"))
 
 
+AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}
+
+
+def _broker_url(raw: str, default: str) -> str:
+    """Check SYNC_BROKER_URL: a Redis or RabbitMQ (AMQP) URL; empty means Redis' database 0."""
+    if not raw:
+        return default
+    scheme = urlsplit(raw).scheme
+    if scheme not in {"redis", "rediss"} | AMQP_SCHEMES:
+        raise ImproperlyConfigured(
+            "SYNC_BROKER_URL must start with redis://, rediss://, amqp:// or amqps:// "
+            f"(got a URL of scheme {scheme!r})"
+        )
+    return raw
+
+
+def _broker_options(kind: str) -> dict[str, Any]:
+    """Return the broker's transport options: Redis' visibility timeout, RabbitMQ's confirms."""
+    if kind == "amqp":
+        # The broker confirms each message before a publish returns: none lost in between.
+        return {"confirm_publish": True, "connect_timeout": 1, "read_timeout": 10}
+    return {"visibility_timeout": 3600, "socket_connect_timeout": 1, "socket_timeout": 10}
+
+
 DEBUG = _env_bool("DEBUG", False)
 # Required with DEBUG off: web, worker and commands refuse to start without it (sync.checks).
 # `make run` generates one into .run/ when the environment sets none.
@@ -161,10 +186,11 @@ DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis: broker, results, cache and reflection state live in separate databases of one server,
-# so that clearing the cache can never wipe the task queue or the leases (sync.changes).
+# Redis: results, cache and reflection state live in separate databases of one server, and the
+# broker too unless SYNC_BROKER_URL names another (RabbitMQ), so that clearing the cache can
+# never wipe the task queue or the leases (sync.changes).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-CELERY_BROKER_URL = _redis_url(REDIS_URL, 0)
+CELERY_BROKER_URL = _broker_url(os.environ.get("SYNC_BROKER_URL", ""), _redis_url(REDIS_URL, 0))
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 1)
 CACHES = {
     "default": {
@@ -184,11 +210,9 @@ SYNC_TASK_SOFT_TIME_LIMIT = 240
 SYNC_TASK_TIME_LIMIT = 300
 SYNC_LOCK_TTL = 360
 SYNC_LEASE_SECONDS = _env_int("SYNC_LEASE_SECONDS", 30, least=3)
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": 3600,
-    "socket_connect_timeout": 1,
-    "socket_timeout": 10,
-}
+# "amqp" (RabbitMQ) or "redis": what the publisher's timeouts and the queue depths depend on.
+SYNC_BROKER_KIND = "amqp" if urlsplit(CELERY_BROKER_URL).scheme in AMQP_SCHEMES else "redis"
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker_options(SYNC_BROKER_KIND)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_SEND_TASK_EVENTS = True  # for Flower
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -196,7 +220,10 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # long tasks: do not hoard messages
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's scheduler under a lock in Redis (worker/beat.py): two beats may run, one
+# schedules; the other takes over within SYNC_BEAT_LOCK_SECONDS and a second of its death.
+CELERY_BEAT_SCHEDULER = "worker.beat:LockedDatabaseScheduler"
+SYNC_BEAT_LOCK_SECONDS = _env_int("SYNC_BEAT_LOCK_SECONDS", 6, least=3)
 # Two queues (sync.queues): `interactive` for what a person or a change waits on, `bulk` for
 # renewal, polls, imports and purges; each has its own workers (Procfile: worker, worker-bulk).
 CELERY_TASK_ROUTES = ("sync.changes.queues.route_task",)
@@ -215,6 +242,9 @@ SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
 # Seconds a LISTEN connection may stay silent before the listener checks it with a query.
 SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
+# Listeners share the watched databases under leases of this many seconds, renewed every third
+# of it: the databases of a listener that died are taken over within it and one refresh (2 s).
+SYNC_LISTENER_LEASE_SECONDS = _env_int("SYNC_LISTENER_LEASE_SECONDS", 6, least=3)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 # Records are cut in the statement that reads them: a value whose text is longer than
@@ -232,7 +262,8 @@ SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 # the broker's visibility timeout, or Redis hands the message out twice.
 SYNC_RENEWAL_IN_FLIGHT = _env_int("SYNC_RENEWAL_IN_FLIGHT", 100)
 SYNC_RENEWAL_SPREAD = _env_int("SYNC_RENEWAL_SPREAD", 60, least=0)
-_LONGEST_COUNTDOWN = CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] // 10
+# (Redis' visibility timeout, 3600 s; RabbitMQ has none, and keeps the same bound.)
+_LONGEST_COUNTDOWN = 3600 // 10
 if SYNC_RENEWAL_SPREAD > _LONGEST_COUNTDOWN:
     raise ImproperlyConfigured(
         f"SYNC_RENEWAL_SPREAD must be at most {_LONGEST_COUNTDOWN} seconds, a tenth of the "

@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from urllib.parse import urlsplit
 
 # Fixed test secrets, unless the environment names its own; processes a test starts (workers,
 # Flower, gunicorn) inherit them through this module.
@@ -9,9 +10,22 @@ os.environ.setdefault("SECRET_KEY", "dbsync-test-secret-key")
 os.environ.setdefault("SYNC_SECRET_KEYS", "dGVzdC1rZXktb2YtZGJzeW5jLTAwMDAwMDAwMDAwMDA=")
 
 from project.settings import *  # noqa: F403
-from project.settings import REDIS_URL, _redis_url
+from project.settings import REDIS_URL, _broker_options, _redis_url
 
-CELERY_BROKER_URL = _redis_url(REDIS_URL, 8)
+# The broker: Redis' database 8; with DBSYNC_TEST_BROKER=amqp (`make test` runs the tests of the
+# gate, tasks, worker and faults so too), a RabbitMQ virtual host of this checkout's own, named
+# for its Redis port, so that two checkouts on one machine never share a queue. ASIDE: a broker
+# no worker reads, for the tests that look at what was published (scripts/ensure_services.py
+# creates both virtual hosts).
+if os.environ.get("DBSYNC_TEST_BROKER", "redis") == "amqp":
+    _amqp = os.environ.get("DBSYNC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672").rstrip("/")
+    _vhost = f"dbsync-test-{urlsplit(REDIS_URL).port or 6379}"
+    CELERY_BROKER_URL, ASIDE_BROKER_URL = f"{_amqp}/{_vhost}", f"{_amqp}/{_vhost}-aside"
+    SYNC_BROKER_KIND = "amqp"
+else:
+    CELERY_BROKER_URL, ASIDE_BROKER_URL = _redis_url(REDIS_URL, 8), _redis_url(REDIS_URL, 12)
+    SYNC_BROKER_KIND = "redis"
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker_options(SYNC_BROKER_KIND)
 CELERY_RESULT_BACKEND = _redis_url(REDIS_URL, 9)
 CACHES["default"] |= {"LOCATION": _redis_url(REDIS_URL, 10), "KEY_PREFIX": "dbsync-test"}  # noqa: F405
 SYNC_STATE_REDIS_URL = _redis_url(REDIS_URL, 11)

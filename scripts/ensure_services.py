@@ -1,8 +1,10 @@
 """Make sure PostgreSQL and Redis answer, installing and starting local ones if needed.
 
 Run by `make run` and `make test`; with --browser (`make test`), also install Debian's
-Chromium for the browser tests. Idempotent: does nothing when all is already there.
-Exits non-zero with one line on standard error when a service cannot be brought up.
+Chromium for the browser tests. Where the broker is RabbitMQ (SYNC_BROKER_URL amqp://..., or
+the test settings with DBSYNC_TEST_BROKER=amqp), also RabbitMQ and its virtual hosts.
+Idempotent: does nothing when all is already there. Exits non-zero with one line on standard
+error when a service cannot be brought up.
 """
 
 import glob
@@ -23,7 +25,7 @@ from psycopg2 import sql
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 
@@ -153,6 +155,42 @@ def ensure_redis(url: str) -> None:
     wait_for(host, port, "Redis")
 
 
+def ensure_rabbitmq(urls: list[str]) -> None:
+    """Make sure RabbitMQ answers at each AMQP URL, and that its virtual host exists."""
+    for url in urls:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+        if not answers(host, port):
+            if host not in LOCAL_HOSTS:
+                raise ServiceError(f"RabbitMQ at {host}:{port} does not answer (SYNC_BROKER_URL)")
+            if shutil.which("rabbitmq-server") is None:
+                apt_install("rabbitmq-server")
+            print(f"starting RabbitMQ on port {port} ...", flush=True)
+            run("rabbitmq-server", "-detached")
+            wait_for(host, port, "RabbitMQ", seconds=90)
+        vhost = unquote(parts.path[1:]) or "/"
+        if vhost != "/" and host in LOCAL_HOSTS and shutil.which("rabbitmqctl"):
+            ensure_vhost(vhost, unquote(parts.username or "guest"))
+
+
+def ensure_vhost(vhost: str, user: str) -> None:
+    """Create a local RabbitMQ virtual host, open to the user, unless it exists."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=False
+    )
+    if vhost in listed.stdout.split():
+        return
+    run("rabbitmqctl", "-q", "add_vhost", vhost)
+    run("rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    print(f"created the RabbitMQ virtual host {vhost}", flush=True)
+
+
+def amqp_urls() -> list[str]:
+    """Return the RabbitMQ URLs the settings name: the broker's, and the tests' aside one."""
+    urls = [settings.CELERY_BROKER_URL, getattr(settings, "ASIDE_BROKER_URL", "")]
+    return [url for url in urls if urlsplit(url).scheme in settings.AMQP_SCHEMES]
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -168,6 +206,7 @@ def main() -> int:
         ensure_postgres(db)
         ensure_service_database(db)
         ensure_redis(settings.REDIS_URL)
+        ensure_rabbitmq(amqp_urls())
         if "--browser" in sys.argv[1:]:
             ensure_chromium()
     except ServiceError as error:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery import current_app
 from celery.signals import after_task_publish
 from celery.worker import state as worker_state
@@ -17,6 +16,7 @@ from django.core.cache import cache
 from django.db.models.signals import post_save
 from rest_framework.test import APIClient
 
+from project import test_settings
 from sync.breaker import REDIS_BREAKER
 from sync.changes import queues, recency
 from sync.models import Database
@@ -165,7 +165,7 @@ def staff(db: None) -> APIClient:
 def routed() -> Iterator[list[Routed]]:
     """Collect where each task the gate publishes goes, to a broker database no worker reads."""
     found: list[Routed] = []
-    aside = settings.CELERY_BROKER_URL.rsplit("/", 1)[0] + "/12"
+    aside = test_settings.ASIDE_BROKER_URL
     current_app.conf["broker_write_url"] = aside
 
     def record(
@@ -188,9 +188,7 @@ def routed() -> Iterator[list[Routed]]:
     yield found
     after_task_publish.disconnect(record)
     current_app.conf["broker_write_url"] = None
-    broker = redis.Redis.from_url(aside)
-    broker.flushdb()
-    broker.close()
+    helpers.purge_broker(aside)
 
 
 @pytest.fixture

@@ -1,9 +1,5 @@
 """Instant sync: DDL from a second client shows in the lists, with a real listener and worker."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -17,10 +13,10 @@ from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Schema, Table
 from sync.reflection import registry, runs
 from tests.helpers import (
+    ListenerProcess,
     ScratchDatabase,
     admin_connection,
     create_scratch,
-    process_environment,
     stop_process,
     wait_until,
 )
@@ -30,34 +26,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # A process's start (Django, the first connections) and a reflection may take seconds on a busy
 # machine: the waits below are generous bounds, not measurements (bench/ddl_latency.py times).
 SETTLE = 30
-
-
-class ListenerProcess:
-    """`manage.py listen` in a process of its own, on the test database, its log in a file."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-        self.process = self.start()
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, "manage.py", "listen"],
-                env=process_environment(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def restart(self) -> None:
-        self.process = self.start()
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def text(self) -> str:
-        return self.log.read_text()
 
 
 @pytest.fixture

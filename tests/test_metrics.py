@@ -28,6 +28,7 @@ METRICS = (
     "dbsync_objects",
     "dbsync_listener_connected",
     "dbsync_listener_reconnects",
+    "dbsync_listener_databases",
     "dbsync_ddl_to_visible_seconds",
     "dbsync_queue_depth",
     "dbsync_gate_decisions",

@@ -1,11 +1,15 @@
-"""The listener: one LISTEN connection per watched database, all waited on together.
+"""The listener: one LISTEN connection per watched database it holds, all waited on together.
+
+Any number of listeners share the watched databases (sync.changes.ownership): each holds its
+fair share under leases that a heartbeat thread renews, and takes over, at its next refresh,
+databases whose holder died.
 
 Each DDL notice goes through the debouncer and then the gate (gate.notice_change), like every
 other request for a reflection. A connection is checked by a heartbeat query when idle (one can
 look alive and receive nothing), and reconnected with growing back-off and jitter; after every
 (re)connect the database is reflected, because notices sent while it was away are lost. The set
 of watched databases is re-read every few seconds, so new and unregistered ones are picked up
-without a restart.
+without a restart: so are the databases given back or left by other listeners.
 """
 
 import contextlib
@@ -23,7 +27,7 @@ from django.db import DatabaseError, close_old_connections
 from psycopg2.extensions import connection as PgConnection
 from sqlalchemy.engine import make_url
 
-from sync.changes import gate, listening, store, watch
+from sync.changes import gate, listening, ownership, store, watch
 from sync.changes.debounce import Debouncer
 from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun
@@ -76,9 +80,13 @@ class Listener:
         self.debouncer: Debouncer[int] = Debouncer()
         self.next_refresh = 0.0
         self.heartbeat = float(settings.SYNC_LISTEN_HEARTBEAT)
+        self.id = ownership.new_listener_id()
+        self.held: tuple[int, ...] = ()  # what the heartbeat thread renews; replaced, never changed
 
     def run(self, stop: threading.Event) -> None:
-        logger.info("listener started")
+        logger.info("listener %s started", self.id)
+        beating = threading.Thread(target=self.beat_leases, args=(stop,), daemon=True)
+        beating.start()
         try:
             while not stop.is_set():
                 try:
@@ -90,7 +98,19 @@ class Listener:
         finally:
             for item in list(self.watched.values()):
                 self.disconnect(item)
-            logger.info("listener stopped")
+            with contextlib.suppress(*store.STATE_ERRORS):
+                ownership.leave(self.id, list(self.watched))  # the others take them at once
+            logger.info("listener %s stopped", self.id)
+
+    def beat_leases(self, stop: threading.Event) -> None:
+        """Renew this listener's leases, in a thread: a slow connect never lets them lapse."""
+        while True:
+            try:
+                ownership.beat(self.id, self.held)
+            except store.STATE_ERRORS as error:
+                logger.warning("listener: leases not renewed: Redis: %s", error)
+            if stop.wait(ownership.lease_seconds() / 3):
+                return
 
     def step(self) -> None:
         """Do what is due: refresh, connect, wait for notices, fire, heartbeat."""
@@ -124,13 +144,14 @@ class Listener:
         return max(0.0, min(deadlines) - now)
 
     def refresh(self) -> None:
-        """Follow the registered databases whose watch is installed."""
+        """Follow this listener's share of the registered databases whose watch is installed."""
         close_old_connections()  # a long-running process: never reuse a connection gone stale
         try:
             current = {d.id: d for d in Database.objects.exclude(watch_installed_at=None)}
         except DatabaseError as error:
             logger.warning("listener: service database unavailable: %s", error)
             return
+        current = self.share_of(current)
         for database_id, item in list(self.watched.items()):
             fresh = current.get(database_id)
             if fresh is None or fresh.url != item.database.url:
@@ -139,11 +160,25 @@ class Listener:
         for database_id, database in current.items():
             self.watched.setdefault(database_id, Watched(database))
             self.watched[database_id].database = database
+        self.held = tuple(self.watched)
         connected = [i for i, item in self.watched.items() if item.connection is not None]
         try:
             listening.mark_listening(connected, int(REFRESH_SECONDS * 5))
         except store.STATE_ERRORS as error:
             logger.warning("listener: listen mode not reported: Redis: %s", error)
+
+    def share_of(self, current: dict[int, Database]) -> dict[int, Database]:
+        """Return the databases this listener holds after balancing with the others.
+
+        Without Redis nobody can balance: keep those followed already (the gate cannot queue
+        meanwhile either), and claim nothing new.
+        """
+        try:
+            held = ownership.balance(self.id, current)
+        except store.STATE_ERRORS as error:
+            logger.warning("listener: leases not balanced: Redis: %s", error)
+            held = set(self.watched)
+        return {i: database for i, database in current.items() if i in held}
 
     def connect(self, item: Watched) -> None:
         database = item.database

@@ -5,15 +5,22 @@ import os
 import threading
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from celery import current_app
+from django.conf import settings
 from kombu import Producer
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from sync.changes import task_names
 
-PUBLISH_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
-PUBLISH_ERRORS = (BrokerError, RedisError, OSError)
+# Tight timeouts, by transport: Redis' client, or RabbitMQ's (py-amqp) connection.
+PUBLISH_TIMEOUTS = {
+    "redis": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0},
+    "amqp": {"connect_timeout": 0.5, "read_timeout": 1.0, "write_timeout": 1.0},
+}
+# What a broker that is down or restarting raises: kombu's, Redis' and RabbitMQ's errors.
+PUBLISH_ERRORS = (BrokerError, RedisError, AMQPError, OSError)
 
 
 class _Publisher(threading.local):
@@ -38,11 +45,13 @@ class _Publisher(threading.local):
         task_id: str,
         countdown: float | None = None,
     ) -> None:
-        """Publish a task. After a broker restart, the Redis client reconnects by itself."""
+        """Publish a task. After a broker restart, the Redis client reconnects by itself; a
+        RabbitMQ connection fails once, and the next publish opens a new one."""
         url = current_app.conf.broker_write_url or current_app.conf.broker_url
         if self.producer is None or url != self.url:
             self.close()
-            connection = current_app.connection_for_write(transport_options=PUBLISH_TIMEOUTS)
+            timeouts = PUBLISH_TIMEOUTS[settings.SYNC_BROKER_KIND]
+            connection = current_app.connection_for_write(transport_options=timeouts)
             self.producer, self.url = current_app.amqp.Producer(connection, auto_declare=False), url
         try:
             current_app.send_task(

@@ -4,12 +4,15 @@ Figures that are a state rather than an event (last success, objects, listener c
 queue depth) are read from their source when scraped: no process's stale copy can outlive it.
 """
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import redis
+from amqp.exceptions import ChannelError
+from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -17,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from sync.changes import listening, queues, store, turns
+from sync.changes import listening, ownership, queues, store, turns
+from sync.changes.publisher import PUBLISH_ERRORS
 from sync.models import Database, Schema, Table
 
 logger = logging.getLogger(__name__)
@@ -74,6 +78,14 @@ def state_figures(names: dict[int, str], watched: dict[int, str]) -> Iterator[Me
     for database_id, connected in zip(watched, listening.listening(watched), strict=True):
         connected_gauge.add_metric([watched[database_id]], int(connected))
     yield connected_gauge
+    holders = GaugeMetricFamily(
+        "dbsync_listener_databases",
+        "Watched databases each live listener holds (host:pid:nonce); 0 for a standby.",
+        labels=["listener"],
+    )
+    for listener, count in ownership.held_counts(list(watched)).items():
+        holders.add_metric([listener], count)
+    yield holders
     reconnects = CounterMetricFamily(
         "dbsync_listener_reconnects",
         "LISTEN connections lost and opened again by the listener, by database.",
@@ -102,6 +114,34 @@ PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 def queue_depths(names: Sequence[str]) -> list[tuple[str, int]]:
+    """Return the messages waiting in each queue, by the broker's own count."""
+    if settings.SYNC_BROKER_KIND == "amqp":
+        return amqp_queue_depths(names)
+    return redis_queue_depths(names)
+
+
+def amqp_queue_depths(names: Sequence[str]) -> list[tuple[str, int]]:
+    """Ask RabbitMQ each queue's ready messages (a passive declare: no queue is created)."""
+    depths = []
+    try:
+        with current_app.connection_for_read(transport_options={"connect_timeout": 0.5}) as conn:
+            for name in names:
+                channel: Any = conn.channel()  # py-amqp's, which kombu's stubs do not type
+                try:
+                    depths.append((name, int(channel.queue_declare(name, passive=True)[1])))
+                except ChannelError:  # not declared yet: nothing was ever queued there
+                    depths.append((name, 0))
+                finally:
+                    with contextlib.suppress(*PUBLISH_ERRORS):
+                        channel.close()
+    except PUBLISH_ERRORS as error:
+        logger.warning("metrics: broker unavailable: %s", error)
+        return []
+    return depths
+
+
+def redis_queue_depths(names: Sequence[str]) -> list[tuple[str, int]]:
+    """Count a queue's messages in kombu's Redis lists, each priority step's included."""
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=0.5)
     try:
         with broker.pipeline(transaction=False) as pipe:
