@@ -33,6 +33,7 @@ isolate("dbsync_bench_faults")
 import http.client
 import json
 import signal
+import socket
 import statistics
 import tempfile
 import threading
@@ -145,6 +146,11 @@ class Service:
             start_new_session=True,
         )  # fmt: skip
 
+    def stop_roles(self) -> None:
+        """Stop every role; wait until the web's port is free again, for the next start."""
+        stop(self.supervisor, "supervisord", term_wait=30)
+        poll_until(lambda: not port_answers(self.web_port), "the web's port to be free", 60)
+
     def start_redis(self) -> subprocess.Popen[bytes]:
         server = shutil.which("redis-server") or "redis-server"
         process = subprocess.Popen(
@@ -176,6 +182,14 @@ class Service:
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
                        capture_output=True, check=False)  # fmt: skip
         stop(self.redis, "redis-server")
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def redis_answers() -> bool:
@@ -409,7 +423,7 @@ def beat_takeover(service: Service) -> dict[str, Any]:
 
 def on_rabbitmq(service: Service, database_id: int, authorization: str) -> dict[str, Any]:
     """The roles again, on a RabbitMQ node of the bench's own as the broker; restart it."""
-    stop(service.supervisor, "supervisord", term_wait=30)
+    service.stop_roles()
     os.environ.pop("SYNC_REDIS_COOLDOWN", None)
     directory = service.workdir / "rabbitmq"
     directory.mkdir()
@@ -435,7 +449,7 @@ def on_rabbitmq(service: Service, database_id: int, authorization: str) -> dict[
 
 def hang_without_breaker(service: Service, database_id: int, authorization: str) -> dict[str, Any]:
     """The breaker's baseline: the same hang, the roles started again with SYNC_REDIS_COOLDOWN=0."""
-    stop(service.supervisor, "supervisord")
+    service.stop_roles()
     os.environ["SYNC_REDIS_COOLDOWN"] = "0"
     service.start_roles()
     traffic = Traffic(service.web_port, database_id, authorization)
