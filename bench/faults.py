@@ -6,6 +6,11 @@ each fault it prints the seconds from the fault's end until a list says `fresh` 
 5xx answers and failed requests meanwhile, the model rows lost, and the list latency during the
 fault beside the baseline measured before any fault. The service's PostgreSQL is shared on this
 machine, so its restart is stood in for by ending every session of the service database.
+
+A second listener and a second beat run beside the Procfile's (standbys): the faults that kill
+the listener holding the database while a client makes DDL, and the beat holding the lock, time
+the takeover. Last, the roles start again on a RabbitMQ node of the bench's own as the broker,
+and that node is restarted (the machine's own RabbitMQ is shared: it is never touched).
 """
 
 import os
@@ -28,6 +33,7 @@ isolate("dbsync_bench_faults")
 import http.client
 import json
 import signal
+import socket
 import statistics
 import tempfile
 import threading
@@ -52,7 +58,8 @@ from bench.common import (
     stop,
 )
 from bench.list_latency import auth_header, grant_bench_reader
-from sync.changes import gate, recency
+from bench.rabbit import RabbitNode
+from sync.changes import gate, ownership, recency, watch
 from sync.exceptions import IdentityChanged
 from sync.models import (
     Database,
@@ -61,6 +68,7 @@ from sync.models import (
 )
 from sync.reflection import registry
 from sync.reflection.runs import reflect
+from worker import beat
 
 USER_DATABASE = "dbsync_bench_faults_user"  # kept between runs
 MARKER = "dbsync bench: faults"
@@ -119,11 +127,14 @@ class Service:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.web_port = free_port()
-        procfile = (
-            (ROOT / "Procfile").read_text().replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
-        )
+        procfile = (ROOT / "Procfile").read_text()
+        os.environ["SYNC_WEB_PORT"] = str(self.web_port)  # the Procfile's web role reads it
+        # The standbys: any number of listeners share the databases, two beats take turns.
+        procfile += "listener-standby: python manage.py listen\n"
+        procfile += "beat-standby: celery -A worker beat --loglevel INFO\n"
         (workdir / "Procfile").write_text(procfile)
         os.environ["FLOWER_PORT"] = str(free_port())
+        os.environ.setdefault("FLOWER_BASIC_AUTH", "bench:bench-faults")  # flower refuses none
         self.redis = self.start_redis()
 
     def start_roles(self) -> None:
@@ -134,6 +145,11 @@ class Service:
             cwd=ROOT, stdout=(workdir / "roles.log").open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+
+    def stop_roles(self) -> None:
+        """Stop every role; wait until the web's port is free again, for the next start."""
+        stop(self.supervisor, "supervisord", term_wait=30)
+        poll_until(lambda: not port_answers(self.web_port), "the web's port to be free", 60)
 
     def start_redis(self) -> subprocess.Popen[bytes]:
         server = shutil.which("redis-server") or "redis-server"
@@ -166,6 +182,14 @@ class Service:
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
                        capture_output=True, check=False)  # fmt: skip
         stop(self.redis, "redis-server")
+
+
+def port_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def redis_answers() -> bool:
@@ -202,6 +226,7 @@ def prepare() -> int:
         reflect(database.id)
     except IdentityChanged:
         reflect(database.id, accept_new_identity=True)
+    watch.install(database)  # the listener's faults: changes heard, not polled
     return database.id
 
 
@@ -295,7 +320,15 @@ def run_faults(service: Service, traffic: Traffic, database_id: int) -> dict[str
         time.sleep(OUTAGE_SECONDS)
         service.redis.send_signal(signal.SIGCONT)
 
-    for role in ("worker", "beat", "web"):
+    with fault(
+        "listener_holding_the_database_killed_during_ddl", traffic, database_id, report
+    ) as facts:
+        facts |= listener_takeover(service, database_id)
+
+    with fault("active_beat_killed", traffic, database_id, report) as facts:
+        facts |= beat_takeover(service)
+
+    for role in ("worker", "web"):
         with fault(f"{role}_killed", traffic, database_id, report) as facts:
             before = service.pid(role)
             os.killpg(before, signal.SIGKILL)
@@ -312,9 +345,111 @@ def run_faults(service: Service, traffic: Traffic, database_id: int) -> dict[str
     return report
 
 
+def role_of(service: Service, pid: int, roles: tuple[str, ...]) -> str:
+    """Return which of the roles runs the process (the role's pid may be its shell's)."""
+    for role in roles:
+        role_pid = service.pid(role)
+        if role_pid == pid or (role_pid and pid in children(role_pid)):
+            return role
+    return "?"
+
+
+def children(pid: int) -> set[int]:
+    try:
+        return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def listener_takeover(service: Service, database_id: int) -> dict[str, Any]:
+    """Kill -9 the listener holding the database while a client makes DDL twice a second for
+    15 s; time each change until it is visible; count those never seen."""
+    owner = ownership.owners([database_id])[database_id] or "?:0:?"
+    pid = int(owner.split(":")[-2])
+    holder = role_of(service, pid, ("listener", "listener-standby"))
+    ddl = connect(USER_DATABASE, name="dbsync-bench-faults-ddl")
+    made: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        while time.monotonic() - killed < RECOVERY_LIMIT:
+            now = time.monotonic()
+            if now - killed < 15 and now - max(made.values(), default=0) >= 0.5:
+                name = f"fault_listener_{len(made)}"
+                with ddl.cursor() as cursor:
+                    cursor.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(name)))
+                made[name] = time.monotonic()
+            live = Table.objects.live().filter(database_id=database_id, name__in=list(made))
+            for name in live.values_list("name", flat=True):
+                seen.setdefault(name, time.monotonic() - made[name])
+            if now - killed >= 15 and len(seen) == len(made):
+                break
+            time.sleep(0.05)
+        with ddl.cursor() as cursor:
+            for name in made:
+                cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    finally:
+        ddl.close()
+    owner_after = ownership.owners([database_id])[database_id] or "?:0:?"
+    after = role_of(service, int(owner_after.split(":")[-2]), ("listener", "listener-standby"))
+    visible = sorted(seen.values())
+    return {
+        "killed": holder,
+        "taken_over_by": after,
+        "ddl_statements": len(made),
+        "lost_changes": len(made) - len(seen),
+        "ddl_to_visible_p50_s": round(statistics.median(visible), 2) if visible else None,
+        "ddl_to_visible_max_s": round(visible[-1], 2) if visible else None,
+    }
+
+
+def beat_takeover(service: Service) -> dict[str, Any]:
+    """Kill -9 the beat holding the lock; time until another one holds it."""
+    holder = beat.lock_holder() or "?:0:?"
+    pid = int(holder.split(":")[-2])
+    killed_role = role_of(service, pid, ("beat", "beat-standby"))
+    os.kill(pid, signal.SIGKILL)
+    seconds = poll_until(
+        lambda: (beat.lock_holder() or holder) != holder, "another beat to take the lock"
+    )
+    after = int((beat.lock_holder() or "?:0:?").split(":")[-2])
+    return {
+        "killed": killed_role,
+        "taken_over_by": role_of(service, after, ("beat", "beat-standby")),
+        "lock_taken_over_after_s": round(seconds, 2),
+    }
+
+
+def on_rabbitmq(service: Service, database_id: int, authorization: str) -> dict[str, Any]:
+    """The roles again, on a RabbitMQ node of the bench's own as the broker; restart it."""
+    service.stop_roles()
+    os.environ.pop("SYNC_REDIS_COOLDOWN", None)
+    directory = service.workdir / "rabbitmq"
+    directory.mkdir()
+    node = RabbitNode(directory, "dbsync-bench")
+    os.environ["SYNC_BROKER_URL"] = f"{node.url}/dbsync-bench"
+    report: dict[str, Any] = {}
+    try:
+        service.start_roles()
+        traffic = Traffic(service.web_port, database_id, authorization)
+        poll_until(lambda: first_fresh(traffic, 0) is not None, "the web on RabbitMQ", 120)
+        with fault("rabbitmq_restarted", traffic, database_id, report) as facts:
+            expire(database_id)  # the next list queues a reflection, on a broker going down
+            stopped = time.monotonic()
+            node.restart()
+            facts["broker_down_s"] = round(time.monotonic() - stopped, 2)
+        traffic.stop()
+    finally:
+        stop(service.supervisor, "supervisord", term_wait=30)
+        node.stop()
+        del os.environ["SYNC_BROKER_URL"]
+    return report
+
+
 def hang_without_breaker(service: Service, database_id: int, authorization: str) -> dict[str, Any]:
     """The breaker's baseline: the same hang, the roles started again with SYNC_REDIS_COOLDOWN=0."""
-    stop(service.supervisor, "supervisord")
+    service.stop_roles()
     os.environ["SYNC_REDIS_COOLDOWN"] = "0"
     service.start_roles()
     traffic = Traffic(service.web_port, database_id, authorization)
@@ -357,6 +492,7 @@ def main() -> None:
             faults = run_faults(service, traffic, database_id)
             traffic.stop()
             faults |= hang_without_breaker(service, database_id, authorization)
+            faults |= on_rabbitmq(service, database_id, authorization)
         finally:
             service.close()
     print(

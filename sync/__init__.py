@@ -17,8 +17,8 @@ The packages, each importing only those below it (import-linter checks it, pypro
               table_reads, throttling, status
     ops/      what operators call: health, metrics' scrape (views: /healthz, /metrics), the demo
     changes/  how dbsync hears of changes and decides to reflect: gate, leases, recency, turns,
-              listening, store; the watch (event triggers), listener, debounce, polling,
-              importing, progress
+              listening, store; the watch (event triggers), listener (any number of them,
+              sharing the databases: ownership), debounce, polling, importing, progress
     reflection/  diff and write (runs, diff, writes), registry, retention, the name cache
     models    the registered databases, their schemas and tables, the history
     remote/   the user's database only (no ORM, cache, Redis or Celery): connections,

@@ -25,6 +25,7 @@ from kombu import Connection
 from psycopg2 import sql
 from rest_framework.test import APIClient
 
+from bench.rabbit import RABBITMQ_SERVER, RabbitNode
 from sync.changes import queues, store
 from sync.models import Database, DatabaseGrant
 from sync.ops import demo
@@ -229,62 +230,13 @@ def start_redis_server(port: int) -> subprocess.Popen[bytes]:
     )
 
 
-RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # Debian's, without its su wrapper
-
-
-class RabbitServer:
-    """A RabbitMQ node of a test's own on 127.0.0.1:port, its data kept in a directory, so that
-    it can be stopped and started again with its durable queues and persistent messages."""
+class RabbitServer(RabbitNode):
+    """A RabbitMQ node of a test's own (bench/rabbit.py); the test is skipped without one."""
 
     def __init__(self, directory: Path, vhost: str) -> None:
         if not Path(RABBITMQ_SERVER).exists():
             pytest.skip("RabbitMQ's server is not installed here")
-        self.port, self.directory = free_port(), directory
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}"
-        (directory / "enabled_plugins").write_text("[].\n")
-        (directory / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
-            f"default_vhost = {vhost}\n"
-        )
-        self.process = self.start()
-
-    def start(self) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            "HOME": str(self.directory),
-            "RABBITMQ_NODENAME": f"dbsync-test-{self.port}@localhost",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
-            "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq.conf"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.directory / "enabled_plugins"),
-            "RABBITMQ_MNESIA_BASE": str(self.directory / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(self.directory / "log"),
-        }
-        with (self.directory / "server.log").open("ab") as log:
-            process = subprocess.Popen(
-                [RABBITMQ_SERVER], env=env, stdout=log, stderr=log, start_new_session=True
-            )
-        wait_until(lambda: port_answers(self.port), timeout=120, what="RabbitMQ to start")
-        return process
-
-    def stop(self) -> None:
-        """Stop the node as its service would (SIGTERM): it writes its queues and exits."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=60)
-        wait_until(lambda: not port_answers(self.port), timeout=30, what="RabbitMQ to stop")
-
-    def restart(self) -> None:
-        self.stop()
-        self.process = self.start()
-
-
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+        super().__init__(directory, vhost)
 
 
 def free_port() -> int:

@@ -88,6 +88,18 @@ class LockedDatabaseScheduler(DatabaseScheduler):
         self._initial_read = True
         self._heap = None
 
+    def reserve(self, entry: Any) -> Any:
+        """Advance the entry, and keep the advanced one in the schedule, as Celery's own does.
+
+        django-celery-beat's leaves the old one there: when the heap is built again from the
+        schedule (it changed while this beat read it, as another beat's start changes it), the
+        old entry is due again and its job is sent twice.
+        """
+        advanced = super().reserve(entry)
+        if self._schedule is not None and entry.name in self._schedule:
+            self._schedule[entry.name] = advanced
+        return advanced
+
     def should_sync(self) -> bool:
         """Write each job's last run as soon as it is sent, for a beat that takes over."""
         return True

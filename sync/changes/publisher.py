@@ -17,7 +17,8 @@ from sync.changes import task_names
 # Tight timeouts, by transport: Redis' client, or RabbitMQ's (py-amqp) connection.
 PUBLISH_TIMEOUTS = {
     "redis": {"socket_connect_timeout": 0.5, "socket_timeout": 1.0},
-    "amqp": {"connect_timeout": 0.5, "read_timeout": 1.0, "write_timeout": 1.0},
+    # And no retries of the connect: kombu's default retries it for 4 s (broker_connection_timeout).
+    "amqp": {"connect_timeout": 0.5, "read_timeout": 1.0, "write_timeout": 1.0, "max_retries": 0},
 }
 # What a broker that is down or restarting raises: kombu's, Redis' and RabbitMQ's errors.
 PUBLISH_ERRORS = (BrokerError, RedisError, AMQPError, OSError)
