@@ -20,8 +20,9 @@ from sync.models import Database, ReflectionRun
 from sync.reflection import names
 from sync.reflection.diff import Changes, Counts, diff, load_state
 from sync.reflection.writes import apply
-from sync.remote import catalog
-from sync.remote.catalog import Identity
+from sync.remote import catalog, changelog
+from sync.remote.catalog import CatalogRead, Identity
+from sync.remote.changelog import LogEntry, LogRead, Position
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class ReflectionResult:
     database: str
     counts: Counts
     duration_ms: int
+    # The change log's entries this run applied (none in poll mode or when no log was read),
+    # and whether it read only the objects they name.
+    entries: tuple[LogEntry, ...] = ()
+    targeted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
@@ -81,7 +86,7 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, stored = compute_changes(database, accept_new_identity, step)
+            changes, stored, log = compute_changes(database, accept_new_identity, step)
             step(2)
             apply(database.id, changes, started_at)
             finished_at = timezone.now()
@@ -101,6 +106,9 @@ def reflect(
                 **asdict(changes.counts),
             )
             transaction.on_commit(partial(names.remember, database.id, changes.names))
+            if log is not None:
+                applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
+                transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -110,27 +118,52 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
-    return ReflectionResult(database.name, changes.counts, duration_ms)
+    entries = () if log is None else log.entries
+    return ReflectionResult(database.name, changes.counts, duration_ms, entries)
 
 
 def compute_changes(
     database: Database, accept_new_identity: bool, step: Callable[[int], None]
-) -> tuple[Changes, dict[str, Any]]:
-    """Return what to apply, and the identity and fingerprint to store on the database."""
+) -> tuple[Changes, dict[str, Any], LogRead | None]:
+    """Return what to apply, the fields to store on the database (identity, fingerprint, log
+    position) and the change log read with the catalog."""
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
-    read = catalog.read_catalog(database.source, known=known)
-    stored = identity_fields(database, read.identity, accept_new_identity)
-    stored["catalog_fingerprint"] = read.fingerprint.text
-    stored["catalog_version"] = read.version
+    position = log_position(database, accept_new_identity)
+    read = catalog.read_catalog(database.source, known=known, position=position)
+    stored = stored_fields(database, read, accept_new_identity)
     if read.snapshot is None:
-        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read.log
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(read.snapshot, state), stored
+    return diff(read.snapshot, state), stored, read.log
+
+
+def log_position(database: Database, accept_new_identity: bool) -> Position | None:
+    """Return where the change log was left, None where no watch is installed.
+
+    A new identity's log says nothing of the models' oids: its position starts again.
+    """
+    if database.watch_installed_at is None:
+        return None
+    if accept_new_identity:
+        return Position()
+    return Position(database.log_position, database.log_snapshot, database.log_trimmed)
+
+
+def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
+    """Return the identity, fingerprint, version and log position to store with the changes."""
+    stored = identity_fields(database, read.identity, accept_new)
+    stored["catalog_fingerprint"] = read.fingerprint.text
+    stored["catalog_version"] = read.version
+    if read.log is not None:
+        stored["log_position"] = read.log.position.id
+        stored["log_snapshot"] = read.log.position.snapshot
+        stored["log_trimmed"] = read.log.position.trimmed
+    return stored
 
 
 @contextmanager
