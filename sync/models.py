@@ -180,6 +180,7 @@ class ReflectionRun(models.Model):
         ADMIN = "admin"  # the admin's "Reflect now"
         PAGE = "page"  # the Refresh button of the web pages
         LISTENER = "listener"  # a DDL notice from the database's event triggers
+        RECONNECT = "reconnect"  # the listener (re)connected: it may have missed notices
         POLL = "poll"  # the periodic check found the catalog changed
         RENEWAL = "renewal"  # the periodic renewal of databases nobody lists
         IMPORT = "import"

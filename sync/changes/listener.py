@@ -167,8 +167,9 @@ class Listener:
             with contextlib.suppress(*store.STATE_ERRORS):
                 listening.count_reconnect(database.id)
         item.failures, item.connects = 0, item.connects + 1
-        # Notices sent while nobody listened are lost: reflect in case there were any.
-        self.queue(database.id, time.monotonic())
+        # Notices sent while nobody listened are lost: reflect in case there were any, the
+        # whole catalog (whatever happened meanwhile, a restore included).
+        self.queue(database.id, time.monotonic(), ReflectionRun.Trigger.RECONNECT)
 
     def receive(self, item: Watched) -> None:
         connection = item.connection
@@ -208,11 +209,13 @@ class Listener:
             watch.lost(item.database, reason)
             del self.watched[item.database.id]
 
-    def queue(self, database_id: int, now: float) -> None:
+    def queue(
+        self, database_id: int, now: float, trigger: str = ReflectionRun.Trigger.LISTENER
+    ) -> None:
         item = self.watched.get(database_id)
         if item is None:
             return
-        freshness = gate.notice_change(item.database, ReflectionRun.Trigger.LISTENER)
+        freshness = gate.notice_change(item.database, trigger)
         if freshness.status == gate.Status.UNAVAILABLE:
             self.debouncer.again(database_id, now)  # Redis or the broker is down: try again
 

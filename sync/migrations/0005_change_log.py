@@ -10,6 +10,26 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="reflectionrun",
+            name="trigger",
+            field=models.CharField(
+                choices=[
+                    ("list", "List"),
+                    ("live", "Live"),
+                    ("api", "Api"),
+                    ("admin", "Admin"),
+                    ("page", "Page"),
+                    ("listener", "Listener"),
+                    ("reconnect", "Reconnect"),
+                    ("poll", "Poll"),
+                    ("renewal", "Renewal"),
+                    ("import", "Import"),
+                    ("command", "Command"),
+                ],
+                max_length=16,
+            ),
+        ),
         migrations.AddField(
             model_name="database",
             name="watch_signal",

@@ -18,7 +18,14 @@ from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
 from sync.reflection import names
-from sync.reflection.diff import Changes, Counts, diff, load_state
+from sync.reflection.diff import (
+    Changes,
+    Counts,
+    diff,
+    diff_targeted,
+    load_state,
+    load_targeted_state,
+)
 from sync.reflection.writes import apply
 from sync.remote import catalog, changelog
 from sync.remote.catalog import CatalogRead, Identity
@@ -86,7 +93,8 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, stored, log = compute_changes(database, accept_new_identity, step)
+            changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
+            log = read.log
             step(2)
             apply(database.id, changes, started_at)
             finished_at = timezone.now()
@@ -103,6 +111,7 @@ def reflect(
                 started_at=started_at,
                 finished_at=finished_at,
                 outcome=ReflectionRun.Outcome.SUCCESS,
+                targeted=read.targeted,
                 **asdict(changes.counts),
             )
             transaction.on_commit(partial(names.remember, database.id, changes.names))
@@ -118,28 +127,62 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
+    count_drift(trigger, log, changes.counts)
     entries = () if log is None else log.entries
-    return ReflectionResult(database.name, changes.counts, duration_ms, entries)
+    return ReflectionResult(database.name, changes.counts, duration_ms, entries, read.targeted)
+
+
+def count_drift(trigger: str, log: LogRead | None, counts: Counts) -> None:
+    """Count what a renewal found changed though the change log named nothing (expected 0)."""
+    if trigger != ReflectionRun.Trigger.RENEWAL or log is None or log.gap or log.entries:
+        return
+    found = counts.added + counts.renamed + counts.moved + counts.dropped + counts.recreated
+    if found:
+        metrics.LOG_DRIFT.inc(found)
+        logger.warning("the renewal found %d changes the change log had not named", found)
+
+
+# Runs that may read only what the change log names; the others read the whole catalog: the
+# renewal (it is also the check that the log missed nothing), imports, manage.py reflect, and the
+# first run after the listener (re)connects. Past TARGETED_LIMIT entries, a whole read is faster.
+TARGETED_TRIGGERS = frozenset(
+    {
+        ReflectionRun.Trigger.LIST,
+        ReflectionRun.Trigger.LIVE,
+        ReflectionRun.Trigger.API,
+        ReflectionRun.Trigger.ADMIN,
+        ReflectionRun.Trigger.PAGE,
+        ReflectionRun.Trigger.LISTENER,
+        ReflectionRun.Trigger.POLL,
+    }
+)
+TARGETED_LIMIT = 5000
 
 
 def compute_changes(
-    database: Database, accept_new_identity: bool, step: Callable[[int], None]
-) -> tuple[Changes, dict[str, Any], LogRead | None]:
+    database: Database, trigger: str, accept_new_identity: bool, step: Callable[[int], None]
+) -> tuple[Changes, dict[str, Any], CatalogRead]:
     """Return what to apply, the fields to store on the database (identity, fingerprint, log
-    position) and the change log read with the catalog."""
+    position) and the read (with the change log read beside the catalog)."""
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
     position = log_position(database, accept_new_identity)
-    read = catalog.read_catalog(database.source, known=known, position=position)
+    targeted = TARGETED_LIMIT if trigger in TARGETED_TRIGGERS and not accept_new_identity else 0
+    read = catalog.read_catalog(database.source, known, position, targeted)
     stored = stored_fields(database, read, accept_new_identity)
+    if read.targeted and read.snapshot is not None and read.log is not None:
+        step(1)
+        named = {entry.objid for entry in read.log.entries}
+        state = load_targeted_state(database.id, read.snapshot, named)
+        return diff_targeted(read.snapshot, state, named), stored, read
     if read.snapshot is None:
-        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read.log
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(read.snapshot, state), stored, read.log
+    return diff(read.snapshot, state), stored, read
 
 
 def log_position(database: Database, accept_new_identity: bool) -> Position | None:
@@ -157,7 +200,8 @@ def log_position(database: Database, accept_new_identity: bool) -> Position | No
 def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
     """Return the identity, fingerprint, version and log position to store with the changes."""
     stored = identity_fields(database, read.identity, accept_new)
-    stored["catalog_fingerprint"] = read.fingerprint.text
+    # A targeted read leaves the rest of the catalog unread: its fingerprint is not known.
+    stored["catalog_fingerprint"] = "" if read.targeted else read.fingerprint.text
     stored["catalog_version"] = read.version
     if read.log is not None:
         stored["log_position"] = read.log.position.id
