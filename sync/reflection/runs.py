@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import names
+from sync.reflection import history, names
 from sync.reflection.diff import (
     Changes,
     Counts,
@@ -105,17 +105,11 @@ def reflect(
                 last_error_at=None,
                 **stored,
             )
-            ReflectionRun.objects.create(
-                database_id=database.id,
-                trigger=trigger,
-                started_at=started_at,
-                finished_at=finished_at,
-                outcome=ReflectionRun.Outcome.SUCCESS,
-                targeted=read.targeted,
-                **asdict(changes.counts),
+            history.record_success(
+                database.id, trigger, started_at, finished_at, changes.counts, read.targeted
             )
             transaction.on_commit(partial(names.remember, database.id, changes.names))
-            if log is not None:
+            if log is not None and log.entries:  # something for the watch to trim
                 applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
                 transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
