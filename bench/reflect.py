@@ -131,9 +131,9 @@ def ensure_relations(dbname: str, n: int) -> None:
         log(f"{dbname}: dropped {dropped:,} and created {created:,} relations")
 
 
-def ensure_user_database(n: int) -> str:
+def ensure_user_database(n: int, prefix: str = "dbsync_bench") -> str:
     """Create the kept database of n relations, or check and repair the existing one."""
-    dbname = f"dbsync_bench_{n}"
+    dbname = f"{prefix}_{n}"
     ensure_database(dbname, MARKER.format(n=n))
     started = time.perf_counter()
     ensure_relations(dbname, n)
