@@ -1,6 +1,7 @@
 """The watch's change log: its position on each database, how it signals, and history rows that
-stand for a run of unchanged reflections."""
+stand for a run of unchanged reflections; tables without a database constraint on their schema."""
 
+import django.db.models.deletion
 from django.db import migrations, models
 
 
@@ -10,6 +11,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="table",
+            name="schema",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="tables",
+                to="sync.schema",
+            ),
+        ),
         migrations.AlterField(
             model_name="reflectionrun",
             name="trigger",
