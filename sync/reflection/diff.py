@@ -47,6 +47,10 @@ class Counts:
     recreated: int = 0
     unchanged: int = 0
 
+    def changed(self) -> int:
+        """Return how many objects changed."""
+        return self.added + self.renamed + self.moved + self.dropped + self.recreated
+
 
 @dataclass
 class Changes:

@@ -96,18 +96,7 @@ def reflect(
             changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
             log = read.log
             step(2)
-            apply(database.id, changes, started_at)
-            finished_at = timezone.now()
-            Database.objects.filter(pk=database.id).update(
-                imported_at=database.imported_at or finished_at,
-                reflected_at=finished_at,
-                last_error="",
-                last_error_at=None,
-                **stored,
-            )
-            history.record_success(
-                database.id, trigger, started_at, finished_at, changes.counts, read.targeted
-            )
+            record(database, changes, stored, read, trigger, started_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
             if log is not None and log.entries:  # something for the watch to trim
                 applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
@@ -126,11 +115,43 @@ def reflect(
     return ReflectionResult(database.name, changes.counts, duration_ms, entries, read.targeted)
 
 
+def changed(counts: Counts) -> bool:
+    return bool(
+        counts.added or counts.renamed or counts.moved or counts.dropped or counts.recreated
+    )
+
+
+def record(
+    database: Database,
+    changes: Changes,
+    stored: dict[str, Any],
+    read: CatalogRead,
+    trigger: str,
+    started_at: datetime,
+) -> None:
+    """Write the changes, the database's new state and the history row (in the transaction)."""
+    finished_at = timezone.now()
+    fields = {
+        "imported_at": database.imported_at or finished_at,
+        "reflected_at": finished_at,
+        "last_error": "",
+        "last_error_at": None,
+        **stored,
+    }
+    run = history.Run(database.id, trigger, started_at, finished_at, changes.counts, read.targeted)
+    if not changes.counts.changed() and not (read.log and read.log.entries):
+        history.record_unchanged(run, fields)
+        return
+    apply(database.id, changes, started_at)
+    Database.objects.filter(pk=database.id).update(**fields)
+    history.record_success(run)
+
+
 def count_drift(trigger: str, log: LogRead | None, counts: Counts) -> None:
     """Count what a renewal found changed though the change log named nothing (expected 0)."""
     if trigger != ReflectionRun.Trigger.RENEWAL or log is None or log.gap or log.entries:
         return
-    found = counts.added + counts.renamed + counts.moved + counts.dropped + counts.recreated
+    found = counts.changed()
     if found:
         metrics.LOG_DRIFT.inc(found)
         logger.warning("the renewal found %d changes the change log had not named", found)

@@ -230,16 +230,15 @@ def _read_catalog(
     user_engine: Engine, known: str, position: Position | None, targeted: int
 ) -> CatalogRead:
     with user_engine.begin() as connection:
-        # In the transaction, not at connect: a pooler in transaction mode refuses startup options.
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms()}")
         if targeted and position is not None:
             read = _read_targeted(connection, position, targeted)
             if read.targeted:
                 return read
             log = read.log
+            row = connection.execute(FINGERPRINT_QUERY).one()
         else:
+            row = connection.exec_driver_sql(with_timeout(FINGERPRINT_CHECK)).one()
             log = None if position is None else changelog.read_log(connection, position)
-        row = connection.execute(FINGERPRINT_QUERY).one()
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
             return CatalogRead(identity, fingerprint, row.version, None, log)
@@ -247,10 +246,18 @@ def _read_catalog(
     return CatalogRead(identity, fingerprint, row.version, snapshot_of(rows), log)
 
 
+def with_timeout(sql: str) -> str:
+    """Prefix a statement (in psycopg2's paramstyle) with the statement timeout, one round trip.
+
+    In the transaction, not at connect: a pooler in transaction mode refuses startup options.
+    """
+    return f"SET LOCAL statement_timeout = {statement_timeout_ms()}; {sql}"
+
+
 def _read_targeted(connection: Connection, position: Position, limit: int) -> CatalogRead:
     """Read the log, and the catalog rows of what it names if it vouches for every change;
     else return the log alone (targeted False), for the whole read to follow."""
-    row = connection.execute(IDENTITY_VERSION_QUERY).one()
+    row = connection.exec_driver_sql(with_timeout(IDENTITY_VERSION_CHECK)).one()
     log = changelog.read_log(connection, position)
     unknown = Fingerprint(0, "")
     if log is None or log.gap or not targetable(log.entries, limit):
@@ -278,6 +285,7 @@ def snapshot_of(rows: Sequence[Row[Any]]) -> Snapshot:
 # paramstyle for read_once, as compiled for this dialect.
 VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
 FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
+IDENTITY_VERSION_CHECK = str(IDENTITY_VERSION_QUERY.compile(dialect=_DIALECT))
 
 
 def read_version(source: Source) -> int | None:
