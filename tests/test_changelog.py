@@ -175,3 +175,27 @@ def test_the_log_keeps_at_most_its_cap_with_dbsync_stopped(registered, user_db, 
     result = runs.reflect(registered.id, trigger="listener")
     assert not result.targeted  # entries were trimmed unread: the whole catalog is read
     assert result.entries == ()
+
+
+def test_entries_applied_are_trimmed_by_the_watch(
+    watched, user_db, django_capture_on_commit_callbacks
+):
+    def ddl(first: int, count: int) -> None:
+        with admin_connection(user_db.name) as connection, connection.cursor() as cursor:
+            for i in range(first, first + count):
+                cursor.execute(f"CREATE TABLE applied{i} (); DROP TABLE applied{i}")
+        connection.close()
+
+    ddl(0, 300)  # 600 entries
+    with django_capture_on_commit_callbacks(execute=True):  # it tells the watch after commit
+        applied = runs.reflect(watched.id, trigger="listener").entries
+    ddl(300, 250)  # past the thousandth id, where the watch trims
+
+    with admin_connection(user_db.name) as connection, connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(id), count(*) FROM {WATCH_SCHEMA}.change_log")
+        oldest, rows = one_row(cursor)
+    connection.close()
+    assert len(applied) == 600
+    assert oldest > applied[-1].id  # every entry applied is gone
+    assert rows <= 500
+    assert len(runs.reflect(watched.id, trigger="listener").entries) == 500

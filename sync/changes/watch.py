@@ -38,8 +38,8 @@ LOCK_KEYS = (1684169337, 1819240224)
 # may log; search_path pinned, so that no object of the caller's can stand in for one of these.
 # Ids come from the counter advanced by setval under a lock held for two statements: nextval
 # would set the session's lastval(), and a row lock would make every DDL wait for the others'
-# commits. Every thousandth id, the rows dbsync applied go (those of transactions older than the
-# oldest open at its last read, the xmin it stores in log_applied), then the rows past the cap; a
+# commits. Every thousandth id, the rows dbsync applied go (those of transactions its last read
+# saw, by the snapshot it stores in log_applied), then the rows past the cap; a
 # cap trim is recorded (log_trimmed), so that the reader knows its log has a gap. Never the
 # statement's text. An error inside never fails the DDL (and lets go of the lock if it was
 # taken). One function per event, all inline: each call of a SECURITY DEFINER function with its
@@ -51,7 +51,7 @@ AS $watch$
 DECLARE
     n bigint;
     last bigint;
-    applied bigint;
+    applied txid_snapshot;
     trimmed bigint;
 BEGIN
     SELECT count(*) INTO n {changed};
@@ -68,8 +68,10 @@ BEGIN
            txid_current(), statement_timestamp()
     {changed};
     IF (last + n) / 1000 > last / 1000 THEN
-        applied := coalesce(pg_sequence_last_value('{schema}.log_applied'), 0);
-        DELETE FROM {schema}.change_log WHERE xid < applied;
+        SELECT a.snapshot INTO applied FROM {schema}.log_applied AS a;
+        IF applied IS NOT NULL THEN
+            DELETE FROM {schema}.change_log WHERE txid_visible_in_snapshot(xid, applied);
+        END IF;
         DELETE FROM {schema}.change_log WHERE id <= last + n - {cap};
         GET DIAGNOSTICS trimmed = ROW_COUNT;
         IF trimmed > 0 THEN
@@ -121,7 +123,10 @@ COMMENT ON SCHEMA {WATCH_SCHEMA} IS '{WATCH_SCHEMA_COMMENT}';
 GRANT USAGE ON SCHEMA {WATCH_SCHEMA} TO PUBLIC;
 CREATE SEQUENCE IF NOT EXISTS {WATCH_SCHEMA}.ddl_version;
 GRANT SELECT ON SEQUENCE {WATCH_SCHEMA}.ddl_version TO PUBLIC;
-CREATE SEQUENCE IF NOT EXISTS {WATCH_SCHEMA}.log_applied;
+CREATE TABLE IF NOT EXISTS {WATCH_SCHEMA}.log_applied (snapshot txid_snapshot);
+INSERT INTO {WATCH_SCHEMA}.log_applied
+    SELECT NULL WHERE NOT EXISTS (SELECT FROM {WATCH_SCHEMA}.log_applied);
+REVOKE ALL ON {WATCH_SCHEMA}.log_applied FROM PUBLIC;
 CREATE SEQUENCE IF NOT EXISTS {WATCH_SCHEMA}.log_trimmed;
 GRANT SELECT ON SEQUENCE {WATCH_SCHEMA}.log_trimmed TO PUBLIC;
 CREATE TABLE IF NOT EXISTS {WATCH_SCHEMA}.change_log (
@@ -154,7 +159,7 @@ _GRANTS = """
 DO $grants$ BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = {role}) AND {role} <> current_user THEN
         EXECUTE format('GRANT SELECT ON {schema}.change_log TO %I', {role});
-        EXECUTE format('GRANT SELECT, UPDATE ON SEQUENCE {schema}.log_applied TO %I', {role});
+        EXECUTE format('GRANT SELECT, UPDATE ON {schema}.log_applied TO %I', {role});
     END IF;
 END $grants$;
 """
@@ -183,7 +188,7 @@ DROP FUNCTION IF EXISTS {WATCH_SCHEMA}.ddl_command_end();
 DROP FUNCTION IF EXISTS {WATCH_SCHEMA}.sql_drop();
 DROP TABLE IF EXISTS {WATCH_SCHEMA}.change_log;
 DROP SEQUENCE IF EXISTS {WATCH_SCHEMA}.ddl_version;
-DROP SEQUENCE IF EXISTS {WATCH_SCHEMA}.log_applied;
+DROP TABLE IF EXISTS {WATCH_SCHEMA}.log_applied;
 DROP SEQUENCE IF EXISTS {WATCH_SCHEMA}.log_trimmed;
 """
 UNINSTALL_SCHEMA = f"DROP SCHEMA IF EXISTS {WATCH_SCHEMA}"

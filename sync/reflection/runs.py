@@ -98,8 +98,8 @@ def reflect(
             step(2)
             record(database, changes, stored, read, trigger, started_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
-            if log is not None and log.entries:  # something for the watch to trim
-                applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
+            if log is not None and trim_due(database.log_position, log):
+                applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
                 transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
@@ -145,6 +145,18 @@ def record(
     apply(database.id, changes, started_at)
     Database.objects.filter(pk=database.id).update(**fields)
     history.record_success(run)
+
+
+# The watch trims its log every thousandth id: telling it how far the log is applied every few
+# hundred entries keeps the log short without a round trip for every run.
+TRIM_EVERY = 250
+
+
+def trim_due(previous: int | None, log: LogRead) -> bool:
+    """Whether to tell the watch how far its log is applied, after a run that read `log`."""
+    if not log.entries or log.position.id is None:
+        return False
+    return previous is None or log.position.id // TRIM_EVERY > previous // TRIM_EVERY
 
 
 def count_drift(trigger: str, log: LogRead | None, counts: Counts) -> None:

@@ -60,7 +60,9 @@ class LogRead:
     entries: tuple[LogEntry, ...]
     position: Position  # to store with the changes these entries bring
     gap: bool  # True: the entries may miss changes since the position; reflect everything
-    applied_xmin: int  # every entry of a transaction below this is applied once stored
+    # Every entry of a transaction this snapshot saw is applied once the position is stored
+    # ("" where some are left for the next read).
+    applied_snapshot: str
 
 
 # The log's state in the reader's snapshot; NULLs where no log is installed or readable.
@@ -71,8 +73,7 @@ STATE_SQL = text(
                AS version,
            coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.log_trimmed')), 0)
                AS trimmed,
-           txid_current_snapshot()::text AS snapshot,
-           txid_snapshot_xmin(txid_current_snapshot()) AS xmin
+           txid_current_snapshot()::text AS snapshot
     FROM (SELECT to_regclass('{WATCH_SCHEMA}.change_log') AS oid) AS log
     WHERE log.oid IS NOT NULL
       AND has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.log_trimmed'), 'SELECT')
@@ -108,7 +109,8 @@ def read_log(connection: Connection, position: Position) -> LogRead | None:
     start = position.id
     if start is None or has_gap(position, here, int(state.version)):
         newest = int(connection.execute(NEWEST_SQL).scalar_one())
-        return LogRead((), Position(newest, here.snapshot, here.trimmed), True, int(state.xmin))
+        # The whole catalog read in this snapshot applies what its entries say.
+        return LogRead((), Position(newest, here.snapshot, here.trimmed), True, here.snapshot)
     rows = connection.execute(
         ENTRIES_SQL, {"position": start, "snapshot": position.snapshot, "limit": READ_LIMIT}
     ).all()
@@ -116,8 +118,8 @@ def read_log(connection: Connection, position: Position) -> LogRead | None:
     newest = max([start, *(entry.id for entry in entries)])
     # Past the limit, the snapshot stays the old one: the entries left are read next time.
     snapshot = position.snapshot if len(entries) == READ_LIMIT else here.snapshot
-    xmin = int(state.xmin) if len(entries) < READ_LIMIT else 0
-    return LogRead(entries, Position(newest, snapshot, here.trimmed), False, xmin)
+    applied = here.snapshot if len(entries) < READ_LIMIT else ""
+    return LogRead(entries, Position(newest, snapshot, here.trimmed), False, applied)
 
 
 def has_gap(position: Position, here: Position, version: int) -> bool:
@@ -129,21 +131,20 @@ def has_gap(position: Position, here: Position, version: int) -> bool:
     )
 
 
-# Entries of transactions older than this are applied: the watch may delete them.
-APPLIED_SQL = f"""
-    SELECT CASE WHEN has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.log_applied'), 'UPDATE')
-                THEN setval(to_regclass('{WATCH_SCHEMA}.log_applied'), %(xmin)s) END
-"""
+# The entries of transactions this snapshot saw are applied: the watch may delete them.
+APPLIED_SQL = (
+    f"UPDATE {WATCH_SCHEMA}.log_applied SET snapshot = CAST(%(snapshot)s AS txid_snapshot)"
+)
 
 
-def mark_applied(source: Source, xmin: int) -> None:
-    """Tell the watch that entries of transactions below xmin are applied, so that it may trim
-    them; a failure only leaves them to the cap."""
-    if xmin <= 0:
+def mark_applied(source: Source, snapshot: str) -> None:
+    """Tell the watch that entries of transactions the snapshot saw are applied, so that it may
+    trim them; a failure (a role not granted, an earlier watch) only leaves them to the cap."""
+    if not snapshot:
         return
     try:
         with server_slot(source.url), engine(source).connect() as connection:
-            connection.exec_driver_sql(APPLIED_SQL, {"xmin": xmin})
+            connection.exec_driver_sql(APPLIED_SQL, {"snapshot": snapshot})
     except (DBAPIError, CatalogUnavailable) as error:
         logger.warning("change log not marked applied: %s", error_detail(error, source.url))
 
