@@ -245,6 +245,11 @@ SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
 # Listeners share the watched databases under leases of this many seconds, renewed every third
 # of it: the databases of a listener that died are taken over within it and one refresh (2 s).
 SYNC_LISTENER_LEASE_SECONDS = _env_int("SYNC_LISTENER_LEASE_SECONDS", 6, least=3)
+# Where the watch cannot NOTIFY (a server that allows prepared transactions), the listener asks
+# each database's counter this often, on the connection it keeps: one tiny query per interval.
+SYNC_LISTEN_POLL_MS = _env_int("SYNC_LISTEN_POLL_MS", 100, least=10)
+# The watch's change log keeps this many rows at most, whether or not dbsync reads it.
+SYNC_CHANGE_LOG_CAP = _env_int("SYNC_CHANGE_LOG_CAP", 100_000, least=1000)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 # Records are cut in the statement that reads them: a value whose text is longer than

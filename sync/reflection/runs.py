@@ -17,11 +17,19 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import names
-from sync.reflection.diff import Changes, Counts, diff, load_state
+from sync.reflection import history, names
+from sync.reflection.diff import (
+    Changes,
+    Counts,
+    diff,
+    diff_targeted,
+    load_state,
+    load_targeted_state,
+)
 from sync.reflection.writes import apply
-from sync.remote import catalog
-from sync.remote.catalog import Identity
+from sync.remote import catalog, changelog
+from sync.remote.catalog import CatalogRead, Identity
+from sync.remote.changelog import LogEntry, LogRead, Position
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,10 @@ class ReflectionResult:
     database: str
     counts: Counts
     duration_ms: int
+    # The change log's entries this run applied (none in poll mode or when no log was read),
+    # and whether it read only the objects they name.
+    entries: tuple[LogEntry, ...] = ()
+    targeted: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
@@ -81,26 +93,14 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, stored = compute_changes(database, accept_new_identity, step)
+            changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
+            log = read.log
             step(2)
-            apply(database.id, changes, started_at)
-            finished_at = timezone.now()
-            Database.objects.filter(pk=database.id).update(
-                imported_at=database.imported_at or finished_at,
-                reflected_at=finished_at,
-                last_error="",
-                last_error_at=None,
-                **stored,
-            )
-            ReflectionRun.objects.create(
-                database_id=database.id,
-                trigger=trigger,
-                started_at=started_at,
-                finished_at=finished_at,
-                outcome=ReflectionRun.Outcome.SUCCESS,
-                **asdict(changes.counts),
-            )
+            record(database, changes, stored, read, trigger, started_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
+            if log is not None and trim_due(database.log_position, log):
+                applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
+                transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -110,27 +110,131 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
-    return ReflectionResult(database.name, changes.counts, duration_ms)
+    count_drift(trigger, log, changes.counts)
+    entries = () if log is None else log.entries
+    return ReflectionResult(database.name, changes.counts, duration_ms, entries, read.targeted)
+
+
+def changed(counts: Counts) -> bool:
+    return bool(
+        counts.added or counts.renamed or counts.moved or counts.dropped or counts.recreated
+    )
+
+
+def record(
+    database: Database,
+    changes: Changes,
+    stored: dict[str, Any],
+    read: CatalogRead,
+    trigger: str,
+    started_at: datetime,
+) -> None:
+    """Write the changes, the database's new state and the history row (in the transaction)."""
+    finished_at = timezone.now()
+    fields = {
+        "imported_at": database.imported_at or finished_at,
+        "reflected_at": finished_at,
+        "last_error": "",
+        "last_error_at": None,
+        **stored,
+    }
+    run = history.Run(database.id, trigger, started_at, finished_at, changes.counts, read.targeted)
+    if not changes.counts.changed() and not (read.log and read.log.entries):
+        history.record_unchanged(run, fields)
+        return
+    apply(database.id, changes, started_at)
+    Database.objects.filter(pk=database.id).update(**fields)
+    history.record_success(run)
+
+
+# The watch trims its log every thousandth id: telling it how far the log is applied every few
+# hundred entries keeps the log short without a round trip for every run.
+TRIM_EVERY = 250
+
+
+def trim_due(previous: int | None, log: LogRead) -> bool:
+    """Whether to tell the watch how far its log is applied, after a run that read `log`."""
+    if not log.entries or log.position.id is None:
+        return False
+    return previous is None or log.position.id // TRIM_EVERY > previous // TRIM_EVERY
+
+
+def count_drift(trigger: str, log: LogRead | None, counts: Counts) -> None:
+    """Count what a renewal found changed though the change log named nothing (expected 0)."""
+    if trigger != ReflectionRun.Trigger.RENEWAL or log is None or log.gap or log.entries:
+        return
+    found = counts.changed()
+    if found:
+        metrics.LOG_DRIFT.inc(found)
+        logger.warning("the renewal found %d changes the change log had not named", found)
+
+
+# Runs that may read only what the change log names; the others read the whole catalog: the
+# renewal (it is also the check that the log missed nothing), imports, manage.py reflect, and the
+# first run after the listener (re)connects. Past TARGETED_LIMIT entries, a whole read is faster.
+TARGETED_TRIGGERS = frozenset(
+    {
+        ReflectionRun.Trigger.LIST,
+        ReflectionRun.Trigger.LIVE,
+        ReflectionRun.Trigger.API,
+        ReflectionRun.Trigger.ADMIN,
+        ReflectionRun.Trigger.PAGE,
+        ReflectionRun.Trigger.LISTENER,
+        ReflectionRun.Trigger.POLL,
+    }
+)
+TARGETED_LIMIT = 5000
 
 
 def compute_changes(
-    database: Database, accept_new_identity: bool, step: Callable[[int], None]
-) -> tuple[Changes, dict[str, Any]]:
-    """Return what to apply, and the identity and fingerprint to store on the database."""
+    database: Database, trigger: str, accept_new_identity: bool, step: Callable[[int], None]
+) -> tuple[Changes, dict[str, Any], CatalogRead]:
+    """Return what to apply, the fields to store on the database (identity, fingerprint, log
+    position) and the read (with the change log read beside the catalog)."""
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
-    read = catalog.read_catalog(database.source, known=known)
-    stored = identity_fields(database, read.identity, accept_new_identity)
-    stored["catalog_fingerprint"] = read.fingerprint.text
-    stored["catalog_version"] = read.version
+    position = log_position(database, accept_new_identity)
+    targeted = TARGETED_LIMIT if trigger in TARGETED_TRIGGERS and not accept_new_identity else 0
+    read = catalog.read_catalog(database.source, known, position, targeted)
+    stored = stored_fields(database, read, accept_new_identity)
+    if read.targeted and read.snapshot is not None and read.log is not None:
+        step(1)
+        named = {entry.objid for entry in read.log.entries}
+        state = load_targeted_state(database.id, read.snapshot, named)
+        return diff_targeted(read.snapshot, state, named), stored, read
     if read.snapshot is None:
-        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(read.snapshot, state), stored
+    return diff(read.snapshot, state), stored, read
+
+
+def log_position(database: Database, accept_new_identity: bool) -> Position | None:
+    """Return where the change log was left, None where no watch is installed.
+
+    A new identity's log says nothing of the models' oids: its position starts again.
+    """
+    if database.watch_installed_at is None:
+        return None
+    if accept_new_identity:
+        return Position()
+    return Position(database.log_position, database.log_snapshot, database.log_trimmed)
+
+
+def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
+    """Return the identity, fingerprint, version and log position to store with the changes."""
+    stored = identity_fields(database, read.identity, accept_new)
+    # A targeted read leaves the rest of the catalog unread: its fingerprint is not known.
+    stored["catalog_fingerprint"] = "" if read.targeted else read.fingerprint.text
+    stored["catalog_version"] = read.version
+    if read.log is not None:
+        stored["log_position"] = read.log.position.id
+        stored["log_snapshot"] = read.log.position.snapshot
+        stored["log_trimmed"] = read.log.position.trimmed
+    return stored
 
 
 @contextmanager
