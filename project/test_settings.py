@@ -33,3 +33,5 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("DBSYNC_TEST_METRICS_DIR") or tempfile
 os.environ["DBSYNC_TEST_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
     PROMETHEUS_MULTIPROC_DIR
 )
+# The tests' webhook receiver listens on the loopback address.
+SYNC_WEBHOOK_ALLOW_PRIVATE = True

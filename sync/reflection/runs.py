@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import names
+from sync.reflection import events, names, outbox
 from sync.reflection.diff import Changes, Counts, diff, load_state
 from sync.reflection.writes import apply
 from sync.remote import catalog
@@ -31,6 +31,8 @@ class ReflectionResult:
     database: str
     counts: Counts
     duration_ms: int
+    events: int = 0  # change events written
+    deliveries: int = 0  # webhook deliveries owed for them
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
@@ -83,6 +85,8 @@ def reflect(
             database = lock_database(database_id)
             changes, stored = compute_changes(database, accept_new_identity, step)
             step(2)
+            # The first import is what the database holds, not a change: it has no events.
+            before = events.read_before(changes) if database.imported_at else None
             apply(database.id, changes, started_at)
             finished_at = timezone.now()
             Database.objects.filter(pk=database.id).update(
@@ -92,7 +96,7 @@ def reflect(
                 last_error_at=None,
                 **stored,
             )
-            ReflectionRun.objects.create(
+            run = ReflectionRun.objects.create(
                 database_id=database.id,
                 trigger=trigger,
                 started_at=started_at,
@@ -100,7 +104,10 @@ def reflect(
                 outcome=ReflectionRun.Outcome.SUCCESS,
                 **asdict(changes.counts),
             )
+            written = record_events(database.id, run.id, changes, before, finished_at)
+            owed = outbox.owe(database.id, list(written.groups.values()), finished_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
+            transaction.on_commit(partial(count_events, written))
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -110,7 +117,31 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
-    return ReflectionResult(database.name, changes.counts, duration_ms)
+    return ReflectionResult(database.name, changes.counts, duration_ms, written.count, owed)
+
+
+# The change log's entries that a reflection applied: none until the watch's log is read.
+NO_ENTRIES: tuple[events.LoggedEntry, ...] = ()
+
+
+def record_events(
+    database_id: int,
+    run_id: int,
+    changes: Changes,
+    before: events.Before | None,
+    seen_at: datetime,
+    entries: tuple[events.LoggedEntry, ...] = NO_ENTRIES,
+) -> events.Written:
+    """Write the change events of an applied diff (none for a first import: `before` None)."""
+    if before is None:
+        return events.Written(groups={}, kinds={})
+    found = events.describe(database_id, changes, before, entries)
+    return events.record(database_id, run_id, found, entries, seen_at)
+
+
+def count_events(written: events.Written) -> None:
+    for kind, count in written.kinds.items():
+        metrics.CHANGE_EVENTS.labels(kind).inc(count)
 
 
 def compute_changes(
