@@ -228,10 +228,12 @@ SYNC_PAGE_CHARS = _env_int("SYNC_PAGE_CHARS", 8_000_000)
 SYNC_VALUE_CHARS = _env_int("SYNC_VALUE_CHARS", 16_000_000)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
 # Webhooks (sync.ops.webhooks): each delivery is tried up to SYNC_WEBHOOK_MAX_ATTEMPTS times, the
-# waits doubling from 10 s to 5 min, each POST given SYNC_WEBHOOK_TIMEOUT seconds. A URL whose host
-# resolves to a loopback, private or link-local address is refused unless
-# SYNC_WEBHOOK_ALLOW_PRIVATE is true (a receiver on the same network, the tests' own).
+# waits doubling from SYNC_WEBHOOK_RETRY_SECONDS (10 s) to 5 min, each POST given
+# SYNC_WEBHOOK_TIMEOUT seconds. A URL whose host resolves to a loopback, private or link-local
+# address is refused unless SYNC_WEBHOOK_ALLOW_PRIVATE is true (a receiver on the same network,
+# the tests' own).
 SYNC_WEBHOOK_MAX_ATTEMPTS = _env_int("SYNC_WEBHOOK_MAX_ATTEMPTS", 12)
+SYNC_WEBHOOK_RETRY_SECONDS = _env_int("SYNC_WEBHOOK_RETRY_SECONDS", 10)
 SYNC_WEBHOOK_TIMEOUT = _env_int("SYNC_WEBHOOK_TIMEOUT", 10)
 SYNC_WEBHOOK_ALLOW_PRIVATE = _env_bool("SYNC_WEBHOOK_ALLOW_PRIVATE", False)
 

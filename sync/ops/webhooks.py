@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Dbsync-Signature"
 DELIVERY_HEADER = "X-Dbsync-Delivery"
-RETRY_BASE_SECONDS = 10
 RETRY_CAP_SECONDS = 300
 # Fields of an event a receiver gets: no client address or pid (the API shows those to staff).
 EVENT_FIELDS = (
@@ -43,8 +42,10 @@ EVENT_FIELDS = (
 
 
 def backoff(attempts: int) -> timedelta:
-    """Return the wait after `attempts` failed attempts: 10 s, 20 s, 40 s, ... up to 5 min."""
-    return timedelta(seconds=min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1)))
+    """Return the wait after `attempts` failed attempts: 10 s, 20 s, 40 s, ... up to 5 min
+    (from SYNC_WEBHOOK_RETRY_SECONDS)."""
+    base = settings.SYNC_WEBHOOK_RETRY_SECONDS
+    return timedelta(seconds=min(RETRY_CAP_SECONDS, base * 2 ** (attempts - 1)))
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
