@@ -217,6 +217,11 @@ SYNC_DATABASES = _parse_sync_databases(os.environ.get("SYNC_DATABASES", ""))
 SYNC_POLL_INTERVAL = _env_int("SYNC_POLL_INTERVAL", 30, least=0)
 # Seconds a LISTEN connection may stay silent before the listener checks it with a query.
 SYNC_LISTEN_HEARTBEAT = _env_int("SYNC_LISTEN_HEARTBEAT", 10)
+# Where the watch cannot NOTIFY (a server that allows prepared transactions), the listener asks
+# each database's counter this often, on the connection it keeps: one tiny query per interval.
+SYNC_LISTEN_POLL_MS = _env_int("SYNC_LISTEN_POLL_MS", 100, least=10)
+# The watch's change log keeps this many rows at most, whether or not dbsync reads it.
+SYNC_CHANGE_LOG_CAP = _env_int("SYNC_CHANGE_LOG_CAP", 100_000, least=1000)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 # Records are cut in the statement that reads them: a value whose text is longer than

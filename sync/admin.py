@@ -189,7 +189,7 @@ class DatabaseAdmin(admin.ModelAdmin[Database]):
         self,
         request: HttpRequest,
         database: Database,
-        change: Callable[[Database], None],
+        change: Callable[[Database], object],
         done: str,
     ) -> None:
         try:

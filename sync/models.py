@@ -13,6 +13,15 @@ from sync.remote.connections import Source
 from sync.remote.credentials import redact_url
 
 
+class WatchSignal(models.TextChoices):
+    """How the watch tells the listener of a change: NOTIFY at commit, or nothing at all (the
+    listener polls the counter every SYNC_LISTEN_POLL_MS). A transaction that sent NOTIFY
+    cannot be prepared (two-phase commit): a server that allows prepared transactions polls."""
+
+    NOTIFY = "notify"
+    COUNTER = "counter"
+
+
 class Database(models.Model):
     """A PostgreSQL database registered with dbsync."""
 
@@ -40,6 +49,15 @@ class Database(models.Model):
     # The watch's DDL version counter as read just before the catalog last applied: while the
     # counter is the same, no DDL has run since (the renewal's one-row check).
     catalog_version = models.BigIntegerField(null=True, blank=True)
+    # How the watch signals a change (WatchSignal), chosen at install.
+    watch_signal = models.CharField(max_length=8, blank=True)
+    # How far the watch's change log is applied, in the same transaction as the rows
+    # (sync.remote.changelog): the highest id read, the snapshot it was read in (entries of
+    # transactions still open then come later with lower ids), and the log's cap-trim mark then.
+    # No position: the log cannot vouch for what changed, so the next run is a full one.
+    log_position = models.BigIntegerField(null=True, blank=True)
+    log_snapshot = models.TextField(blank=True)
+    log_trimmed = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -186,6 +204,12 @@ class ReflectionRun(models.Model):
     recreated = models.IntegerField(default=0)
     unchanged = models.IntegerField(default=0)
     error = models.TextField(blank=True)
+    # Whether it read only the objects its change log named (the rest of the catalog unread).
+    targeted = models.BooleanField(default=False)
+    # A run of successful reflections that changed nothing is one row: how many, and when the
+    # first began (started_at and finished_at are the last's).
+    repeats = models.PositiveIntegerField(default=1)
+    first_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

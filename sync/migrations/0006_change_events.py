@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0004_split_import_task'),
+        ('sync', '0005_change_log'),
     ]
 
     operations = [

@@ -10,38 +10,16 @@ back DDL, which leaves no change, leaves no event either.
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from django.db import connection
 
 from sync.models import ChangeEvent, Schema, Table
 from sync.reflection.diff import Changes
 from sync.reflection.writes import array_literal
+from sync.remote.changelog import LogEntry
 
 Kind = ChangeEvent.Kind
-
-
-class LoggedEntry(Protocol):
-    """What an event takes from one entry of the watch's change log (remote.changelog)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def objid(self) -> int: ...
-    @property
-    def command_tag(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def application(self) -> str: ...
-    @property
-    def client_addr(self) -> str | None: ...
-    @property
-    def backend_pid(self) -> int: ...
-    @property
-    def xid(self) -> int: ...
-    @property
-    def statement_time(self) -> datetime: ...
 
 
 class OldRow(NamedTuple):
@@ -111,7 +89,7 @@ def _old_rows(query: str, ids: list[int]) -> dict[int, OldRow]:
 
 
 def describe(
-    database_id: int, changes: Changes, before: Before, entries: Sequence[LoggedEntry]
+    database_id: int, changes: Changes, before: Before, entries: Sequence[LogEntry]
 ) -> list[Event]:
     """Return the events of an applied diff, and `altered` ones for logged ALTERs it explains
     by no other change. Reads the live rows of the touched oids (two queries at most)."""
@@ -125,7 +103,7 @@ def describe(
 
 
 def _live_rows(
-    database_id: int, changes: Changes, entries: Sequence[LoggedEntry]
+    database_id: int, changes: Changes, entries: Sequence[LogEntry]
 ) -> tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]]:
     """Return the live table rows and schema rows, by oid, of what changed or was logged."""
     logged = {entry.objid for entry in entries if entry.command_tag.startswith("ALTER")}
@@ -189,7 +167,7 @@ def _table_events(
 
 
 def _altered_events(
-    entries: Sequence[LoggedEntry],
+    entries: Sequence[LogEntry],
     explained: set[int],
     tables: dict[int, tuple[Any, ...]],
     schemas: dict[int, tuple[Any, ...]],
@@ -245,7 +223,7 @@ def record(
     database_id: int,
     run_id: int | None,
     events: list[Event],
-    entries: Sequence[LoggedEntry],
+    entries: Sequence[LogEntry],
     seen_at: datetime,
 ) -> Written:
     """Write the events with their actors in one statement; return what was written.
@@ -269,7 +247,7 @@ def record(
     return Written(groups=groups, kinds=kinds)
 
 
-def _actor(entry: LoggedEntry | None, seen_at: datetime) -> tuple[Any, ...]:
+def _actor(entry: LogEntry | None, seen_at: datetime) -> tuple[Any, ...]:
     """Return occurred_at, time_seen, role, application, client_addr, pid, command tag, xid."""
     if entry is None:
         return (seen_at, True, "", "", None, None, "", None)

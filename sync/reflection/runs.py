@@ -20,8 +20,9 @@ from sync.models import Database, ReflectionRun
 from sync.reflection import events, names, outbox
 from sync.reflection.diff import Changes, Counts, diff, load_state
 from sync.reflection.writes import apply
-from sync.remote import catalog
-from sync.remote.catalog import Identity
+from sync.remote import catalog, changelog
+from sync.remote.catalog import CatalogRead, Identity
+from sync.remote.changelog import LogEntry, LogRead, Position
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class ReflectionResult:
     database: str
     counts: Counts
     duration_ms: int
+    # The change log's entries this run applied (none in poll mode or when no log was read),
+    # and whether it read only the objects they name.
+    entries: tuple[LogEntry, ...] = ()
+    targeted: bool = False
     events: int = 0  # change events written
     deliveries: int = 0  # webhook deliveries owed for them
 
@@ -83,7 +88,7 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, stored = compute_changes(database, accept_new_identity, step)
+            changes, stored, log = compute_changes(database, accept_new_identity, step)
             step(2)
             # The first import is what the database holds, not a change: it has no events.
             before = events.read_before(changes) if database.imported_at else None
@@ -104,10 +109,14 @@ def reflect(
                 outcome=ReflectionRun.Outcome.SUCCESS,
                 **asdict(changes.counts),
             )
-            written = record_events(database.id, run.id, changes, before, finished_at)
+            entries = () if log is None else log.entries
+            written = record_events(database.id, run.id, changes, before, finished_at, entries)
             owed = outbox.owe(database.id, list(written.groups.values()), finished_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
             transaction.on_commit(partial(count_events, written))
+            if log is not None:
+                applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
+                transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -117,11 +126,9 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
-    return ReflectionResult(database.name, changes.counts, duration_ms, written.count, owed)
-
-
-# The change log's entries that a reflection applied: none until the watch's log is read.
-NO_ENTRIES: tuple[events.LoggedEntry, ...] = ()
+    return ReflectionResult(
+        database.name, changes.counts, duration_ms, entries, events=written.count, deliveries=owed
+    )
 
 
 def record_events(
@@ -130,9 +137,10 @@ def record_events(
     changes: Changes,
     before: events.Before | None,
     seen_at: datetime,
-    entries: tuple[events.LoggedEntry, ...] = NO_ENTRIES,
+    entries: tuple[LogEntry, ...],
 ) -> events.Written:
-    """Write the change events of an applied diff (none for a first import: `before` None)."""
+    """Write the change events of an applied diff and of the log's entries (none for a first
+    import: `before` None)."""
     if before is None:
         return events.Written(groups={}, kinds={})
     found = events.describe(database_id, changes, before, entries)
@@ -146,22 +154,46 @@ def count_events(written: events.Written) -> None:
 
 def compute_changes(
     database: Database, accept_new_identity: bool, step: Callable[[int], None]
-) -> tuple[Changes, dict[str, Any]]:
-    """Return what to apply, and the identity and fingerprint to store on the database."""
+) -> tuple[Changes, dict[str, Any], LogRead | None]:
+    """Return what to apply, the fields to store on the database (identity, fingerprint, log
+    position) and the change log read with the catalog."""
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
-    read = catalog.read_catalog(database.source, known=known)
-    stored = identity_fields(database, read.identity, accept_new_identity)
-    stored["catalog_fingerprint"] = read.fingerprint.text
-    stored["catalog_version"] = read.version
+    position = log_position(database, accept_new_identity)
+    read = catalog.read_catalog(database.source, known=known, position=position)
+    stored = stored_fields(database, read, accept_new_identity)
     if read.snapshot is None:
-        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read.log
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(read.snapshot, state), stored
+    return diff(read.snapshot, state), stored, read.log
+
+
+def log_position(database: Database, accept_new_identity: bool) -> Position | None:
+    """Return where the change log was left, None where no watch is installed.
+
+    A new identity's log says nothing of the models' oids: its position starts again.
+    """
+    if database.watch_installed_at is None:
+        return None
+    if accept_new_identity:
+        return Position()
+    return Position(database.log_position, database.log_snapshot, database.log_trimmed)
+
+
+def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
+    """Return the identity, fingerprint, version and log position to store with the changes."""
+    stored = identity_fields(database, read.identity, accept_new)
+    stored["catalog_fingerprint"] = read.fingerprint.text
+    stored["catalog_version"] = read.version
+    if read.log is not None:
+        stored["log_position"] = read.log.position.id
+        stored["log_snapshot"] = read.log.position.snapshot
+        stored["log_trimmed"] = read.log.position.trimmed
+    return stored
 
 
 @contextmanager

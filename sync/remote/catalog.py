@@ -9,6 +9,9 @@ from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from sync.remote import changelog
+from sync.remote.changelog import WATCH_SCHEMA as WATCH_SCHEMA
+from sync.remote.changelog import LogRead, Position
 from sync.remote.connections import (
     Source,
     create_user_engine,
@@ -31,7 +34,6 @@ IDENTITY_SQL = """
 """
 
 # Marks the schema that `manage.py watch` installs (see sync.changes.watch), which is not listed.
-WATCH_SCHEMA = "dbsync"
 WATCH_SCHEMA_COMMENT = "dbsync: DDL watch, installed by manage.py watch"
 
 # The schemas dbsync lists: not the system's, not TOAST's, not temporary ones, not its watch's.
@@ -133,6 +135,7 @@ class CatalogRead:
     fingerprint: Fingerprint
     version: int | None  # the watch's DDL version counter; None without a watch
     snapshot: Snapshot | None  # None when the fingerprint was the known one
+    log: LogRead | None = None  # the change log past the position given; None: not read
 
 
 # Who answers a URL: enough to tell the service's own database from any other. The start time
@@ -172,14 +175,15 @@ def probe(url: str) -> ServerProbe:
         source.dispose()
 
 
-def read_catalog(source: Source, known: str = "") -> CatalogRead:
-    """Read the identity, the fingerprint and, unless it is `known`, the whole catalog.
+def read_catalog(source: Source, known: str = "", position: Position | None = None) -> CatalogRead:
+    """Read the identity, the fingerprint and, unless it is `known`, the whole catalog; and the
+    change log past `position`, if given.
 
     All in one read-only snapshot, so that the fingerprint is exactly that of the rows read,
     on a connection of its own, closed after use: a process that reflects many databases keeps
     none of them open.
     """
-    read = partial(_read_catalog, snapshot_engine(source), known)
+    read = partial(_read_catalog, snapshot_engine(source), known, position)
     try:
         with server_slot(source.url):
             return once_more_if_dropped(read)
@@ -187,20 +191,21 @@ def read_catalog(source: Source, known: str = "") -> CatalogRead:
         raise unavailable(source.url, error) from error
 
 
-def _read_catalog(user_engine: Engine, known: str) -> CatalogRead:
+def _read_catalog(user_engine: Engine, known: str, position: Position | None) -> CatalogRead:
     with user_engine.begin() as connection:
         # In the transaction, not at connect: a pooler in transaction mode refuses startup options.
         connection.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms()}")
         row = connection.execute(FINGERPRINT_QUERY).one()
+        log = None if position is None else changelog.read_log(connection, position)
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
-            return CatalogRead(identity, fingerprint, row.version, None)
+            return CatalogRead(identity, fingerprint, row.version, None, log)
         rows = connection.execute(CATALOG_QUERY).all()
     snapshot = Snapshot(
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )
-    return CatalogRead(identity, fingerprint, row.version, snapshot)
+    return CatalogRead(identity, fingerprint, row.version, snapshot, log)
 
 
 # The checks of the periodic poll: the version counter where a watch is installed (one row of

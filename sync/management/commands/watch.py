@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sync.changes import watch
 from sync.exceptions import SyncError
+from sync.models import WatchSignal
 from sync.reflection import registry
 
 
@@ -23,20 +24,27 @@ class Command(BaseCommand):
             help="connect with this URL instead of the registered one (event triggers need a "
             "superuser; the registered role may read the catalog only). Not stored.",
         )
+        parser.add_argument(
+            "--signal",
+            choices=WatchSignal.values,
+            help="how the watch tells the listener: notify (NOTIFY at commit) or counter (the "
+            "listener polls the counter every SYNC_LISTEN_POLL_MS; two-phase commit works). "
+            "Default: counter where the server allows prepared transactions, else notify.",
+        )
 
-    def handle(self, *args: Any, name: str, uninstall: bool, url: str | None, **_: Any) -> None:
+    def handle(
+        self, *args: Any, name: str, uninstall: bool, url: str | None, signal: str | None, **_: Any
+    ) -> None:
         try:
             database = registry.by_name(name)
             if uninstall:
                 watch.uninstall(database, url)
-            else:
-                watch.install(database, url)
+                self.stdout.write(f"removed the watch of {name}: its catalog is polled from now on")
+                return
+            chosen = watch.install(database, url, signal)
         except SyncError as error:
             raise CommandError(str(error)) from None
-        if uninstall:
-            self.stdout.write(f"removed the watch of {name}: its catalog is polled from now on")
-        else:
-            self.stdout.write(
-                f"watching {name}: its event triggers are installed; with `manage.py listen` "
-                "running, each change shows within a second"
-            )
+        self.stdout.write(
+            f"watching {name}: its event triggers are installed (signal: {chosen}); with "
+            "`manage.py listen` running, each change shows within a second"
+        )
