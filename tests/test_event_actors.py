@@ -168,7 +168,7 @@ def test_a_user_mapping_password_is_stored_nowhere(
             cursor.execute(
                 f"SELECT count(*) FROM {table} t WHERE t::text LIKE %s", [f"%{PASSWORD}%"]
             )
-            assert one_row(cursor) == (0,), table
+            assert cursor.fetchone() == (0,), table
     with admin_connection(user_db.name) as connection, connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM dbsync.change_log c WHERE c::text LIKE %s", [f"%{PASSWORD}%"]
