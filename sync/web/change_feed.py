@@ -2,7 +2,7 @@
 for a user who may list it, filtered by the query string."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db.models import QuerySet
 from django.http import Http404, QueryDict
@@ -73,3 +73,29 @@ def query_time(params: QueryDict, name: str, blank_is_none: bool = False) -> dat
             name, f"must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {raw[:40]!r}"
         )
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def table_history(table_id: int, limit: int = 20) -> list[ChangeEvent]:
+    """Return a table's latest events, newest first (its page shows them)."""
+    return list(ChangeEvent.objects.filter(table_id=table_id).order_by("-id")[:limit])
+
+
+class LastChange(NamedTuple):
+    """A listed table's latest event: when, what, by whom ("" where unknown)."""
+
+    occurred_at: datetime
+    kind: str
+    role: str
+
+
+def last_changes(table_ids: list[int]) -> dict[int, LastChange]:
+    """Return the latest event of each of these tables, in one query (DISTINCT ON)."""
+    if not table_ids:
+        return {}
+    latest = (
+        ChangeEvent.objects.filter(table_id__in=table_ids)
+        .order_by("table_id", "-id")
+        .distinct("table_id")
+        .values_list("table_id", "occurred_at", "kind", "role")
+    )
+    return {row[0]: LastChange(*row[1:]) for row in latest}
