@@ -64,3 +64,9 @@ def actor(event: ChangeEvent) -> str:
 def whom(role: str) -> str:
     """A listed change's author in a word: the role, or "unknown"."""
     return role or "unknown"
+
+
+@register.filter
+def words(name: str) -> str:
+    """Write an identifier-like label in words: materialized_view -> materialized view."""
+    return name.replace("_", " ")
