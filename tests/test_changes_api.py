@@ -1,9 +1,13 @@
 """The change feed's API: per database, schema and table, filtered, cursor paginated, granted."""
 
+import json
+
 import pytest
+from rest_framework.utils.encoders import JSONEncoder
 
 from sync.models import ChangeEvent, Database, Schema, Table
 from sync.reflection import registry, runs
+from sync.web.api.serializers import ChangeEventSerializer
 from tests.helpers import ScratchDatabase, client_for, create_scratch, make_user
 
 pytestmark = pytest.mark.django_db
@@ -122,3 +126,19 @@ def test_client_address_and_pid_are_for_staff_only(changed, reader, staff):
     seen_by_staff = staff.get(url).json()["results"][0]
     assert seen_by_staff["client_addr"] == "192.0.2.7"
     assert seen_by_staff["backend_pid"] == 4242
+
+
+@pytest.mark.parametrize("who", ["reader", "staff"])
+def test_the_feeds_rows_are_those_the_serializer_writes(changed, reader, staff, who):
+    client = reader if who == "reader" else staff
+    ChangeEvent.objects.filter(name_after="b").update(xid=99, role="alice", client_addr="::1")
+    rows = client.get(f"/api/v1/databases/{changed.id}/changes/").json()["results"]
+    request = RequestStub(staff=who == "staff")
+    events = ChangeEvent.objects.filter(database=changed).order_by("-id")
+    expected = ChangeEventSerializer(events, many=True, context={"request": request}).data
+    assert rows == json.loads(json.dumps(expected, cls=JSONEncoder))
+
+
+class RequestStub:
+    def __init__(self, staff: bool) -> None:
+        self.user = type("User", (), {"is_staff": staff})()

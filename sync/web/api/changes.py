@@ -1,10 +1,13 @@
 """The change feed's API: GET databases/ID/changes/, schemas/ID/changes/, tables/ID/changes/."""
 
+from typing import Any
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from sync.models import ChangeEvent
 from sync.web import change_feed
@@ -68,3 +71,29 @@ class ChangeFeedViewSet(mixins.ListModelMixin, viewsets.GenericViewSet[ChangeEve
         object_id = whole_number(str(self.kwargs["pk"]), "id", least=1)
         events = change_feed.scoped_events(self.request.user, self.scope, object_id)
         return change_feed.filtered(events, self.request.query_params)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Answer one page as plain dicts read by values(): the serializer's fields, without
+        building a model instance and a serializer per row (half the page's time over 100,000
+        events, bench/change_feed.py); tests/test_changes_api.py checks both agree."""
+        rows = self.paginate_queryset(self.get_queryset().values(*VALUE_FIELDS))
+        staff = bool(request.user and request.user.is_staff)
+        return self.get_paginated_response([shown(row, staff) for row in rows or ()])
+
+
+VALUE_FIELDS = [
+    name for name in ChangeEventSerializer.Meta.fields
+    if name not in ("actor_known", "transaction")
+] + ["run"]  # fmt: skip
+STAFF_ONLY = ("client_addr", "backend_pid")
+
+
+def shown(row: dict[str, Any], staff: bool) -> dict[str, Any]:
+    """Return a row as ChangeEventSerializer writes it (see ChangeEvent.group_key)."""
+    run = row.pop("run")
+    row["actor_known"] = bool(row["role"])
+    row["transaction"] = f"xid-{row['xid']}" if row["xid"] is not None else f"run-{run}"
+    if not staff:
+        for name in STAFF_ONLY:
+            del row[name]
+    return row
