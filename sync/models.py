@@ -236,23 +236,27 @@ class ChangeEvent(models.Model):
         RECREATED = "recreated"
         ALTERED = "altered"  # a logged ALTER that changed no name (a column added, say)
 
-    # No constraints in the database (the ORM still cascades): each costs a deferred check per
-    # row at commit, and the events of a storm are written by the thousand (bench/change_feed.py).
+    # No constraints in the database (the ORM still cascades), and no index of a column alone
+    # (the composite indexes below serve every read): each costs a check or an index entry per
+    # row, and a storm's events are written by the thousand (bench/change_feed.py).
     database = models.ForeignKey(
-        Database, on_delete=models.CASCADE, related_name="change_events", db_constraint=False
-    )
+        Database, on_delete=models.CASCADE, related_name="change_events", db_constraint=False,
+        db_index=False,
+    )  # fmt: skip
+    # The run that recorded it: its id groups the unlogged events of one reflection. Runs and
+    # events go after the same retention period, so nothing is cascaded to.
     run = models.ForeignKey(
-        ReflectionRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="events",
-        db_constraint=False,
+        ReflectionRun, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="events",
+        db_constraint=False, db_index=False,
     )  # fmt: skip
     # A schema's own event names it in `schema`; a relation's names its schema (after) too.
     schema = models.ForeignKey(
         Schema, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
-        db_constraint=False,
+        db_constraint=False, db_index=False,
     )  # fmt: skip
     table = models.ForeignKey(
         Table, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
-        db_constraint=False,
+        db_constraint=False, db_index=False,
     )  # fmt: skip
     object_type = models.CharField(max_length=20)  # "schema" or the relation's kind
     kind = models.CharField(max_length=16, choices=Kind.choices)
