@@ -141,6 +141,9 @@ def test_a_failed_attempt_holds_the_later_transactions_back(imported, user_db, r
     assert report.outcomes == {"retried": 1}
     assert report.next_due is not None
     assert len(receiver.answered) == 1  # "late" waits behind "early"
+    again = webhooks.deliver_pending(imported.id)  # the beat job's pass, before the retry is due
+    assert again.outcomes == {}
+    assert again.next_due is None  # the failed attempt's pass queued the retry: no second one
 
 
 @pytest.mark.django_db

@@ -175,7 +175,8 @@ def _deliver_pair(webhook_id: int, database_id: int, report: Report) -> None:
     )
     for delivery in queue.order_by("id").iterator(chunk_size=50):
         if delivery.next_attempt_at > timezone.now():
-            report.due(delivery.next_attempt_at)
+            # Not due: the pass that made the failed attempt already queued the next one, so
+            # this pass (a reflection's, the beat job's) queues none, and passes never pile up.
             return
         outcome = attempt(delivery)
         report.add(outcome)
