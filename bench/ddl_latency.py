@@ -1,7 +1,10 @@
 """Benchmark DDL-to-visible latency in listen and poll mode, a DDL storm, and the no-change check.
 
 Starts gunicorn, a Celery worker, beat and the listener on a Redis server of its own; makes DDL
-from a second client and times each change until the list API (token auth) shows it.
+from a second client and times each change until the list API (token auth) shows it. With
+--catalog-sizes, the same rounds run on watched databases of those many relations beside the two
+schemas the DDL changes; then a storm at the largest size, and the watch's own DDL overhead
+(1,000 CREATE and DROP TABLE from psql, watched against unwatched).
 """
 
 import sys
@@ -27,6 +30,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
+from django.db.models import Sum
 from psycopg2 import sql
 from rest_framework.authtoken.models import Token
 
@@ -86,18 +90,25 @@ def token(database: Database) -> str:
 class Lister:
     """Read the list API as a client would, and compare it with what the DDL should have made."""
 
-    def __init__(self, port: int, database_id: int, key: str) -> None:
+    def __init__(
+        self, port: int, database_id: int, key: str, schema_ids: tuple[int, ...] = ()
+    ) -> None:
         self.port, self.headers = port, {"Authorization": f"Token {key}", "Host": "127.0.0.1"}
-        self.path = f"/api/v1/tables/?database={database_id}&limit=1000"
+        path = f"/api/v1/tables/?database={database_id}&limit=1000"
+        # In a large catalog, the lists of the schemas the DDL changes, one request each.
+        self.paths = [f"{path}&schema={i}" for i in schema_ids] or [path]
 
     def listed(self) -> set[tuple[str, str]]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        found: set[tuple[str, str]] = set()
         try:
-            connection.request("GET", self.path, headers=self.headers)
-            body = json.loads(connection.getresponse().read())
+            for path in self.paths:
+                connection.request("GET", path, headers=self.headers)
+                body = json.loads(connection.getresponse().read())
+                found |= {(row["schema_name"], row["name"]) for row in body["results"]}
         finally:
             connection.close()
-        return {(row["schema_name"], row["name"]) for row in body["results"]}
+        return found
 
     def seconds_until(self, expected: set[tuple[str, str]], started: float, limit: float) -> float:
         """Poll every 10 ms until the list is the expected one; seconds since `started`."""
@@ -129,10 +140,12 @@ def round_ddl(number: int) -> tuple[str, Name | None, Name | None]:
     return steps[step]
 
 
-def rounds(lister: Lister, numbers: range, limit: float) -> list[float]:
+def rounds(
+    lister: Lister, numbers: range, limit: float, dbname: str = USER_DATABASE
+) -> list[float]:
     """Run the numbered rounds of DDL from a second client; return each one's seconds to visible."""
     expected = lister.listed()
-    ddl = connect(USER_DATABASE, name="dbsync-bench-ddl")
+    ddl = connect(dbname, name="dbsync-bench-ddl")
     seconds = []
     try:
         for number in numbers:
@@ -158,11 +171,23 @@ def latency(seconds: list[float]) -> dict[str, Any]:
             "max_ms": round(ordered[-1], 1)}  # fmt: skip
 
 
-def storm(lister: Lister, database: Database, statements: int, seconds: float) -> dict[str, Any]:
+def reflections(database: Database) -> int:
+    """Count the database's reflections (a history row stands for `repeats` unchanged ones)."""
+    rows = ReflectionRun.objects.filter(database=database)
+    return int(rows.aggregate(n=Sum("repeats"))["n"] or 0)
+
+
+def storm(
+    lister: Lister,
+    database: Database,
+    statements: int,
+    seconds: float,
+    dbname: str = USER_DATABASE,
+) -> dict[str, Any]:
     """Send `statements` DDL statements, each its own transaction, evenly over `seconds`."""
     expected = lister.listed()
-    runs_before = ReflectionRun.objects.filter(database=database).count()
-    ddl = connect(USER_DATABASE, name="dbsync-bench-storm")
+    runs_before = reflections(database)
+    ddl = connect(dbname, name="dbsync-bench-storm")
     a, _ = SCHEMAS
     started = time.perf_counter()
     with ddl.cursor() as cursor:
@@ -180,7 +205,7 @@ def storm(lister: Lister, database: Database, statements: int, seconds: float) -
     deadline = time.monotonic() + 30
     while leases.holder(database.id) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
-    runs = ReflectionRun.objects.filter(database=database).count() - runs_before
+    runs = reflections(database) - runs_before
     return {"statements": statements, "sent_in_s": round(ended - started, 2),
             "exact_final_state_s_after_last": round(settled, 3), "reflections": runs}  # fmt: skip
 
@@ -315,11 +340,25 @@ def main() -> None:
     parser.add_argument("--storm-seconds", type=float, default=5.0)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=50, help="no-change checks per size")
+    parser.add_argument(
+        "--catalog-sizes",
+        type=int,
+        nargs="+",
+        help="instead: the rounds on watched catalogs of these many relations, a storm at the "
+        "largest, and the watch's DDL overhead",
+    )
+    parser.add_argument("--overhead-statements", type=int, default=1000)
+    parser.add_argument("--overhead-repeat", type=int, default=6)
     args = parser.parse_args()
     started = time.perf_counter()
     report: dict[str, Any] = {"machine": machine()}
-    report.update(measure(args))
-    report["targets"] = targets(report)
+    if args.catalog_sizes:
+        from bench.ddl_sizes import measure_sizes  # after isolate(): it imports the app
+
+        report.update(measure_sizes(args))
+    else:
+        report.update(measure(args))
+        report["targets"] = targets(report)
     report["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=2))
 

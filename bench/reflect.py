@@ -131,9 +131,9 @@ def ensure_relations(dbname: str, n: int) -> None:
         log(f"{dbname}: dropped {dropped:,} and created {created:,} relations")
 
 
-def ensure_user_database(n: int) -> str:
+def ensure_user_database(n: int, prefix: str = "dbsync_bench") -> str:
     """Create the kept database of n relations, or check and repair the existing one."""
-    dbname = f"dbsync_bench_{n}"
+    dbname = f"{prefix}_{n}"
     ensure_database(dbname, MARKER.format(n=n))
     started = time.perf_counter()
     ensure_relations(dbname, n)
@@ -306,8 +306,8 @@ def summary(samples: Samples, n: int, repetitions: int) -> dict[str, Any]:
     return result
 
 
-def measure(n: int, repetitions: int, naive_repetitions: int) -> dict[str, Any]:
-    dbname = ensure_user_database(n)
+def measure(n: int, repetitions: int, naive_repetitions: int, prefix: str) -> dict[str, Any]:
+    dbname = ensure_user_database(n, prefix)
     bare = connect(dbname)
     samples = Samples()
     try:
@@ -325,10 +325,14 @@ def measure(n: int, repetitions: int, naive_repetitions: int) -> dict[str, Any]:
 
 
 def targets(results: list[dict[str, Any]]) -> dict[str, bool | None]:
-    large = [result for result in results if result["relations"] == LARGE_SIZE]
+    sizes = {result["relations"]: result for result in results}
+    large, ten, one = sizes.get(LARGE_SIZE), sizes.get(10_000), sizes.get(1_000)
     return {
         "no_change_within_1_5x_bare": all(r["no_change_within_1_5x_bare"] for r in results),
-        "first_import_100k_under_2s": large[0]["first_import_ms"] < 2000 if large else None,
+        "no_change_10k_within_1x_bare": ten["no_change_vs_bare"] <= 1.0 if ten else None,
+        "no_change_1k_within_2x_bare": one["no_change_vs_bare"] <= 2.0 if one else None,
+        "first_import_100k_under_2s": large["first_import_ms"] < 2000 if large else None,
+        "first_import_100k_within_8x_bare": large["first_import_vs_bare"] <= 8 if large else None,
     }
 
 
@@ -348,6 +352,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="repetitions per size")
     parser.add_argument("--repeat-large", type=int, default=3, help="repetitions at 100,000")
     parser.add_argument("--naive-repeat", type=int, default=3, help="naive repetitions per size")
+    parser.add_argument(
+        "--database-prefix",
+        default="dbsync_bench",
+        help="the kept databases are PREFIX_<relations> (default dbsync_bench)",
+    )
     return parser.parse_args()
 
 
@@ -359,7 +368,9 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine(), "method": METHOD, "results": []}
     for n in sizes:
         repetitions = arguments.repeat_large if n >= LARGE_SIZE else arguments.repeat
-        report["results"].append(measure(n, repetitions, arguments.naive_repeat))
+        report["results"].append(
+            measure(n, repetitions, arguments.naive_repeat, arguments.database_prefix)
+        )
     report["targets"] = targets(report["results"])
     report["machine"]["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - started, 1)

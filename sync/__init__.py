@@ -19,11 +19,12 @@ The packages, each importing only those below it (import-linter checks it, pypro
     changes/  how dbsync hears of changes and decides to reflect: gate, leases, recency, turns,
               listening, store; the watch (event triggers), listener, debounce, polling,
               importing, progress
-    reflection/  diff and write (runs, diff, writes), registry, retention, the name cache
+    reflection/  diff and write (runs, diff, writes; whole or targeted), the history of runs,
+              registry, retention, the name cache
     models    the registered databases, their schemas and tables, the history
     remote/   the user's database only (no ORM, cache, Redis or Celery): connections,
-              credentials, catalog, relations (columns and records read on the fly),
-              relation_sql, values
+              credentials, catalog (whole or targeted), changelog (the watch's log read),
+              relations (columns and records read on the fly), relation_sql, values
     leaves    exceptions, metrics (the counters), breaker (Redis' circuit breaker),
               encryption (secrets at rest), checks
 

@@ -245,7 +245,8 @@ class TableAdmin(ReadOnlyAdmin[Table]):
 @admin.register(ReflectionRun)
 class ReflectionRunAdmin(ReadOnlyAdmin[ReflectionRun]):
     list_display = ["database", "trigger", "started_at", "finished_at", "outcome", "added",
-                    "renamed", "moved", "dropped", "recreated", "unchanged"]  # fmt: skip
+                    "renamed", "moved", "dropped", "recreated", "unchanged", "targeted",
+                    "repeats"]  # fmt: skip
     list_filter = ["database", "outcome", "trigger"]
     date_hierarchy = "started_at"
 

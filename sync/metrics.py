@@ -33,6 +33,11 @@ DDL_TO_VISIBLE = Histogram(
     ["trigger"],
     buckets=SECONDS,
 )
+LOG_DRIFT = Counter(
+    "dbsync_change_log_drift",
+    "Objects a full renewal found changed that the watch's change log had not named: changes the "
+    "targeted reflections missed (expected to stay 0).",
+)
 GATE_DECISIONS = Counter(
     "dbsync_gate_decisions",
     "Answers of the freshness gate: fresh, queued, deduplicated (one in flight), backing_off, "

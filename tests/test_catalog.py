@@ -36,10 +36,10 @@ def test_the_catalog_is_read_in_one_read_only_time_bounded_snapshot(user_db, set
     finally:
         event.remove(engine, "after_cursor_execute", transaction_settings)
 
-    # The timeout, the catalog's fingerprint, the catalog itself: all in the one snapshot.
-    assert [row[:3] for row in seen] == [("repeatable read", "on", "3s")] * 3
+    # The timeout with the catalog's fingerprint, the catalog itself: all in the one snapshot.
+    assert [row[:3] for row in seen] == [("repeatable read", "on", "3s")] * 2
     assert len({row[3] for row in seen}) == 1
-    assert dbsync_connections(user_db) == 0
+    assert dbsync_connections(user_db) <= 1  # kept for the next reflection, none besides
 
 
 def test_a_known_fingerprint_spares_the_catalog_read_and_a_change_shows_in_it(user_db):

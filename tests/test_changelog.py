@@ -123,3 +123,55 @@ def test_a_role_that_owns_nothing_of_the_watch_can_run_ddl(watched, user_db):
         user_db.execute("DROP TABLE IF EXISTS plain2")
         user_db.execute("REVOKE ALL ON SCHEMA public FROM dbsync_plain_role")
         user_db.execute("DROP ROLE dbsync_plain_role")
+
+
+# The watch as the release before the change log installed it: a counter bumped by nextval.
+EARLIER_WATCH = """
+CREATE SCHEMA dbsync;
+COMMENT ON SCHEMA dbsync IS 'dbsync: DDL watch, installed by manage.py watch';
+CREATE SEQUENCE dbsync.ddl_version;
+CREATE FUNCTION dbsync.ddl_command_end() RETURNS event_trigger LANGUAGE plpgsql AS $w$
+BEGIN
+    PERFORM nextval('dbsync.ddl_version');
+    PERFORM pg_notify('dbsync_ddl', 'ddl');
+END $w$;
+CREATE FUNCTION dbsync.sql_drop() RETURNS event_trigger LANGUAGE plpgsql AS $w$
+BEGIN
+    PERFORM nextval('dbsync.ddl_version');
+    PERFORM pg_notify('dbsync_ddl', 'ddl');
+END $w$;
+CREATE EVENT TRIGGER dbsync_ddl_command_end ON ddl_command_end
+    EXECUTE FUNCTION dbsync.ddl_command_end();
+CREATE EVENT TRIGGER dbsync_sql_drop ON sql_drop EXECUTE FUNCTION dbsync.sql_drop();
+"""
+
+
+def test_watch_upgrades_an_earlier_watch_in_place(registered, user_db):
+    user_db.execute(EARLIER_WATCH)
+    user_db.execute("CREATE TABLE before_upgrade (id int)")
+
+    watch.install(registered)
+    runs.reflect(registered.id)
+    user_db.execute("CREATE TABLE after_upgrade (id int)")
+    result = runs.reflect(registered.id, trigger="listener")
+
+    assert result.targeted
+    assert [e.command_tag for e in result.entries] == ["CREATE TABLE"]
+    assert registered.tables.live().filter(name__endswith="_upgrade").count() == 2
+
+
+def test_the_log_keeps_at_most_its_cap_with_dbsync_stopped(registered, user_db, settings):
+    settings.SYNC_CHANGE_LOG_CAP = 1000
+    watch.install(registered)
+    runs.reflect(registered.id)  # a position, then nothing reads the log any more
+    with admin_connection(user_db.name) as connection, connection.cursor() as cursor:
+        for i in range(1500):
+            cursor.execute(f"CREATE TABLE capped{i} (); DROP TABLE capped{i}")
+        cursor.execute(f"SELECT count(*) FROM {WATCH_SCHEMA}.change_log")
+        (rows,) = one_row(cursor)
+    connection.close()
+
+    assert 1000 <= rows <= 2000  # the cap, and at most the thousand ids before the next trim
+    result = runs.reflect(registered.id, trigger="listener")
+    assert not result.targeted  # entries were trimmed unread: the whole catalog is read
+    assert result.entries == ()

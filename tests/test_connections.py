@@ -14,12 +14,24 @@ from tests.helpers import dbsync_connections, run_together
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_process_that_reflected_many_databases_holds_no_connection(user_db):
+def test_a_process_that_reflected_many_databases_keeps_a_bounded_number_of_connections(
+    user_db, settings
+):
+    settings.SYNC_POOLED_DATABASES = 3
     user_db.execute("CREATE TABLE t (id int)")
     databases = [registry.register(f"many{i}", user_db.url)[0] for i in range(12)]
 
     for database in databases:
         runs.reflect(database.id)
+
+    assert 1 <= dbsync_connections(user_db) <= 3
+
+
+def test_without_pools_a_reflection_holds_no_connection(user_db, settings):
+    settings.SYNC_POOLED_DATABASES = 0
+    database, _ = registry.register("alone", user_db.url)
+
+    runs.reflect(database.id)
 
     assert dbsync_connections(user_db) == 0
 

@@ -181,3 +181,17 @@ def test_a_user_mapping_password_is_stored_nowhere(
     body = webhooks.body_of(WebhookDelivery.objects.select_related("database").get())
     assert PASSWORD.encode() not in body
     assert PASSWORD not in caplog.text
+
+
+def test_a_targeted_reflection_records_the_same_events(watched, user_db, alice):
+    run_as(user_db, alice, "psql", "CREATE TABLE app.made (id int); DROP TABLE app.orders")
+    result = runs.reflect(watched.id, trigger="listener")
+    assert result.targeted
+    run_as(user_db, alice, "psql", "ALTER TABLE app.made RENAME TO kept")
+    assert runs.reflect(watched.id, trigger="listener").targeted
+    found = ChangeEvent.objects.filter(database=watched).order_by("id")
+    assert [(e.kind, e.name_before, e.name_after, e.role) for e in found] == [
+        ("created", "", "made", alice),
+        ("dropped", "orders", "", alice),
+        ("renamed", "made", "kept", alice),
+    ]

@@ -139,6 +139,28 @@ def test_a_storm_of_ddl_ends_in_a_few_reflections_and_the_exact_final_state(
     assert response["X-Reflection-Status"] == "fresh"
 
 
+def test_the_listener_killed_during_a_storm_loses_nothing(
+    worker, listener, watched, user_db, reader
+):
+    wait_for_listener(watched)
+    storm = admin_connection(user_db.name)  # autocommit: each statement its own transaction
+    with storm.cursor() as cursor:
+        for i in range(60):
+            cursor.execute(f"CREATE TABLE killed_{i} (id int)")
+            if i == 20:
+                listener.kill()
+            if i == 40:
+                listener.restart()
+            cursor.execute(f"ALTER TABLE killed_{i} RENAME TO survived_{i}")
+    storm.close()
+    expected = {"existing"} | {f"survived_{i}" for i in range(60)}
+
+    wait_until(lambda: listed_names(reader, watched) == expected, timeout=SETTLE, what="storm")
+    wait_until(lambda: leases.holder(watched.id) is None, what="the last reflection")
+    full = runs.reflect(watched.id, trigger=ReflectionRun.Trigger.RENEWAL)
+    assert (full.counts.added, full.counts.renamed, full.counts.dropped) == (0, 0, 0)
+
+
 def terminate_listener_backends(database: ScratchDatabase) -> int:
     with connection.cursor() as cursor:
         cursor.execute(

@@ -353,3 +353,19 @@ def test_statement_count_does_not_grow_with_the_number_of_objects(
     with django_assert_max_num_queries(12 + 6):
         counts = reflect(registered)
     assert (counts["renamed"], counts["dropped"], counts["added"]) == (100, 100, 100)
+
+
+def test_a_run_of_unchanged_reflections_is_one_history_row(user_db, registered):
+    user_db.execute("CREATE TABLE t (id int)")
+    runs.reflect(registered.id)
+    for _ in range(3):
+        runs.reflect(registered.id)
+    user_db.execute("CREATE TABLE u (id int)")
+    runs.reflect(registered.id)
+    runs.reflect(registered.id)
+
+    rows = list(registered.runs.order_by("started_at", "id"))
+
+    assert [(row.added, row.repeats) for row in rows] == [(2, 1), (0, 3), (1, 1), (0, 1)]
+    assert rows[1].first_started_at is not None
+    assert rows[1].first_started_at < rows[1].started_at

@@ -79,7 +79,7 @@ def test_install_twice_is_idempotent_and_uninstall_removes_everything(registered
     watch.install(registered)
     watch.install(registered)
 
-    assert watch_objects(user_db) == {"triggers": 2, "functions": 3, "sequences": 1, "schemas": 1}
+    assert watch_objects(user_db) == {"triggers": 2, "functions": 2, "sequences": 1, "schemas": 1}
     registered.refresh_from_db()
     assert registered.watch_installed_at is not None
     assert listening.watch_mode(registered) == "poll"  # no listener connected yet

@@ -1,7 +1,9 @@
 """The listener: one LISTEN connection per watched database, all waited on together.
 
 Each DDL notice goes through the debouncer and then the gate (gate.notice_change), like every
-other request for a reflection. A connection is checked by a heartbeat query when idle (one can
+other request for a reflection. Where the watch sends no NOTIFY (a server that allows prepared
+transactions), the connection asks the watch's counter every SYNC_LISTEN_POLL_MS instead, and a
+move of it is a notice. A connection is checked by a heartbeat query when idle (one can
 look alive and receive nothing), and reconnected with growing back-off and jitter; after every
 (re)connect the database is reflected, because notices sent while it was away are lost. The set
 of watched databases is re-read every few seconds, so new and unregistered ones are picked up
@@ -26,8 +28,8 @@ from sqlalchemy.engine import make_url
 from sync.changes import gate, listening, store, watch
 from sync.changes.debounce import Debouncer
 from sync.exceptions import SyncError
-from sync.models import Database, ReflectionRun
-from sync.remote import connections
+from sync.models import Database, ReflectionRun, WatchSignal
+from sync.remote import catalog, connections
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ class Watched:
     failures: int = 0
     retry_at: float = 0.0
     connects: int = 0  # successful connects so far: each after the first is a reconnect
+    version: int | None = None  # the counter as last read, where the watch does not NOTIFY
+    next_poll: float = 0.0
+
+    @property
+    def polls(self) -> bool:
+        """Whether its watch sends no NOTIFY, so that the counter must be asked."""
+        return self.database.watch_signal == WatchSignal.COUNTER
 
 
 class Listener:
@@ -76,6 +85,7 @@ class Listener:
         self.debouncer: Debouncer[int] = Debouncer()
         self.next_refresh = 0.0
         self.heartbeat = float(settings.SYNC_LISTEN_HEARTBEAT)
+        self.poll_seconds = settings.SYNC_LISTEN_POLL_MS / 1000
 
     def run(self, stop: threading.Event) -> None:
         logger.info("listener started")
@@ -107,6 +117,9 @@ class Listener:
             if found is not None:
                 self.receive(found)
         now = time.monotonic()
+        for item in list(self.watched.values()):
+            if item.connection is not None and item.polls and now >= item.next_poll:
+                self.poll_counter(item, now)
         for database_id in self.debouncer.due(now):
             self.queue(database_id, now)
         for item in list(self.watched.values()):
@@ -118,6 +131,7 @@ class Listener:
         deadlines = [self.next_refresh]
         deadlines += [i.retry_at for i in self.watched.values() if i.connection is None]
         deadlines += [i.last_heard + self.heartbeat for i in self.watched.values() if i.connection]
+        deadlines += [i.next_poll for i in self.watched.values() if i.connection and i.polls]
         debounce = self.debouncer.next_deadline()
         if debounce is not None:
             deadlines.append(debounce)
@@ -160,6 +174,7 @@ class Listener:
             connection.fileno(),
             time.monotonic(),
         )
+        item.version, item.next_poll = None, 0.0
         self.selector.register(item.fd, selectors.EVENT_READ, database.id)
         retried = f" after {item.failures} failed attempts" if item.failures else ""
         logger.info("listening to %s%s", database.name, retried)
@@ -167,8 +182,9 @@ class Listener:
             with contextlib.suppress(*store.STATE_ERRORS):
                 listening.count_reconnect(database.id)
         item.failures, item.connects = 0, item.connects + 1
-        # Notices sent while nobody listened are lost: reflect in case there were any.
-        self.queue(database.id, time.monotonic())
+        # Notices sent while nobody listened are lost: reflect in case there were any, the
+        # whole catalog (whatever happened meanwhile, a restore included).
+        self.queue(database.id, time.monotonic(), ReflectionRun.Trigger.RECONNECT)
 
     def receive(self, item: Watched) -> None:
         connection = item.connection
@@ -184,6 +200,25 @@ class Listener:
             connection.notifies.clear()  # the payload is a constant: only the arrival counts
             if self.debouncer.notice(item.database.id, item.last_heard):
                 self.queue(item.database.id, item.last_heard)
+
+    def poll_counter(self, item: Watched, now: float) -> None:
+        """Ask the counter of a watch that sends no NOTIFY; a move is a notice."""
+        connection = item.connection
+        if connection is None:
+            return
+        item.next_poll = now + self.poll_seconds
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(catalog.VERSION_CHECK)
+                (version,) = cursor.fetchone() or (None,)
+        except psycopg2.Error as error:
+            self.failed(item, connections.error_detail(error, item.database.url))
+            return
+        item.last_heard = time.monotonic()
+        moved = item.version is not None and version != item.version
+        item.version = version
+        if moved and self.debouncer.notice(item.database.id, item.last_heard):
+            self.queue(item.database.id, item.last_heard)
 
     def beat(self, item: Watched) -> None:
         """Ask the idle connection whether the watch is still installed."""
@@ -208,11 +243,13 @@ class Listener:
             watch.lost(item.database, reason)
             del self.watched[item.database.id]
 
-    def queue(self, database_id: int, now: float) -> None:
+    def queue(
+        self, database_id: int, now: float, trigger: str = ReflectionRun.Trigger.LISTENER
+    ) -> None:
         item = self.watched.get(database_id)
         if item is None:
             return
-        freshness = gate.notice_change(item.database, ReflectionRun.Trigger.LISTENER)
+        freshness = gate.notice_change(item.database, trigger)
         if freshness.status == gate.Status.UNAVAILABLE:
             self.debouncer.again(database_id, now)  # Redis or the broker is down: try again
 

@@ -1,6 +1,7 @@
 """The watch's change log: its position on each database, how it signals, and history rows that
-stand for a run of unchanged reflections."""
+stand for a run of unchanged reflections; tables without a database constraint on their schema."""
 
+import django.db.models.deletion
 from django.db import migrations, models
 
 
@@ -10,6 +11,36 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.AlterField(
+            model_name="table",
+            name="schema",
+            field=models.ForeignKey(
+                db_constraint=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="tables",
+                to="sync.schema",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="reflectionrun",
+            name="trigger",
+            field=models.CharField(
+                choices=[
+                    ("list", "List"),
+                    ("live", "Live"),
+                    ("api", "Api"),
+                    ("admin", "Admin"),
+                    ("page", "Page"),
+                    ("listener", "Listener"),
+                    ("reconnect", "Reconnect"),
+                    ("poll", "Poll"),
+                    ("renewal", "Renewal"),
+                    ("import", "Import"),
+                    ("command", "Command"),
+                ],
+                max_length=16,
+            ),
+        ),
         migrations.AddField(
             model_name="database",
             name="watch_signal",

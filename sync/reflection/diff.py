@@ -1,7 +1,7 @@
 """Diff a catalog snapshot against the model rows by oid: what is new, renamed, moved, dropped."""
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connection
 
@@ -46,6 +46,10 @@ class Counts:
     dropped: int = 0
     recreated: int = 0
     unchanged: int = 0
+
+    def changed(self) -> int:
+        """Return how many objects changed."""
+        return self.added + self.renamed + self.moved + self.dropped + self.recreated
 
 
 @dataclass
@@ -158,3 +162,71 @@ def diff_tables(
         changes.names[relation.oid] = qualified
     changes.dropped_table_ids = [row.id for row in vanished.values()]
     counts.dropped += len(changes.dropped_table_ids)
+
+
+# The live rows a targeted snapshot can speak of, each subquery by an index: the rows of the
+# oids named, the rows in the schemas named, and the rows under a name the snapshot holds (one
+# dropped and created again by name keeps its row). The schemas: those and the tables' own.
+TARGETED_TABLES_QUERY = f"""
+    SELECT t.id, t.oid, t.schema_id, t.name, t.kind FROM {Table._meta.db_table} t
+    WHERE t.database_id = %(database)s AND t.dropped_at IS NULL AND t.oid = ANY(%(oids)s)
+    UNION
+    SELECT t.id, t.oid, t.schema_id, t.name, t.kind
+    FROM {Schema._meta.db_table} s JOIN {Table._meta.db_table} t ON t.schema_id = s.id
+    WHERE s.database_id = %(database)s AND s.dropped_at IS NULL AND s.oid = ANY(%(named)s)
+      AND t.dropped_at IS NULL
+    UNION
+    SELECT t.id, t.oid, t.schema_id, t.name, t.kind
+    FROM unnest(%(schema_names)s::text[], %(names)s::text[]) AS u(schema_name, name)
+    JOIN {Schema._meta.db_table} s
+      ON s.database_id = %(database)s AND s.dropped_at IS NULL AND s.name = u.schema_name
+    JOIN {Table._meta.db_table} t
+      ON t.schema_id = s.id AND t.dropped_at IS NULL AND t.name = u.name
+"""
+TARGETED_SCHEMAS_QUERY = (
+    f"SELECT id, oid, name FROM {Schema._meta.db_table}"
+    " WHERE database_id = %(database)s AND dropped_at IS NULL"
+    " AND (oid = ANY(%(oids)s) OR name = ANY(%(schema_names)s::text[])"
+    "      OR id = ANY(%(schema_ids)s::bigint[]))"
+)
+
+
+def load_targeted_state(database_id: int, snapshot: Snapshot, named: set[int]) -> ModelState:
+    """Read the live rows that a targeted snapshot of the `named` oids can speak of."""
+    qualified = [(snapshot.schemas[r.schema_oid], r.name) for r in snapshot.relations]
+    parameters: dict[str, Any] = {
+        "database": database_id,
+        "named": sorted(named),
+        "oids": sorted(named | {r.oid for r in snapshot.relations}),
+        "schema_names": [schema for schema, _ in qualified],
+        "names": [name for _, name in qualified],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(TARGETED_TABLES_QUERY, parameters)
+        tables = list(map(TableRow._make, cursor.fetchall()))
+        parameters["oids"] = sorted(named | set(snapshot.schemas))
+        parameters["schema_names"] = sorted(set(snapshot.schemas.values()))
+        parameters["schema_ids"] = sorted({row.schema_id for row in tables})
+        cursor.execute(TARGETED_SCHEMAS_QUERY, parameters)
+        schemas = list(map(SchemaRow._make, cursor.fetchall()))
+    return ModelState(schemas=schemas, tables=tables)
+
+
+def diff_targeted(snapshot: Snapshot, state: ModelState, named: set[int]) -> Changes:
+    """Return the changes a targeted snapshot shows: as diff() does, but a row the snapshot
+    lacks is dropped only if its oid, or its schema's, was named (the others were not read)."""
+    changes = diff(snapshot, state)
+    schema_oid = {row.id: row.oid for row in state.schemas}
+    tables = {row.id: row for row in state.tables}
+    schemas = [i for i in changes.dropped_schema_ids if schema_oid[i] in named]
+    dropped_tables = [
+        i
+        for i in changes.dropped_table_ids
+        if tables[i].oid in named or schema_oid[tables[i].schema_id] in named
+    ]
+    kept = len(changes.dropped_schema_ids) - len(schemas)
+    kept += len(changes.dropped_table_ids) - len(dropped_tables)
+    changes.dropped_schema_ids, changes.dropped_table_ids = schemas, dropped_tables
+    changes.counts.dropped -= kept
+    changes.counts.unchanged += kept
+    return changes

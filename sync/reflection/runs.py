@@ -17,8 +17,15 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import events, names, outbox
-from sync.reflection.diff import Changes, Counts, diff, load_state
+from sync.reflection import events, history, names, outbox
+from sync.reflection.diff import (
+    Changes,
+    Counts,
+    diff,
+    diff_targeted,
+    load_state,
+    load_targeted_state,
+)
 from sync.reflection.writes import apply
 from sync.remote import catalog, changelog
 from sync.remote.catalog import CatalogRead, Identity
@@ -88,33 +95,19 @@ def reflect(
     try:
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
-            changes, stored, log = compute_changes(database, accept_new_identity, step)
+            changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
+            log = read.log
             step(2)
             # The first import is what the database holds, not a change: it has no events.
             before = events.read_before(changes) if database.imported_at else None
-            apply(database.id, changes, started_at)
-            finished_at = timezone.now()
-            Database.objects.filter(pk=database.id).update(
-                imported_at=database.imported_at or finished_at,
-                reflected_at=finished_at,
-                last_error="",
-                last_error_at=None,
-                **stored,
-            )
-            run = ReflectionRun.objects.create(
-                database_id=database.id,
-                trigger=trigger,
-                started_at=started_at,
-                finished_at=finished_at,
-                outcome=ReflectionRun.Outcome.SUCCESS,
-                **asdict(changes.counts),
-            )
+            record(database, changes, stored, read, trigger, started_at)
             entries = () if log is None else log.entries
-            written = record_events(database.id, run.id, changes, before, finished_at, entries)
-            owed = outbox.owe(database.id, list(written.groups.values()), finished_at)
+            seen_at = timezone.now()
+            written = record_events(database.id, changes, before, seen_at, entries)
+            owed = outbox.owe(database.id, list(written.groups.values()), seen_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
             transaction.on_commit(partial(count_events, written))
-            if log is not None:
+            if log is not None and log.entries:  # something for the watch to trim
                 applied = partial(changelog.mark_applied, database.source, log.applied_xmin)
                 transaction.on_commit(applied)
     except (CatalogUnavailable, IdentityChanged) as error:
@@ -126,24 +119,88 @@ def reflect(
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
+    count_drift(trigger, log, changes.counts)
     return ReflectionResult(
-        database.name, changes.counts, duration_ms, entries, events=written.count, deliveries=owed
+        database.name, changes.counts, duration_ms, entries, read.targeted,
+        events=written.count, deliveries=owed,
+    )  # fmt: skip
+
+
+def changed(counts: Counts) -> bool:
+    return bool(
+        counts.added or counts.renamed or counts.moved or counts.dropped or counts.recreated
     )
+
+
+def record(
+    database: Database,
+    changes: Changes,
+    stored: dict[str, Any],
+    read: CatalogRead,
+    trigger: str,
+    started_at: datetime,
+) -> None:
+    """Write the changes, the database's new state and the history row (in the transaction)."""
+    finished_at = timezone.now()
+    fields = {
+        "imported_at": database.imported_at or finished_at,
+        "reflected_at": finished_at,
+        "last_error": "",
+        "last_error_at": None,
+        **stored,
+    }
+    run = history.Run(database.id, trigger, started_at, finished_at, changes.counts, read.targeted)
+    if not changes.counts.changed() and not (read.log and read.log.entries):
+        history.record_unchanged(run, fields)
+        return
+    apply(database.id, changes, started_at)
+    Database.objects.filter(pk=database.id).update(**fields)
+    history.record_success(run)
+
+
+def count_drift(trigger: str, log: LogRead | None, counts: Counts) -> None:
+    """Count what a renewal found changed though the change log named nothing (expected 0)."""
+    if trigger != ReflectionRun.Trigger.RENEWAL or log is None or log.gap or log.entries:
+        return
+    found = counts.changed()
+    if found:
+        metrics.LOG_DRIFT.inc(found)
+        logger.warning("the renewal found %d changes the change log had not named", found)
+
+
+# Runs that may read only what the change log names; the others read the whole catalog: the
+# renewal (it is also the check that the log missed nothing), imports, manage.py reflect, and the
+# first run after the listener (re)connects. Past TARGETED_LIMIT entries, a whole read is faster.
+TARGETED_TRIGGERS = frozenset(
+    {
+        ReflectionRun.Trigger.LIST,
+        ReflectionRun.Trigger.LIVE,
+        ReflectionRun.Trigger.API,
+        ReflectionRun.Trigger.ADMIN,
+        ReflectionRun.Trigger.PAGE,
+        ReflectionRun.Trigger.LISTENER,
+        ReflectionRun.Trigger.POLL,
+    }
+)
+TARGETED_LIMIT = 5000
 
 
 def record_events(
     database_id: int,
-    run_id: int,
     changes: Changes,
     before: events.Before | None,
     seen_at: datetime,
     entries: tuple[LogEntry, ...],
 ) -> events.Written:
     """Write the change events of an applied diff and of the log's entries (none for a first
-    import: `before` None)."""
+    import: `before` None), with the history row that recorded them."""
     if before is None:
         return events.Written(groups={}, kinds={})
     found = events.describe(database_id, changes, before, entries)
+    if not found:
+        return events.Written(groups={}, kinds={})
+    latest = ReflectionRun.objects.filter(database_id=database_id).order_by("-started_at", "-id")
+    run_id = latest.values_list("id", flat=True).first()
     return events.record(database_id, run_id, found, entries, seen_at)
 
 
@@ -153,23 +210,29 @@ def count_events(written: events.Written) -> None:
 
 
 def compute_changes(
-    database: Database, accept_new_identity: bool, step: Callable[[int], None]
-) -> tuple[Changes, dict[str, Any], LogRead | None]:
+    database: Database, trigger: str, accept_new_identity: bool, step: Callable[[int], None]
+) -> tuple[Changes, dict[str, Any], CatalogRead]:
     """Return what to apply, the fields to store on the database (identity, fingerprint, log
-    position) and the change log read with the catalog."""
+    position) and the read (with the change log read beside the catalog)."""
     step(0)
     # Most runs change nothing: a catalog whose fingerprint is the one last applied is not read.
     known = "" if accept_new_identity else database.catalog_fingerprint
     position = log_position(database, accept_new_identity)
-    read = catalog.read_catalog(database.source, known=known, position=position)
+    targeted = TARGETED_LIMIT if trigger in TARGETED_TRIGGERS and not accept_new_identity else 0
+    read = catalog.read_catalog(database.source, known, position, targeted)
     stored = stored_fields(database, read, accept_new_identity)
+    if read.targeted and read.snapshot is not None and read.log is not None:
+        step(1)
+        named = {entry.objid for entry in read.log.entries}
+        state = load_targeted_state(database.id, read.snapshot, named)
+        return diff_targeted(read.snapshot, state, named), stored, read
     if read.snapshot is None:
-        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read.log
+        return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read
     step(1)
     state = load_state(database.id)
     if accept_new_identity:
         state = state.forget_oids()
-    return diff(read.snapshot, state), stored, read.log
+    return diff(read.snapshot, state), stored, read
 
 
 def log_position(database: Database, accept_new_identity: bool) -> Position | None:
@@ -187,7 +250,8 @@ def log_position(database: Database, accept_new_identity: bool) -> Position | No
 def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
     """Return the identity, fingerprint, version and log position to store with the changes."""
     stored = identity_fields(database, read.identity, accept_new)
-    stored["catalog_fingerprint"] = read.fingerprint.text
+    # A targeted read leaves the rest of the catalog unread: its fingerprint is not known.
+    stored["catalog_fingerprint"] = "" if read.targeted else read.fingerprint.text
     stored["catalog_version"] = read.version
     if read.log is not None:
         stored["log_position"] = read.log.position.id

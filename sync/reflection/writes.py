@@ -83,7 +83,11 @@ def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[str]:
 
 
 def array_literal(values: Iterable[Any]) -> str:
-    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    items = list(values)
+    # Whole numbers need no quotes: half the time of a first import's literals.
+    if all(type(v) is int for v in items):
+        return "{" + ",".join(map(str, items)) + "}"
+    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items)
     return "{" + ",".join(quoted) + "}"
 
 

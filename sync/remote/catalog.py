@@ -1,17 +1,18 @@
 """Read a PostgreSQL database's catalog: schemas, relations, fingerprint, version, identity."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Row, text
+from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.dialects.postgresql import psycopg2 as psycopg2_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from sync.remote import changelog
 from sync.remote.changelog import WATCH_SCHEMA as WATCH_SCHEMA
-from sync.remote.changelog import LogRead, Position
+from sync.remote.changelog import LogEntry, LogRead, Position
 from sync.remote.connections import (
     Source,
     create_user_engine,
@@ -91,6 +92,33 @@ FINGERPRINT_QUERY = text(
 )
 
 
+# The identity and the counter alone: what a targeted read needs besides the log.
+IDENTITY_VERSION_QUERY = text(
+    f"SELECT identity.*, {VERSION_SQL} AS version FROM ({IDENTITY_SQL}) AS identity"
+)
+
+# The catalog rows of the objects a change log names, in CATALOG_QUERY's shape: the relations of
+# those oids, all relations of the schemas of those oids (a renamed schema renames its
+# relations' qualified names), and the schemas of both. Index lookups only, whatever the size
+# of the catalog.
+TARGETED_QUERY = text(
+    f"""
+    WITH c AS (
+        SELECT c.oid, c.relnamespace, c.relname, {KIND} AS kind FROM pg_class c
+        WHERE (c.oid = ANY(CAST(:oids AS oid[])) OR c.relnamespace = ANY(CAST(:oids AS oid[])))
+          AND {LISTED_RELKINDS}
+    )
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, c.kind
+    FROM pg_namespace n LEFT JOIN c ON c.relnamespace = n.oid
+    WHERE (n.oid = ANY(CAST(:oids AS oid[])) OR n.oid IN (SELECT relnamespace FROM c))
+      AND {LISTED_SCHEMAS}
+    """
+)
+
+# Object types whose entries a targeted read can follow; any other (an extension, which brings
+# objects of its own) needs the whole catalog.
+TARGETED_TYPES = frozenset({"schema", "table", "view", "materialized view", "foreign table"})
+
 # SQLAlchemy leaves the psycopg2 dialect's constructor unannotated.
 _DIALECT = psycopg2_dialect.dialect()  # type: ignore[no-untyped-call]
 
@@ -136,6 +164,7 @@ class CatalogRead:
     version: int | None  # the watch's DDL version counter; None without a watch
     snapshot: Snapshot | None  # None when the fingerprint was the known one
     log: LogRead | None = None  # the change log past the position given; None: not read
+    targeted: bool = False  # the snapshot holds only the objects the log names (and theirs)
 
 
 # Who answers a URL: enough to tell the service's own database from any other. The start time
@@ -175,15 +204,21 @@ def probe(url: str) -> ServerProbe:
         source.dispose()
 
 
-def read_catalog(source: Source, known: str = "", position: Position | None = None) -> CatalogRead:
+def read_catalog(
+    source: Source,
+    known: str = "",
+    position: Position | None = None,
+    targeted: int = 0,
+) -> CatalogRead:
     """Read the identity, the fingerprint and, unless it is `known`, the whole catalog; and the
-    change log past `position`, if given.
+    change log past `position`, if given. With `targeted` (at most that many entries) and a
+    log that vouches for every change since the position, read only what the entries name.
 
     All in one read-only snapshot, so that the fingerprint is exactly that of the rows read,
     on a connection of its own, closed after use: a process that reflects many databases keeps
     none of them open.
     """
-    read = partial(_read_catalog, snapshot_engine(source), known, position)
+    read = partial(_read_catalog, snapshot_engine(source), known, position, targeted)
     try:
         with server_slot(source.url):
             return once_more_if_dropped(read)
@@ -191,21 +226,58 @@ def read_catalog(source: Source, known: str = "", position: Position | None = No
         raise unavailable(source.url, error) from error
 
 
-def _read_catalog(user_engine: Engine, known: str, position: Position | None) -> CatalogRead:
+def _read_catalog(
+    user_engine: Engine, known: str, position: Position | None, targeted: int
+) -> CatalogRead:
     with user_engine.begin() as connection:
-        # In the transaction, not at connect: a pooler in transaction mode refuses startup options.
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms()}")
-        row = connection.execute(FINGERPRINT_QUERY).one()
-        log = None if position is None else changelog.read_log(connection, position)
+        if targeted and position is not None:
+            read = _read_targeted(connection, position, targeted)
+            if read.targeted:
+                return read
+            log = read.log
+            row = connection.execute(FINGERPRINT_QUERY).one()
+        else:
+            row = connection.exec_driver_sql(with_timeout(FINGERPRINT_CHECK)).one()
+            log = None if position is None else changelog.read_log(connection, position)
         identity, fingerprint = identity_of(row), Fingerprint(row.objects, row.digest)
         if fingerprint.text == known:
             return CatalogRead(identity, fingerprint, row.version, None, log)
         rows = connection.execute(CATALOG_QUERY).all()
-    snapshot = Snapshot(
+    return CatalogRead(identity, fingerprint, row.version, snapshot_of(rows), log)
+
+
+def with_timeout(sql: str) -> str:
+    """Prefix a statement (in psycopg2's paramstyle) with the statement timeout, one round trip.
+
+    In the transaction, not at connect: a pooler in transaction mode refuses startup options.
+    """
+    return f"SET LOCAL statement_timeout = {statement_timeout_ms()}; {sql}"
+
+
+def _read_targeted(connection: Connection, position: Position, limit: int) -> CatalogRead:
+    """Read the log, and the catalog rows of what it names if it vouches for every change;
+    else return the log alone (targeted False), for the whole read to follow."""
+    row = connection.exec_driver_sql(with_timeout(IDENTITY_VERSION_CHECK)).one()
+    log = changelog.read_log(connection, position)
+    unknown = Fingerprint(0, "")
+    if log is None or log.gap or not targetable(log.entries, limit):
+        return CatalogRead(identity_of(row), unknown, row.version, None, log)
+    oids = "{" + ",".join(sorted({str(entry.objid) for entry in log.entries})) + "}"
+    rows = connection.execute(TARGETED_QUERY, {"oids": oids}).all() if log.entries else []
+    return CatalogRead(identity_of(row), unknown, row.version, snapshot_of(rows), log, True)
+
+
+def targetable(entries: tuple[LogEntry, ...], limit: int) -> bool:
+    """Whether a read of just what the entries name is enough."""
+    return len(entries) <= limit and all(e.object_type in TARGETED_TYPES for e in entries)
+
+
+def snapshot_of(rows: Sequence[Row[Any]]) -> Snapshot:
+    """Return the snapshot of rows in CATALOG_QUERY's shape."""
+    return Snapshot(
         schemas={row[0]: row[1] for row in rows},
         relations=[CatalogRelation._make(row[2:]) for row in rows if row[2] is not None],
     )
-    return CatalogRead(identity, fingerprint, row.version, snapshot, log)
 
 
 # The checks of the periodic poll: the version counter where a watch is installed (one row of
@@ -213,6 +285,7 @@ def _read_catalog(user_engine: Engine, known: str, position: Position | None) ->
 # paramstyle for read_once, as compiled for this dialect.
 VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
 FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
+IDENTITY_VERSION_CHECK = str(IDENTITY_VERSION_QUERY.compile(dialect=_DIALECT))
 
 
 def read_version(source: Source) -> int | None:

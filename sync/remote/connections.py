@@ -82,6 +82,7 @@ def validate_url(url: str) -> str:
 _engines: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
 _unpooled: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
 _snapshots: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
+_kept_snapshots: OrderedDict[int, tuple[str, Engine]] = OrderedDict()
 UNPOOLED_KEPT = 1000
 _engines_lock = threading.Lock()
 # Connections in use at once per server (host:port) in this process: SYNC_CONNECTIONS_PER_SERVER.
@@ -93,6 +94,7 @@ def _forget_engines_after_fork() -> None:
     _engines.clear()
     _unpooled.clear()
     _snapshots.clear()
+    _kept_snapshots.clear()
     _server_slots.clear()
 
 
@@ -136,20 +138,43 @@ def unpooled_engine(source: Source) -> Engine:
 
 def snapshot_engine(source: Source) -> Engine:
     """Return this process's engine whose transactions are read-only snapshots (REPEATABLE
-    READ), on a connection closed after use: the engine of the catalog reads.
+    READ): the engine of the catalog reads.
+
+    Its connection is kept for the SYNC_POOLED_DATABASES databases reflected most recently, as
+    the on-the-fly reads' are: connecting cost a no-change reflection more than its read (a
+    catalog of 1,000 relations). The least recently reflected is closed; with
+    SYNC_POOLED_DATABASES 0 each read closes its connection after use.
 
     SQLAlchemy's isolation level and psycopg2's read-only flag rather than a BEGIN written by
     hand on an autocommit connection, which saved one round trip but left us a transaction to
     end: a no-change read of 1,000 relations took 5.9 ms this way against 5.7 ms by hand.
     """
+    snapshot: dict[str, Any] = {
+        "isolation_level": "REPEATABLE READ",
+        "execution_options": {"postgresql_readonly": True},
+    }
     with _engines_lock:
-        return _kept(_snapshots, source) or _keep(
-            _snapshots,
-            source,
-            poolclass=NullPool,
-            isolation_level="REPEATABLE READ",
-            execution_options={"postgresql_readonly": True},
+        if settings.SYNC_POOLED_DATABASES == 0:
+            return _kept(_snapshots, source) or _keep(
+                _snapshots, source, poolclass=NullPool, **snapshot
+            )
+        cached = _kept(_kept_snapshots, source)
+        if cached is not None:
+            return cached
+        # One connection kept; the overflow (a second reflection of it at once) is closed.
+        new_engine = create_user_engine(
+            source.url,
+            pool_size=1,
+            max_overflow=2,
+            pool_recycle=600,
+            pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
+            **snapshot,
         )
+        _kept_snapshots[source.key] = (source.url, new_engine)
+        while len(_kept_snapshots) > settings.SYNC_POOLED_DATABASES:
+            _, (_, oldest) = _kept_snapshots.popitem(last=False)
+            oldest.dispose()
+        return new_engine
 
 
 def _keep(engines: OrderedDict[int, tuple[str, Engine]], source: Source, **options: Any) -> Engine:

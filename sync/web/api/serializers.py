@@ -106,6 +106,7 @@ class ReflectionRunSerializer(serializers.ModelSerializer[ReflectionRun]):
         fields = [
             "id", "trigger", "trigger_display", "started_at", "finished_at", "duration_ms",
             "outcome", "added", "renamed", "moved", "dropped", "recreated", "unchanged", "error",
+            "targeted", "repeats", "first_started_at",
         ]  # fmt: skip
 
     def get_duration_ms(self, run: ReflectionRun) -> int | None:
