@@ -12,6 +12,7 @@ Three figures, printed as one JSON object:
   Django view over the same rows (target: at most 1.5x).
 
     python bench/change_feed.py [--rounds 3] [--statements 1000] [--events 100000]
+                                [--trigger command|listener]
 """
 
 import sys
@@ -102,7 +103,9 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def reflection_rounds(database: Database, rounds: int, statements: int) -> dict[str, Any]:
+def reflection_rounds(
+    database: Database, rounds: int, statements: int, trigger: str
+) -> dict[str, Any]:
     """Time the storm's reflection with events and without, alternated; return the figures."""
     times: dict[str, list[float]] = {"with_events": [], "without_events": []}
     for number in range(rounds * 2):
@@ -110,19 +113,21 @@ def reflection_rounds(database: Database, rounds: int, statements: int) -> dict[
         for drop in (False, True):
             storm(statements, number, drop)
             if mode == "with_events":
-                result = runs.reflect(database.id)
+                result = runs.reflect(database.id, trigger=trigger)
                 assert result.events == statements, result
                 deliveries.queue_delivery(database.id)
                 # Delivered before the next storm: the worker's POSTs share the two cores.
                 wait_delivered()
             else:
                 with events_off():
-                    result = runs.reflect(database.id)
+                    result = runs.reflect(database.id, trigger=trigger)
             times[mode].append(result.duration_ms)
             log(f"round {number} {mode} {'drop' if drop else 'create'}: {result.duration_ms} ms")
     with_median = statistics.median(times["with_events"])
     without_median = statistics.median(times["without_events"])
     return {
+        "trigger": trigger,
+        "targeted": result.targeted,
         "statements_per_storm": statements,
         "transactions_per_storm": statements // PER_TRANSACTION,
         "with_events_ms": times["with_events"],
@@ -207,6 +212,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--statements", type=int, default=1000)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--trigger", default="command",
+        help="the reflections' trigger: command reads the whole catalog, listener only what "
+        "the change log names",
+    )  # fmt: skip
     options = parser.parse_args()
     started = machine()
     ensure_database(connection.settings_dict["NAME"])
@@ -232,7 +242,9 @@ def main() -> None:
     with service("worker-webhooks", [sys.executable, "-m", *worker], logs):
         wait_for_worker()
         before = ChangeEvent.objects.filter(database=database).count()
-        reflection = reflection_rounds(database, options.rounds, options.statements)
+        reflection = reflection_rounds(
+            database, options.rounds, options.statements, options.trigger
+        )
         expected = ChangeEvent.objects.filter(database=database).count() - before
         delivery = delivery_figures(receiver, expected)
     api = api_figures(database, options.events)
