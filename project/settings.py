@@ -224,8 +224,10 @@ CELERY_TIMEZONE = "UTC"
 # schedules; the other takes over within SYNC_BEAT_LOCK_SECONDS and a second of its death.
 CELERY_BEAT_SCHEDULER = "worker.beat:LockedDatabaseScheduler"
 SYNC_BEAT_LOCK_SECONDS = _env_int("SYNC_BEAT_LOCK_SECONDS", 6, least=3)
-# Two queues (sync.queues): `interactive` for what a person or a change waits on, `bulk` for
-# renewal, polls, imports and purges; each has its own workers (Procfile: worker, worker-bulk).
+# Three queues (sync.changes.queues): `interactive` for what a person or a change waits on, `bulk`
+# for renewal, polls, imports and purges, `webhooks` for deliveries to receivers, so that a slow
+# receiver never holds a reflection up; each has its own workers (Procfile: worker, worker-bulk,
+# worker-webhooks).
 CELERY_TASK_ROUTES = ("sync.changes.queues.route_task",)
 CELERY_TASK_DEFAULT_QUEUE = "interactive"
 
@@ -260,6 +262,15 @@ SYNC_CELL_CHARS = _env_int("SYNC_CELL_CHARS", 2000)
 SYNC_PAGE_CHARS = _env_int("SYNC_PAGE_CHARS", 8_000_000)
 SYNC_VALUE_CHARS = _env_int("SYNC_VALUE_CHARS", 16_000_000)
 SYNC_RETENTION_DAYS = _env_int("SYNC_RETENTION_DAYS", 30)
+# Webhooks (sync.ops.webhooks): each delivery is tried up to SYNC_WEBHOOK_MAX_ATTEMPTS times, the
+# waits doubling from SYNC_WEBHOOK_RETRY_SECONDS (10 s) to 5 min, each POST given
+# SYNC_WEBHOOK_TIMEOUT seconds. A URL whose host resolves to a loopback, private or link-local
+# address is refused unless SYNC_WEBHOOK_ALLOW_PRIVATE is true (a receiver on the same network,
+# the tests' own).
+SYNC_WEBHOOK_MAX_ATTEMPTS = _env_int("SYNC_WEBHOOK_MAX_ATTEMPTS", 12)
+SYNC_WEBHOOK_RETRY_SECONDS = _env_int("SYNC_WEBHOOK_RETRY_SECONDS", 10)
+SYNC_WEBHOOK_TIMEOUT = _env_int("SYNC_WEBHOOK_TIMEOUT", 10)
+SYNC_WEBHOOK_ALLOW_PRIVATE = _env_bool("SYNC_WEBHOOK_ALLOW_PRIVATE", False)
 
 # Scale (sync.changes.polling, sync.remote.connections). Each renewal tick queues at most
 # SYNC_RENEWAL_IN_FLIGHT reflections less those still queued or running, with countdowns spread

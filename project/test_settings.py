@@ -47,3 +47,7 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("DBSYNC_TEST_METRICS_DIR") or tempfile
 os.environ["DBSYNC_TEST_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
     PROMETHEUS_MULTIPROC_DIR
 )
+# The tests' webhook receiver listens on the loopback address.
+SYNC_WEBHOOK_ALLOW_PRIVATE = True
+# Retries of a failing receiver after 1 s, 2 s, ... so that tests of them stay short.
+SYNC_WEBHOOK_RETRY_SECONDS = 1

@@ -5,23 +5,28 @@ Where to start reading: data flows one way, from a request to the user's catalog
     web/api, web/pages, admin   the API, the web pages and the admin: they never reflect
       -> changes/gate           the one gate: recency, lease, back-off, dirty mark; queues tasks
                                 (publisher, queues, task_names; the Redis behind it: store)
-      -> tasks                  Celery tasks: reflect a database, import, renew, poll, purge
-      -> reflection/runs        read, diff by oid (diff), write in one transaction (writes)
+      -> tasks                  Celery tasks: reflect a database, import, renew, poll, purge,
+                                deliver webhooks
+      -> reflection/runs        read, diff by oid (diff), write in one transaction (writes),
+                                with its change events (events) and webhooks owed (outbox)
       -> remote/catalog         the user's catalog in one snapshot (connections: engines, bounds)
 
 The packages, each importing only those below it (import-linter checks it, pyproject.toml):
 
     admin, apps, management, tasks, templatetags   entry points Django and Celery look for
     web/      api/ (viewsets, serializers, pagination, errors, OpenAPI), pages/ (views, forms,
-              decorators, listing, grid, freshness), and what both use: access, query,
-              table_reads, throttling, status
-    ops/      what operators call: health, metrics' scrape (views: /healthz, /metrics), the demo
+              decorators, listing, grid, freshness, changes), and what both use: access, query,
+              table_reads, throttling, status, change_feed
+    ops/      what operators call: health, metrics' scrape (views: /healthz, /metrics), the demo;
+              webhooks' delivery (webhooks) and the URLs they may call (webhook_targets)
     changes/  how dbsync hears of changes and decides to reflect: gate, leases, recency, turns,
               listening, store; the watch (event triggers), listener (any number of them,
-              sharing the databases: ownership), debounce, polling, importing, progress
+              sharing the databases: ownership), debounce, polling, importing, progress; the
+              delivery task's queuing (deliveries)
     reflection/  diff and write (runs, diff, writes; whole or targeted), the history of runs,
-              registry, retention, the name cache
-    models    the registered databases, their schemas and tables, the history
+              change events and the webhooks' outbox, registry, retention, the name cache
+    models    the registered databases, their schemas and tables, the history, change events,
+              webhooks and their deliveries
     remote/   the user's database only (no ORM, cache, Redis or Celery): connections,
               credentials, catalog (whole or targeted), changelog (the watch's log read),
               relations (columns and records read on the fly), relation_sql, values

@@ -1,4 +1,5 @@
-"""The Django admin: register databases, watch their state, queue imports and reflections."""
+"""The Django admin: register databases, watch their state, queue imports and reflections;
+change events, webhooks and their deliveries."""
 
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,10 +12,20 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from sync.changes import gate, listening, watch
+from sync.changes import deliveries, gate, listening, watch
 from sync.changes.gate import Freshness, Status
 from sync.exceptions import SecretUnreadable, SyncError
-from sync.models import Database, DatabaseGrant, ReflectionRun, Schema, Table
+from sync.models import (
+    ChangeEvent,
+    Database,
+    DatabaseGrant,
+    ReflectionRun,
+    Schema,
+    Table,
+    Webhook,
+    WebhookDelivery,
+)
+from sync.ops import webhook_targets, webhooks
 from sync.reflection import registry
 from sync.remote import catalog
 from sync.web.throttling import LockedAdminAuthenticationForm
@@ -238,3 +249,77 @@ class ReflectionRunAdmin(ReadOnlyAdmin[ReflectionRun]):
                     "repeats"]  # fmt: skip
     list_filter = ["database", "outcome", "trigger"]
     date_hierarchy = "started_at"
+
+
+@admin.register(ChangeEvent)
+class ChangeEventAdmin(ReadOnlyAdmin[ChangeEvent]):
+    list_display = ["occurred_at", "database", "kind", "object_type", "schema_after", "name_after",
+                    "name_before", "role", "application", "command_tag", "xid"]  # fmt: skip
+    list_filter = ["database", "kind", "object_type", "time_seen"]
+    search_fields = ["name_after", "name_before", "role", "application"]
+    list_select_related = ["database"]
+
+
+class WebhookForm(forms.ModelForm[Webhook]):
+    """Take the signing secret write-only, and refuse a URL dbsync must not call."""
+
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+    new_secret = forms.CharField(
+        label="Secret",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Signs each delivery (X-Dbsync-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+        '"<t>.<body>">). Leave empty to keep the current one.',
+    )
+
+    class Meta:
+        model = Webhook
+        fields = ["url", "database", "active"]
+
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"]
+        try:
+            webhook_targets.check_url(url)
+        except SyncError as error:
+            raise forms.ValidationError(str(error)) from None
+        return url
+
+    def clean_new_secret(self) -> str:
+        secret: str = self.cleaned_data.get("new_secret", "")
+        if not secret and self.instance.pk is None:
+            raise forms.ValidationError("A new webhook needs its secret.")
+        return secret
+
+    def save(self, commit: bool = True) -> Webhook:
+        if self.cleaned_data.get("new_secret"):
+            self.instance.secret = self.cleaned_data["new_secret"]
+        return super().save(commit=commit)
+
+
+@admin.register(Webhook)
+class WebhookAdmin(admin.ModelAdmin[Webhook]):
+    form = WebhookForm
+    list_display = ["url", "database", "active", "created_at"]
+    list_filter = ["active", "database"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
+    list_display = ["id", "webhook", "database", "status", "attempts", "last_error", "created_at",
+                    "next_attempt_at", "delivered_at"]  # fmt: skip
+    list_filter = ["status", "database", "webhook"]
+    list_select_related = ["webhook", "database"]
+    actions = ["resend"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_staff)  # for the re-send action; every field is read-only
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in WebhookDelivery._meta.fields]
+
+    @admin.action(description="Re-send")
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        count = webhooks.resend(list(queryset.values_list("id", flat=True)))
+        queued = deliveries.queue_delivery(None)
+        later = "now" if queued else "within half a minute (the task queue did not answer)"
+        self.message_user(request, f"{count} deliveries will be sent again {later}.")

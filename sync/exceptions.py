@@ -132,3 +132,10 @@ class UnknownTask(SyncError):
 
     http_status = 404
     code = "not_found"
+
+
+class WebhookRefused(SyncError):
+    """A webhook URL dbsync will not call: not http(s), unresolvable, or a private address."""
+
+    http_status = 400
+    code = "webhook_refused"

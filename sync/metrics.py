@@ -44,3 +44,17 @@ GATE_DECISIONS = Counter(
     "unavailable (Redis or the broker down), by trigger.",
     ["decision", "trigger"],
 )
+CHANGE_EVENTS = Counter(
+    "dbsync_change_events", "Change events recorded by reflections, by kind.", ["kind"]
+)
+WEBHOOK_DELIVERIES = Counter(
+    "dbsync_webhook_deliveries",
+    "Attempts to deliver a transaction's events to a webhook, by outcome: delivered, retried "
+    "(failed, to be tried again), failed (given up), refused (a private address).",
+    ["outcome"],
+)
+WEBHOOK_LAG = Histogram(
+    "dbsync_webhook_delivery_lag_seconds",
+    "Time from a transaction's events being recorded to their delivery to a webhook.",
+    buckets=SECONDS,
+)

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from typing import Self, TypeVar
 
 from django.contrib.auth.models import Group
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -220,3 +221,142 @@ class ReflectionRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.database} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+
+class ChangeEvent(models.Model):
+    """One change a reflection applied to a schema or relation: what, and, where known, who.
+
+    The object is kept by its model id, so a renamed or moved object keeps its history
+    together. The actor comes from the watch's change log; where none vouches for the change
+    (poll mode, a full reflection), `role` is empty and `time_seen` says that `occurred_at` is
+    when dbsync saw it, not when it happened. Nothing of the statement text is kept.
+    """
+
+    class Kind(models.TextChoices):
+        CREATED = "created"
+        RENAMED = "renamed"
+        MOVED = "moved"
+        DROPPED = "dropped"
+        RECREATED = "recreated"
+        ALTERED = "altered"  # a logged ALTER that changed no name (a column added, say)
+
+    # No constraints in the database (the ORM still cascades), and no index of a column alone
+    # (the composite indexes below serve every read): each costs a check or an index entry per
+    # row, and a storm's events are written by the thousand (bench/change_feed.py).
+    database = models.ForeignKey(
+        Database, on_delete=models.CASCADE, related_name="change_events", db_constraint=False,
+        db_index=False,
+    )  # fmt: skip
+    # The run that recorded it: its id groups the unlogged events of one reflection. Runs and
+    # events go after the same retention period, so nothing is cascaded to.
+    run = models.ForeignKey(
+        ReflectionRun, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="events",
+        db_constraint=False, db_index=False,
+    )  # fmt: skip
+    # A schema's own event names it in `schema`; a relation's names its schema (after) too.
+    schema = models.ForeignKey(
+        Schema, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
+        db_constraint=False, db_index=False,
+    )  # fmt: skip
+    table = models.ForeignKey(
+        Table, on_delete=models.CASCADE, null=True, blank=True, related_name="events",
+        db_constraint=False, db_index=False,
+    )  # fmt: skip
+    object_type = models.CharField(max_length=20)  # "schema" or the relation's kind
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    oid = models.BigIntegerField()
+    name_before = models.CharField(max_length=63, blank=True)
+    name_after = models.CharField(max_length=63, blank=True)
+    schema_before = models.CharField(max_length=63, blank=True)
+    schema_after = models.CharField(max_length=63, blank=True)
+    occurred_at = models.DateTimeField()
+    time_seen = models.BooleanField(
+        default=False, help_text="occurred_at is when dbsync saw the change, not its statement time"
+    )
+    recorded_at = models.DateTimeField()
+    # Who, from the change log (empty: unknown, never guessed).
+    role = models.CharField(max_length=63, blank=True)
+    application = models.CharField(max_length=64, blank=True)
+    client_addr = models.GenericIPAddressField(null=True, blank=True)
+    backend_pid = models.IntegerField(null=True, blank=True)
+    command_tag = models.CharField(max_length=64, blank=True)
+    xid = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["database", "-id"]),
+            models.Index(fields=["table", "-id"]),
+            models.Index(fields=["schema", "-id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.schema_after or self.schema_before}.{self.name_after}"
+
+    @property
+    def actor_known(self) -> bool:
+        return bool(self.role)
+
+    @property
+    def group_key(self) -> str:
+        """The transaction it belongs to: its xid where logged, else the run that saw it."""
+        return f"xid-{self.xid}" if self.xid is not None else f"run-{self.run_id}"
+
+
+class Webhook(models.Model):
+    """A URL that receives each transaction's change events of one database, or of all."""
+
+    url = models.URLField(max_length=2000)
+    # The signing secret, encrypted with SYNC_SECRET_KEYS as the database URLs are.
+    encrypted_secret = models.TextField()
+    database = models.ForeignKey(
+        Database,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="webhooks",
+        help_text="Empty: every database.",
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.database or 'all databases'})"
+
+    @property
+    def secret(self) -> str:
+        return encryption.decrypt(self.encrypted_secret, f"the secret of webhook {self.id}")
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.encrypted_secret = encryption.encrypt(value)
+
+
+class WebhookDelivery(models.Model):
+    """One transaction's events, owed to one webhook: written with the events (an outbox)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"  # gave up after SYNC_WEBHOOK_MAX_ATTEMPTS; the admin re-sends it
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    database = models.ForeignKey(Database, on_delete=models.CASCADE, related_name="deliveries")
+    event_ids = ArrayField(models.BigIntegerField())
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.IntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["webhook", "database", "status", "id"])]
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} to {self.webhook_id}: {self.status}"

@@ -1,16 +1,20 @@
 """Instant sync: DDL from a second client shows in the lists, with a real listener and worker."""
 
+import json
+import threading
 import time
 from collections.abc import Iterator
 from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psycopg2
 import pytest
 from django.db import connection
 
 from sync.changes import leases, listening, watch
 from sync.encryption import encrypt
-from sync.models import Database, ReflectionRun, Schema, Table
+from sync.models import Database, ReflectionRun, Schema, Table, Webhook
 from sync.reflection import registry, runs
 from tests.helpers import (
     ListenerProcess,
@@ -252,3 +256,51 @@ def test_a_watch_disabled_on_one_database_leaves_the_listener_serving_the_others
     assert listener.process.poll() is None, listener.text()
     assert "dictionary changed size" not in listener.text()
     assert listening.watch_mode(other) == "listen"
+
+
+@pytest.fixture
+def received() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """A webhook receiver on the loopback address: its URL and the bodies it accepted."""
+    bodies: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_ddl_from_psql_reaches_the_change_feed_and_a_webhook_with_who_ran_it(
+    worker, listener, watched, user_db, reader, received
+):
+    url, bodies = received
+    hook = Webhook(url=url, database=watched)
+    hook.secret = "listener-test"
+    hook.save()
+    runs.reflect(watched.id)  # the log's position after the install
+    wait_for_listener(watched)
+    client = psycopg2.connect(user_db.url, application_name="psql")
+    with client, client.cursor() as cursor:
+        cursor.execute("CREATE TABLE made (id int); ALTER TABLE existing RENAME TO kept")
+    client.close()
+
+    feed = f"/api/v1/databases/{watched.id}/changes/"
+    wait_until(lambda: len(reader.get(feed).json()["results"]) == 2, timeout=SETTLE, what="events")
+    events = {row["kind"]: row for row in reader.get(feed).json()["results"]}
+    assert set(events) == {"created", "renamed"}
+    for row in events.values():
+        assert (row["role"], row["application"], row["actor_known"]) == ("postgres", "psql", True)
+    assert events["created"]["transaction"] == events["renamed"]["transaction"]
+    wait_until(lambda: len(bodies) == 1, timeout=SETTLE, what="the webhook's delivery")
+    delivered = bodies[0]["events"]
+    assert isinstance(delivered, list)
+    assert sorted(event["kind"] for event in delivered) == ["created", "renamed"]

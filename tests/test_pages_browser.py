@@ -6,14 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from sync.changes import gate, recency
+from sync.changes import gate, recency, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
 from sync.reflection import runs
-from tests.helpers import HeldDatabaseRow, make_user, wait_until
+from tests.helpers import HeldDatabaseRow, ScratchDatabase, make_user, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -199,6 +200,15 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
         " CREATE MATERIALIZED VIEW public.customer_count AS SELECT count(*) FROM public.customers"
     )
     runs.reflect(shop.id)
+    watch.install(shop)
+    runs.reflect(shop.id)  # the log's position
+    run_ddl(
+        user_db,
+        "django-migrate",
+        "ALTER TABLE shop.orders RENAME TO purchases;"
+        " ALTER TABLE public.customers ADD COLUMN phone text; DROP TABLE public.notes",
+    )
+    runs.reflect(shop.id)
     table = Table.objects.get(name="customers")
     log_in(page, live_server.url, "admin", staff=True)
     pages = {
@@ -207,6 +217,7 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
         "tables": f"/databases/{shop.id}/tables/",
         "table": f"/tables/{table.id}/",
         "history": f"/databases/{shop.id}/history/",
+        "changes": f"/databases/{shop.id}/changes/",
     }
     for width, height, suffix in ((1280, 800, ""), (390, 844, "-narrow")):
         page.set_viewport_size({"width": width, "height": height})
@@ -227,3 +238,50 @@ def test_typing_in_the_search_filters_the_open_page(page: Page, live_server, sho
     expect(page.locator("#listing tbody th")).to_have_text(["recent_orders"])
     expect(page).to_have_url(re.compile(r"\?q=recent&"))  # pushed: reload or share it
     assert page.evaluate("window.notReloaded") is True
+
+
+def run_ddl(user_db: ScratchDatabase, application: str, statements: str) -> None:
+    """Run DDL in one transaction as another client would, under an application_name."""
+    connection = psycopg2.connect(user_db.url, application_name=application)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(statements)
+    connection.close()
+
+
+def test_a_ddl_from_psql_appears_on_the_open_changes_page_with_who_ran_it(
+    page: Page, live_server, shop, user_db, worker
+):
+    watch.install(shop)
+    runs.reflect(shop.id)  # the log's position
+    log_in(page, live_server.url, "reader")
+    page.goto(f"{live_server.url}/databases/{shop.id}/changes/")
+    expect(page.locator("#listing .empty")).to_contain_text("No change recorded")
+    run_ddl(
+        user_db,
+        "psql",
+        "CREATE TABLE shop.refunds (id int); ALTER TABLE shop.orders RENAME TO purchases",
+    )
+    gate.notice_change(shop, ReflectionRun.Trigger.LISTENER)  # as the listener would
+    group = page.locator("#listing .transaction")
+    expect(group).to_have_count(1, timeout=SLOW)
+    expect(group.locator(".who")).to_contain_text("by postgres from psql")
+    expect(group.locator(".who")).to_contain_text("2 changes")
+    expect(group.locator(".event")).to_have_count(2)
+    page.get_by_label("Kind").select_option("renamed")
+    expect(page.locator("#listing .event")).to_have_text(
+        [re.compile("shop.orders → shop.purchases")]
+    )
+    expect(page).to_have_url(re.compile(r"kind=renamed"))
+    page.locator("#listing .event a").click()
+    expect(page.locator(".table-history li")).to_contain_text("Renamed from orders by postgres")
+
+
+def test_the_tables_listing_shows_who_changed_each_table(page: Page, live_server, shop, user_db):
+    watch.install(shop)
+    runs.reflect(shop.id)
+    run_ddl(user_db, "deploy", "ALTER TABLE public.notes ADD COLUMN body text")
+    runs.reflect(shop.id)
+    log_in(page, live_server.url, "reader")
+    page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
+    row = page.locator("#listing tbody tr", has=page.get_by_role("rowheader", name="notes"))
+    expect(row.locator("td.changed")).to_contain_text("by postgres")

@@ -7,7 +7,7 @@ from celery import current_app
 from django.utils import timezone
 
 from sync import tasks
-from sync.changes import gate, leases, polling, queues, recency, turns
+from sync.changes import deliveries, gate, leases, polling, queues, recency, turns
 from sync.models import Database, ReflectionRun
 from sync.reflection import registry
 from tests.helpers import (
@@ -60,6 +60,13 @@ def test_each_reflection_lands_on_its_queue(registered, routed: list[Routed], pu
 def test_each_beat_job_lands_on_the_bulk_queue(task):
     route = current_app.amqp.router.route({}, task.name, (), {})
     assert route["queue"].name == "bulk"
+
+
+def test_webhook_deliveries_land_on_a_queue_of_their_own(registered, routed: list[Routed]):
+    deliveries.queue_delivery(registered.id)
+    assert [(r.task, r.queue, r.kwargs) for r in routed] == [
+        (tasks.deliver_webhooks.name, "webhooks", {"database_id": registered.id})
+    ]
 
 
 def test_a_retry_goes_back_to_the_queue_it_came_from():

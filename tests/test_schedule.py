@@ -43,4 +43,5 @@ def test_registered_task_names_are_pinned():
         "sync.tasks.renew_databases",
         "sync.tasks.poll_databases",
         "sync.tasks.purge_dropped",
+        "sync.tasks.deliver_webhooks",
     }

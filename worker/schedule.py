@@ -41,6 +41,14 @@ JOBS = (
         5,
         "Check each database due for a poll; queue a reflection of those that changed.",
     ),
+    # Webhook deliveries whose task was lost (a worker killed, a reflection run by a command) or
+    # whose retry is due go within half a minute; each reflection queues its own at once.
+    Job(
+        "Deliver webhooks",
+        "sync.tasks.deliver_webhooks",
+        30,
+        "Deliver the pending webhook deliveries that are due, in order per database.",
+    ),
     # Soft-deleted objects and old history go after SYNC_RETENTION_DAYS.
     Job(
         "Purge dropped objects",

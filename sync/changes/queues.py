@@ -1,5 +1,6 @@
 """Which Celery queue each task goes to: `interactive` for what a person or a change waits on,
-`bulk` for the periodic work over every database (Celery's task_routes calls route_task)."""
+`bulk` for the periodic work over every database, `webhooks` for deliveries to receivers, whose
+slowness must hold up nothing else (Celery's task_routes calls route_task)."""
 
 from typing import Any
 
@@ -7,7 +8,8 @@ from sync.changes import task_names
 
 INTERACTIVE = "interactive"
 BULK = "bulk"
-QUEUES = (INTERACTIVE, BULK)
+WEBHOOKS = "webhooks"
+QUEUES = (INTERACTIVE, BULK, WEBHOOKS)
 
 # Reflections nobody waits on: the periodic renewal and the import of new databases. Every
 # other trigger (a list, a page, an on-the-fly read, the API, the admin, the listener, a change the
@@ -30,6 +32,8 @@ def queue_of(task: str, kwargs: dict[str, Any] | None) -> str:
     if task == task_names.REFLECT:
         trigger = (kwargs or {}).get("trigger", "")
         return BULK if trigger in BULK_TRIGGERS else INTERACTIVE
+    if task == task_names.DELIVER:
+        return WEBHOOKS
     return BULK if task in BULK_TASKS else INTERACTIVE
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import history, names
+from sync.reflection import events, history, names, outbox
 from sync.reflection.diff import (
     Changes,
     Counts,
@@ -43,6 +43,8 @@ class ReflectionResult:
     # and whether it read only the objects they name.
     entries: tuple[LogEntry, ...] = ()
     targeted: bool = False
+    events: int = 0  # change events written
+    deliveries: int = 0  # webhook deliveries owed for them
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
@@ -96,8 +98,15 @@ def reflect(
             changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
             log = read.log
             step(2)
+            # The first import is what the database holds, not a change: it has no events.
+            before = events.read_before(changes) if database.imported_at else None
             record(database, changes, stored, read, trigger, started_at)
+            entries = () if log is None else log.entries
+            seen_at = timezone.now()
+            written = record_events(database.id, changes, before, seen_at, entries)
+            owed = outbox.owe(database.id, list(written.groups.values()), seen_at)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
+            transaction.on_commit(partial(count_events, written))
             if log is not None and trim_due(database.log_position, log):
                 applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
                 transaction.on_commit(applied)
@@ -111,8 +120,10 @@ def reflect(
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
     count_drift(trigger, log, changes.counts)
-    entries = () if log is None else log.entries
-    return ReflectionResult(database.name, changes.counts, duration_ms, entries, read.targeted)
+    return ReflectionResult(
+        database.name, changes.counts, duration_ms, entries, read.targeted,
+        events=written.count, deliveries=owed,
+    )  # fmt: skip
 
 
 def changed(counts: Counts) -> bool:
@@ -184,6 +195,30 @@ TARGETED_TRIGGERS = frozenset(
     }
 )
 TARGETED_LIMIT = 5000
+
+
+def record_events(
+    database_id: int,
+    changes: Changes,
+    before: events.Before | None,
+    seen_at: datetime,
+    entries: tuple[LogEntry, ...],
+) -> events.Written:
+    """Write the change events of an applied diff and of the log's entries (none for a first
+    import: `before` None), with the history row that recorded them."""
+    if before is None:
+        return events.Written(groups={}, kinds={})
+    found = events.describe(database_id, changes, before, entries)
+    if not found:
+        return events.Written(groups={}, kinds={})
+    latest = ReflectionRun.objects.filter(database_id=database_id).order_by("-started_at", "-id")
+    run_id = latest.values_list("id", flat=True).first()
+    return events.record(database_id, run_id, found, entries, seen_at)
+
+
+def count_events(written: events.Written) -> None:
+    for kind, count in written.kinds.items():
+        metrics.CHANGE_EVENTS.labels(kind).inc(count)
 
 
 def compute_changes(

@@ -6,7 +6,7 @@ from django import template
 from django.http import QueryDict
 from django.utils import timezone
 
-from sync.models import ReflectionRun
+from sync.models import ChangeEvent, ReflectionRun
 
 register = template.Library()
 
@@ -50,3 +50,23 @@ def with_query(query: QueryDict, **changes: object) -> str:
         else:
             copy[name] = str(value)
     return "?" + copy.urlencode() if copy else "?"
+
+
+@register.filter
+def actor(event: ChangeEvent) -> str:
+    """Say who made a change: "by alice from psql", or that nobody vouches for who."""
+    if not event.role:
+        return "by someone unknown (not logged: the watch is not installed or missed it)"
+    return f"by {event.role}" + (f" from {event.application}" if event.application else "")
+
+
+@register.filter
+def whom(role: str) -> str:
+    """A listed change's author in a word: the role, or "unknown"."""
+    return role or "unknown"
+
+
+@register.filter
+def words(name: str) -> str:
+    """Write an identifier-like label in words: materialized_view -> materialized view."""
+    return name.replace("_", " ")

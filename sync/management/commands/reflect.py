@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sync.changes import deliveries
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
 from sync.reflection import registry, runs
@@ -38,6 +39,8 @@ class Command(BaseCommand):
                 failure = {"database": name, "error": error.code, "detail": str(error)}
                 self.stdout.write(json.dumps(failure))
             raise CommandError(str(error)) from None
+        if result.deliveries:
+            deliveries.queue_delivery(database.id)  # else the beat job's next pass sends them
         if as_json:
             self.stdout.write(json.dumps(result.as_dict()))
         else:

@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from sync.changes import listening
 from sync.exceptions import SecretUnreadable, SyncError
-from sync.models import Database, ReflectionRun, Schema, Table
+from sync.models import ChangeEvent, Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote.credentials import redact_url
 
@@ -126,3 +126,40 @@ class TaskSerializer(serializers.Serializer[dict[str, Any]]):
     current = serializers.CharField(help_text="the database being imported")
     result = serializers.DictField(allow_null=True)
     error = serializers.CharField()
+
+
+class ChangeEventSerializer(serializers.ModelSerializer[ChangeEvent]):
+    """One change event; the client's address and pid for staff only."""
+
+    actor_known = serializers.BooleanField(
+        read_only=True, help_text="false where no change log vouches for it: role is then empty"
+    )
+    transaction = serializers.CharField(
+        source="group_key",
+        read_only=True,
+        help_text="the events of one transaction share it: xid-<xid> where logged, else "
+        "run-<id> of the reflection that saw them",
+    )
+    client_addr = serializers.IPAddressField(
+        read_only=True, allow_null=True, required=False, help_text="staff only"
+    )
+    backend_pid = serializers.IntegerField(
+        read_only=True, allow_null=True, required=False, help_text="staff only"
+    )
+
+    class Meta:
+        model = ChangeEvent
+        fields = [
+            "id", "database", "schema", "table", "object_type", "kind", "oid", "name_before",
+            "name_after", "schema_before", "schema_after", "occurred_at", "time_seen",
+            "recorded_at", "actor_known", "role", "application", "command_tag", "xid",
+            "transaction", "client_addr", "backend_pid",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def to_representation(self, instance: ChangeEvent) -> dict[str, Any]:
+        data: dict[str, Any] = super().to_representation(instance)
+        request = self.context.get("request")
+        if not (request and request.user.is_staff):
+            del data["client_addr"], data["backend_pid"]
+        return data

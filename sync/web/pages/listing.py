@@ -1,4 +1,5 @@
-"""What the listing pages show: filtered rows of one page, counts per kind, and their totals."""
+"""What the listing pages show: filtered rows of one page, counts per kind, their totals, and
+each table's latest change."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from django.db.models import Count, Q, QuerySet
 
 from sync.models import Database, ReflectionRun, Schema, Table
+from sync.web.change_feed import LastChange, last_changes
 
 T = TypeVar("T")
 
@@ -101,6 +103,7 @@ class ListedTable(NamedTuple):
     dropped_at: datetime | None
     schema_id: int
     schema_name: str
+    changed: LastChange | None = None  # its latest change event, if any
 
     @property
     def kind_label(self) -> str:
@@ -134,7 +137,8 @@ def tables_of(
     else:
         total = sum(grouped.values())
     page: Page[tuple[Any, ...]] = paged(tables.values_list(*TABLE_ROW), total, number)
-    rows = [ListedTable._make(row) for row in page.rows]
+    changed = last_changes([row[0] for row in page.rows])
+    rows = [ListedTable._make((*row, changed.get(row[0]))) for row in page.rows]
     return Page(rows, page.total, page.number, page.size), kinds
 
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from sync.web.pages import views
+from sync.web.pages import changes, views
 from sync.web.throttling import LockedAuthenticationForm
 
 
@@ -35,6 +35,7 @@ urlpatterns = [
     path("databases/<id:database_id>/schemas/", views.schemas, name="schemas"),
     path("databases/<id:database_id>/tables/", views.tables, name="tables"),
     path("databases/<id:database_id>/history/", views.history, name="history"),
+    path("databases/<id:database_id>/changes/", changes.changes, name="changes"),
     path("databases/<id:database_id>/refresh/", views.refresh, name="refresh"),
     path("databases/<id:database_id>/import/", views.import_now, name="import"),
     path("tables/<id:table_id>/", views.table, name="table"),

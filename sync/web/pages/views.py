@@ -20,10 +20,10 @@ from django.views.decorators.http import require_GET, require_POST
 from sync.changes import gate
 from sync.changes.gate import Freshness, Status
 from sync.exceptions import SyncError
-from sync.models import Database, ReflectionRun, Schema, Table
+from sync.models import ChangeEvent, Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
-from sync.web import access, table_reads
+from sync.web import access, change_feed, table_reads
 from sync.web.pages import freshness, grid, listing
 from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
 from sync.web.pages.forms import RegisterForm
@@ -129,7 +129,9 @@ def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     database = readable(request, database_id)
     filters, number = table_filters(request, database), page_number(request)
     badge = freshness.opened(database)
-    token = freshness.version(badge.version, database.catalog_fingerprint)
+    # The latest event too: an ALTER that changes no name leaves the fingerprint as it was.
+    latest = ChangeEvent.objects.filter(database=database).aggregate(latest=Max("id"))["latest"]
+    token = freshness.version(badge.version, database.catalog_fingerprint, latest)
 
     def context() -> dict[str, Any]:
         page, kinds = listing.tables_of(database, filters, number)
@@ -186,7 +188,10 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
         tables.filter(database__in=access.readable_databases(request.user)), pk=table_id
     )
     offset = (query_int(request.GET, "offset") if request.GET.get("offset") else None) or 0
-    context: dict[str, Any] = {"table": table, "database": table.database, "offset": offset}
+    context: dict[str, Any] = {
+        "table": table, "database": table.database, "offset": offset,
+        "history": change_feed.table_history(table.id),
+    }  # fmt: skip
     status = 200
     try:
         context["columns"] = table_reads.read_columns(table)

@@ -1,0 +1,37 @@
+"""Which webhook URLs dbsync may call: http(s) to hosts that resolve to public addresses only.
+
+The check is by the resolved address, not by the name (a name can point anywhere), at
+registration and again before every delivery, so that a name re-pointed at an internal
+address since is refused then (SYNC_WEBHOOK_ALLOW_PRIVATE lifts it, for local receivers).
+"""
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+from sync.exceptions import WebhookRefused
+
+
+def check_url(url: str) -> None:
+    """Raise WebhookRefused unless the URL is http(s) to a host whose addresses are all public."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookRefused(f"a webhook URL must be http:// or https:// with a host: {url!r}")
+    if parts.username or parts.password:
+        raise WebhookRefused("a webhook URL may not carry a user or password: sign with the secret")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as error:
+        raise WebhookRefused(f"the host of {url!r} does not resolve: {error}") from None
+    if settings.SYNC_WEBHOOK_ALLOW_PRIVATE:
+        return
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            raise WebhookRefused(
+                f"the host of {url!r} resolves to {ip}, a loopback, private or link-local "
+                "address: refused (set SYNC_WEBHOOK_ALLOW_PRIVATE=true to allow it)"
+            )
