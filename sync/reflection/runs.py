@@ -141,6 +141,9 @@ def record(
     started_at: datetime,
 ) -> None:
     """Write the changes, the database's new state and the history row (in the transaction)."""
+    unchanged = not changes.counts.changed() and not (read.log and read.log.entries)
+    if not unchanged:
+        apply(database.id, changes, started_at)
     finished_at = timezone.now()
     fields = {
         "imported_at": database.imported_at or finished_at,
@@ -150,10 +153,9 @@ def record(
         **stored,
     }
     run = history.Run(database.id, trigger, started_at, finished_at, changes.counts, read.targeted)
-    if not changes.counts.changed() and not (read.log and read.log.entries):
+    if unchanged:
         history.record_unchanged(run, fields)
         return
-    apply(database.id, changes, started_at)
     Database.objects.filter(pk=database.id).update(**fields)
     history.record_success(run)
 

@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 # The schema that `manage.py watch` installs (see sync.changes.watch): counter, log, functions.
 WATCH_SCHEMA = "dbsync"
 
-# The most entries one reflection applies; the rest come with the next.
+# The most entries one read lists; past it, the reflection reads the whole catalog (a targeted
+# one takes far fewer), which applies the rest unlisted.
 READ_LIMIT = 10_000
 
 
@@ -60,8 +61,7 @@ class LogRead:
     entries: tuple[LogEntry, ...]
     position: Position  # to store with the changes these entries bring
     gap: bool  # True: the entries may miss changes since the position; reflect everything
-    # Every entry of a transaction this snapshot saw is applied once the position is stored
-    # ("" where some are left for the next read).
+    # Every entry of a transaction this snapshot saw is applied once the position is stored.
     applied_snapshot: str
 
 
@@ -116,10 +116,11 @@ def read_log(connection: Connection, position: Position) -> LogRead | None:
     ).all()
     entries = tuple(entry_of(row) for row in rows)
     newest = max([start, *(entry.id for entry in entries)])
-    # Past the limit, the snapshot stays the old one: the entries left are read next time.
-    snapshot = position.snapshot if len(entries) == READ_LIMIT else here.snapshot
-    applied = here.snapshot if len(entries) < READ_LIMIT else ""
-    return LogRead(entries, Position(newest, snapshot, here.trimmed), False, applied)
+    if len(entries) == READ_LIMIT:
+        # More than a targeted read takes: the whole catalog is read in this snapshot, and
+        # applies the entries left unlisted too.
+        newest = int(connection.execute(NEWEST_SQL).scalar_one())
+    return LogRead(entries, Position(newest, here.snapshot, here.trimmed), False, here.snapshot)
 
 
 def has_gap(position: Position, here: Position, version: int) -> bool:
