@@ -148,8 +148,20 @@ class Service:
 
     def stop_roles(self) -> None:
         """Stop every role; wait until the web's port is free again, for the next start."""
-        stop(self.supervisor, "supervisord", term_wait=30)
+        self.stop_supervisor()
         poll_until(lambda: not port_answers(self.web_port), "the web's port to be free", 60)
+
+    def stop_supervisor(self) -> None:
+        """Stop supervisord and its roles; kill the process group of any role that outlived it
+        (a worker still reconnecting to a broker that is gone was seen to)."""
+        roles = (self.workdir / "Procfile").read_text().splitlines()  # the standbys' included
+        pids = [self.pid(line.split(":", 1)[0]) for line in roles if ":" in line]
+        stop(self.supervisor, "supervisord", term_wait=30)
+        for pid in filter(None, pids):
+            # Only a process of this checkout: a pid freed meanwhile may be another's now.
+            with suppress(OSError):
+                if str(ROOT).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.killpg(os.getpgid(pid), signal.SIGKILL)
 
     def start_redis(self) -> subprocess.Popen[bytes]:
         server = shutil.which("redis-server") or "redis-server"
@@ -178,7 +190,7 @@ class Service:
         if hasattr(self, "supervisor"):
             # Longer than supervisord's stopwaitsecs (20 s): killed before it has stopped every
             # role, it would leave them running, each in a process group of its own.
-            stop(self.supervisor, "supervisord", term_wait=30)
+            self.stop_supervisor()
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
                        capture_output=True, check=False)  # fmt: skip
         stop(self.redis, "redis-server")
@@ -441,7 +453,7 @@ def on_rabbitmq(service: Service, database_id: int, authorization: str) -> dict[
             facts["broker_down_s"] = round(time.monotonic() - stopped, 2)
         traffic.stop()
     finally:
-        stop(service.supervisor, "supervisord", term_wait=30)
+        service.stop_supervisor()
         node.stop()
         del os.environ["SYNC_BROKER_URL"]
     return report
