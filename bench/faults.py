@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -147,9 +148,11 @@ class Service:
         )  # fmt: skip
 
     def stop_roles(self) -> None:
-        """Stop every role; wait until the web's port is free again, for the next start."""
+        """Stop every role; wait until the web's and Flower's ports are free again: the next
+        start refuses to run on a port in use."""
         self.stop_supervisor()
-        poll_until(lambda: not port_answers(self.web_port), "the web's port to be free", 60)
+        for port in (self.web_port, int(os.environ["FLOWER_PORT"])):
+            poll_until(partial(port_free, port), f"port {port} to be free", 60)
 
     def stop_supervisor(self) -> None:
         """Stop supervisord and its roles; kill the process group of any role that outlived it
@@ -196,12 +199,15 @@ class Service:
         stop(self.redis, "redis-server")
 
 
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def port_free(port: int) -> bool:
+    """Whether no socket holds the port (as supervise.py checks it: TIME_WAIT is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def redis_answers() -> bool:
