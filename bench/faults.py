@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import psutil
 import redis
 from django.conf import settings
 from django.core.management import call_command
@@ -158,13 +159,18 @@ class Service:
         """Stop supervisord and its roles; kill the process group of any role that outlived it
         (a worker still reconnecting to a broker that is gone was seen to)."""
         roles = (self.workdir / "Procfile").read_text().splitlines()  # the standbys' included
-        pids = [self.pid(line.split(":", 1)[0]) for line in roles if ":" in line]
-        stop(self.supervisor, "supervisord", term_wait=30)
-        for pid in filter(None, pids):
-            # Only a process of this checkout: a pid freed meanwhile may be another's now.
+        groups = set()
+        for pid in filter(None, (self.pid(line.split(":", 1)[0]) for line in roles if ":" in line)):
             with suppress(OSError):
-                if str(ROOT).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.killpg(os.getpgid(pid), signal.SIGKILL)
+                groups.add(os.getpgid(pid))
+        stop(self.supervisor, "supervisord", term_wait=30)
+        for process in psutil.process_iter(["cmdline"]):
+            # Only a process of this checkout: a group freed meanwhile may be another's now.
+            with suppress(psutil.Error, OSError):
+                if os.getpgid(process.pid) in groups and str(ROOT) in " ".join(
+                    process.info["cmdline"] or []
+                ):
+                    os.killpg(os.getpgid(process.pid), signal.SIGKILL)
 
     def start_redis(self) -> subprocess.Popen[bytes]:
         server = shutil.which("redis-server") or "redis-server"
