@@ -41,8 +41,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import psutil
 import redis
 from django.conf import settings
 from django.core.management import call_command
@@ -147,9 +149,28 @@ class Service:
         )  # fmt: skip
 
     def stop_roles(self) -> None:
-        """Stop every role; wait until the web's port is free again, for the next start."""
+        """Stop every role; wait until the web's and Flower's ports are free again: the next
+        start refuses to run on a port in use."""
+        self.stop_supervisor()
+        for port in (self.web_port, int(os.environ["FLOWER_PORT"])):
+            poll_until(partial(port_free, port), f"port {port} to be free", 60)
+
+    def stop_supervisor(self) -> None:
+        """Stop supervisord and its roles; kill the process group of any role that outlived it
+        (a worker still reconnecting to a broker that is gone was seen to)."""
+        roles = (self.workdir / "Procfile").read_text().splitlines()  # the standbys' included
+        groups = set()
+        for pid in filter(None, (self.pid(line.split(":", 1)[0]) for line in roles if ":" in line)):
+            with suppress(OSError):
+                groups.add(os.getpgid(pid))
         stop(self.supervisor, "supervisord", term_wait=30)
-        poll_until(lambda: not port_answers(self.web_port), "the web's port to be free", 60)
+        for process in psutil.process_iter(["cmdline"]):
+            # Only a process of this checkout: a group freed meanwhile may be another's now.
+            with suppress(psutil.Error, OSError):
+                if os.getpgid(process.pid) in groups and str(ROOT) in " ".join(
+                    process.info["cmdline"] or []
+                ):
+                    os.killpg(os.getpgid(process.pid), signal.SIGKILL)
 
     def start_redis(self) -> subprocess.Popen[bytes]:
         server = shutil.which("redis-server") or "redis-server"
@@ -178,18 +199,21 @@ class Service:
         if hasattr(self, "supervisor"):
             # Longer than supervisord's stopwaitsecs (20 s): killed before it has stopped every
             # role, it would leave them running, each in a process group of its own.
-            stop(self.supervisor, "supervisord", term_wait=30)
+            self.stop_supervisor()
         subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
                        capture_output=True, check=False)  # fmt: skip
         stop(self.redis, "redis-server")
 
 
-def port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+def port_free(port: int) -> bool:
+    """Whether no socket holds the port (as supervise.py checks it: TIME_WAIT is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def redis_answers() -> bool:
@@ -441,7 +465,7 @@ def on_rabbitmq(service: Service, database_id: int, authorization: str) -> dict[
             facts["broker_down_s"] = round(time.monotonic() - stopped, 2)
         traffic.stop()
     finally:
-        stop(service.supervisor, "supervisord", term_wait=30)
+        service.stop_supervisor()
         node.stop()
         del os.environ["SYNC_BROKER_URL"]
     return report
