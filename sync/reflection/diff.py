@@ -21,6 +21,7 @@ class TableRow(NamedTuple):
     schema_id: int
     name: str
     kind: str
+    parent_oid: int | None  # the oid of its parent's row
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Changes:
     new_tables: list[CatalogRelation] = field(default_factory=list)
     changed_tables: list[tuple[int, CatalogRelation]] = field(default_factory=list)  # (id, new)
     dropped_table_ids: list[int] = field(default_factory=list)
+    # (oid, parent oid or None) of the relations whose parent is new or another: written after
+    # the tables, so that a parent new in this run has its row.
+    parents: list[tuple[int, int | None]] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
     names: dict[int, QualifiedName] = field(default_factory=dict)  # oid -> name
 
@@ -67,8 +71,10 @@ SCHEMAS_QUERY = (
     " WHERE database_id = %s AND dropped_at IS NULL"
 )
 TABLES_QUERY = (
-    f"SELECT id, oid, schema_id, name, kind FROM {Table._meta.db_table}"
-    " WHERE database_id = %s AND dropped_at IS NULL"
+    "SELECT t.id, t.oid, t.schema_id, t.name, t.kind, p.oid"
+    f" FROM {Table._meta.db_table} AS t LEFT JOIN {Table._meta.db_table} AS p"
+    "   ON p.id = t.parent_id AND p.dropped_at IS NULL"
+    " WHERE t.database_id = %s AND t.dropped_at IS NULL"
 )
 
 
@@ -138,6 +144,7 @@ def diff_tables(
         row = live.get(relation.oid)
         if row is None:
             old = vanished.pop(qualified, None)
+            note_parent(changes, relation, None if old is None else old.parent_oid)
             if old is None:
                 # Nothing is cached under a new oid: its name is cached when first read.
                 changes.new_tables.append(relation)
@@ -146,11 +153,17 @@ def diff_tables(
             changes.changed_tables.append((old.id, relation))
             counts.recreated += 1
         elif schema_oid_of[row.schema_id] != relation.schema_oid:
+            note_parent(changes, relation, row.parent_oid)
             changes.changed_tables.append((row.id, relation))
             counts.moved += 1
         elif row.name != relation.name or row.kind != relation.kind:
+            note_parent(changes, relation, row.parent_oid)
             changes.changed_tables.append((row.id, relation))
             counts.renamed += 1
+        elif note_parent(changes, relation, row.parent_oid):
+            counts.moved += 1  # attached to or detached from a partitioned table
+            if relation.schema_oid not in renamed_schema_oids:
+                continue
         else:
             counts.unchanged += 1
             if relation.schema_oid not in renamed_schema_oids:
@@ -158,3 +171,11 @@ def diff_tables(
         changes.names[relation.oid] = qualified
     changes.dropped_table_ids = [row.id for row in vanished.values()]
     counts.dropped += len(changes.dropped_table_ids)
+
+
+def note_parent(changes: Changes, relation: CatalogRelation, known: int | None) -> bool:
+    """Note the relation's parent to write if it is not the known one; return whether it was."""
+    if relation.parent_oid == known:
+        return False
+    changes.parents.append((relation.oid, relation.parent_oid))
+    return True

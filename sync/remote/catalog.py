@@ -57,11 +57,15 @@ KIND = """
 """
 LISTED_RELKINDS = "c.relkind IN ('r', 'p', 'v', 'm', 'f')"
 
+# The partitioned table a partition belongs to: a partition has exactly one pg_inherits row,
+# and plain inheritance children (relispartition false) are not partitions.
+PARENT = "(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition)"
+
 # One round trip for the whole catalog: schemas without relations come back with NULLs.
-# Columns 3 to 6 are a CatalogRelation as they stand.
+# Columns 3 to 7 are a CatalogRelation as they stand.
 CATALOG_QUERY = text(
     f"""
-    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}, {PARENT}
     FROM pg_namespace n
     LEFT JOIN pg_class c ON c.relnamespace = n.oid AND {LISTED_RELKINDS}
     WHERE {LISTED_SCHEMAS}
@@ -80,7 +84,7 @@ FINGERPRINT_QUERY = text(
             SELECT concat_ws('/', n.oid, n.nspname) AS item
             FROM pg_namespace n WHERE {LISTED_SCHEMAS}
             UNION ALL
-            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND})
+            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND}, {PARENT})
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE {LISTED_RELKINDS} AND {LISTED_SCHEMAS}
         ) AS objects
@@ -101,6 +105,7 @@ class CatalogRelation(NamedTuple):
     schema_oid: int
     name: str
     kind: str
+    parent_oid: int | None = None  # the partitioned table it is a partition of
 
 
 @dataclass(frozen=True)
