@@ -4,31 +4,9 @@ import pytest
 
 from sync.models import Database, Table
 from sync.reflection import runs
-from tests.helpers import admin_connection, one_row
+from tests.helpers import admin_connection, make_partitions, one_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def make_partitions(user_db) -> None:
-    """One table of 50 partitions, one of 3 partitions of 2 sub-partitions each, one plain."""
-    statements = ["CREATE TABLE events (id int, at int) PARTITION BY RANGE (at)"]
-    statements += [
-        f"CREATE TABLE events_{n} PARTITION OF events FOR VALUES FROM ({n * 10}) TO ({n * 10 + 10})"
-        for n in range(50)
-    ]
-    statements.append("CREATE TABLE sales (id int, region int, day int) PARTITION BY LIST (region)")
-    for region in range(3):
-        statements.append(
-            f"CREATE TABLE sales_{region} PARTITION OF sales FOR VALUES IN ({region})"
-            " PARTITION BY RANGE (day)"
-        )
-        statements += [
-            f"CREATE TABLE sales_{region}_{half} PARTITION OF sales_{region}"
-            f" FOR VALUES FROM ({half * 10}) TO ({half * 10 + 10})"
-            for half in range(2)
-        ]
-    statements.append("CREATE TABLE plain (id int)")
-    user_db.execute("; ".join(statements))
 
 
 @pytest.fixture

@@ -165,8 +165,8 @@ class FactSorted:
 
 def fact_sorted(
     database: Database, tables: QuerySet[Table], ordering: Ordering, limit: int, offset: int
-) -> FactSorted | None:
-    """Let the user's database pick the page by rows or size; None (and why) if it cannot."""
+) -> FactSorted:
+    """Let the user's database pick the page by rows or size; no oids, and why, if it cannot."""
     oids = list(tables.order_by().values_list("oid", flat=True)[:MAX_FACT_SORTED])
     key: SortKey = "rows" if ordering.key == "rows" else "size"
     try:

@@ -234,12 +234,12 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
             picked = table_listing.fact_sorted(
                 self.listed_database, tables, self.ordering, limit, offset
             )
-            if picked is not None and not picked.read.error:
+            if not picked.read.error:
                 rows = picked_rows(tables, picked.oids, self.list_fields)
                 paginator.request, paginator.limit, paginator.offset = request, limit, offset
                 paginator.count, read = picked.total, picked.read
             else:
-                read = picked.read if picked is not None else None
+                read = picked.read
                 self.ordering = table_listing.Ordering()
         if not self.ordering.by_facts:
             ordered = table_listing.ordered(tables, self.ordering)

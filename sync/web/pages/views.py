@@ -23,7 +23,7 @@ from sync.exceptions import SyncError
 from sync.models import Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
-from sync.web import access, table_reads
+from sync.web import access, table_listing, table_reads
 from sync.web.pages import freshness, grid, listing
 from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
 from sync.web.pages.forms import RegisterForm
@@ -132,9 +132,11 @@ def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     token = freshness.version(badge.version, database.catalog_fingerprint)
 
     def context() -> dict[str, Any]:
-        page, kinds = listing.tables_of(database, filters, number)
-        return {"database": database, "badge": badge, "page": page, "kinds": kinds,
-                "filters": filters, "links": row_links(database)}  # fmt: skip
+        listed = listing.tables_of(database, filters, number)
+        return {"database": database, "badge": badge, "page": listed.page, "kinds": listed.kinds,
+                "facts_error": listed.facts_error, "filters": filters, "links": row_links(database),
+                "folded": sum(kind.folded for kind in listed.kinds),
+                "headers": sort_headers(filters)}  # fmt: skip
 
     return listing_page(request, "tables", token, context)
 
@@ -144,7 +146,33 @@ def row_links(database: Database) -> dict[str, str]:
     return {
         "table": reverse("table", args=[0]).removesuffix("0/"),
         "schema": reverse("tables", args=[database.id]) + "?schema=",
+        "partitions": reverse("tables", args=[database.id]) + "?parent=",
     }
+
+
+@dataclass(frozen=True)
+class SortHeader:
+    key: str
+    label: str
+    ordering: str  # the ordering= its link asks for
+    sorted: str  # "ascending", "descending" or "" (its aria-sort)
+    numeric: bool = False
+
+
+def sort_headers(filters: TableFilters) -> list[SortHeader]:
+    """Return the sortable column headers: a click sorts by one, a second click reverses it."""
+    current = filters.ordering
+    labels = {"name": "Name", "schema": "Schema", "kind": "Kind", "rows": "Rows", "size": "Size"}
+    return [
+        SortHeader(
+            key,
+            label,
+            current.toggled(key),
+            ("descending" if current.descending else "ascending") if key == current.key else "",
+            key in table_listing.FACT_KEYS,
+        )
+        for key, label in labels.items()
+    ]
 
 
 def table_filters(request: HttpRequest, database: Database) -> TableFilters:
@@ -153,11 +181,18 @@ def table_filters(request: HttpRequest, database: Database) -> TableFilters:
     schema = None
     if schema_id is not None:
         schema = get_object_or_404(Schema, pk=schema_id, database=database)
+    parent_id = query_int(request.GET, "parent", least=1) if request.GET.get("parent") else None
+    parent = None
+    if parent_id is not None:
+        parent = get_object_or_404(Table, pk=parent_id, database=database)
     return TableFilters(
         search=search_of(request),
         kind=query_kind(request.GET, blank_is_every=True),
         schema=schema,
         dropped=dropped_of(request),
+        parent=parent,
+        flat=query_value(request.GET, "flat") == "on",
+        ordering=table_listing.parse_ordering(query_value(request.GET, "ordering")),
     )
 
 
@@ -181,12 +216,15 @@ def page_number(request: HttpRequest) -> int:
 @login_required
 def table(request: HttpRequest, table_id: int) -> HttpResponse:
     """Show a table's columns and a page of its records, both read from its database now."""
-    tables = Table.objects.select_related("schema", "database")
+    tables = Table.objects.select_related("schema", "database", "parent")
     table = get_object_or_404(
         tables.filter(database__in=access.readable_databases(request.user)), pk=table_id
     )
     offset = (query_int(request.GET, "offset") if request.GET.get("offset") else None) or 0
-    context: dict[str, Any] = {"table": table, "database": table.database, "offset": offset}
+    context: dict[str, Any] = {
+        "table": table, "database": table.database, "offset": offset,
+        "partitions": partitions_of(table),
+    }  # fmt: skip
     status = 200
     try:
         context["columns"] = table_reads.read_columns(table)
@@ -194,9 +232,24 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
             relations.check_page(RECORDS_LIMIT, offset)
             records = table_reads.read_records(table, RECORDS_LIMIT, offset)
             context |= records_context(records)
+        else:
+            context["records_denied"] = access.records_denied(table.database)
     except SyncError as error:
         context["error"], status = str(error), error.http_status
     return render(request, "sync/table.html", context, status=status)
+
+
+def partitions_of(table: Table) -> listing.Page[listing.ListedTable] | None:
+    """Return the first page of a partitioned table's partitions, None for any other relation."""
+    if table.kind != Table.Kind.PARTITIONED_TABLE:
+        return None
+    filters = TableFilters(parent=table)
+    return listing.by_name(
+        table_listing.folded(Table.objects.live().filter(parent=table), flat=True),
+        filters.ordering,
+        Table.objects.live().filter(parent=table).count(),
+        1,
+    )
 
 
 def records_context(records: relations.RecordsPage) -> dict[str, Any]:
