@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import names
+from sync.reflection import names, signals
 from sync.reflection.diff import Changes, Counts, diff, load_state
 from sync.reflection.writes import apply
 from sync.remote import catalog
@@ -101,6 +101,7 @@ def reflect(
                 **asdict(changes.counts),
             )
             transaction.on_commit(partial(names.remember, database.id, changes.names))
+            transaction.on_commit(partial(announce, database.id))
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -174,5 +175,11 @@ def record_failure(database_id: int, trigger: str, started_at: datetime, error: 
             outcome=outcome,
             error=str(error),
         )
+        transaction.on_commit(partial(announce, database_id))
     metrics.REFLECTIONS.labels(trigger, outcome).inc()
     logger.warning("reflection of database %s %s: %s", database_id, outcome, error)
+
+
+def announce(database_id: int) -> None:
+    """Tell whoever listens (the push channel) that the database's models just changed."""
+    signals.reflected.send(sender=ReflectionRun, database_id=database_id)

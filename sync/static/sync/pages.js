@@ -18,3 +18,28 @@
     if (document.visibilityState === "visible") refresh();
   }, 5000);
 })();
+
+// The push channel: while its stream is open, the listing does not poll; each `changed` event
+// sends the listing's usual poll at once (204 when nothing it shows changed). A stream that
+// never delivers (closed, refused, held back by a buffering proxy) leaves the polling on; after
+// a reconnect the listing polls once, for what it may have missed.
+(function () {
+  var listing = document.querySelector("[data-push]");
+  if (!listing || !window.EventSource) return;
+  window.dbsyncPushed = false;
+  var source = new EventSource(listing.getAttribute("data-push"), { withCredentials: true });
+  function changed() {
+    document.body.dispatchEvent(new CustomEvent("dbsync:changed"));
+  }
+  source.addEventListener("ready", function () {
+    var reconnected = window.dbsyncPushed === null;
+    window.dbsyncPushed = true;
+    if (reconnected) changed();
+  });
+  source.addEventListener("changed", changed);
+  source.addEventListener("error", function () {
+    // Poll until the stream is back; the browser reconnects by itself after `retry`.
+    if (window.dbsyncPushed) window.dbsyncPushed = null;
+    if (source.readyState === EventSource.CLOSED) window.dbsyncPushed = false;
+  });
+})();

@@ -24,13 +24,17 @@ from sync.models import Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
 from sync.web import access, table_listing, table_reads
-from sync.web.pages import freshness, grid, listing
+from sync.web.pages import freshness, grid, listing, push
 from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
 from sync.web.pages.forms import RegisterForm
 from sync.web.pages.listing import TableFilters
 from sync.web.query import query_int, query_kind, query_text, query_value
 
 POLL_SECONDS = 2
+POLL_TRIGGER = (
+    f"every {POLL_SECONDS}s [document.visibilityState === 'visible' && !window.dbsyncPushed],"
+    " dbsync:changed from:body"
+)
 RECORDS_LIMIT = 50
 MAX_PAGE = 10**9
 
@@ -55,8 +59,14 @@ def listing_page(
     token: str,
     context_of: Callable[[], dict[str, Any]],
     status: int = 200,
+    database_id: int | None = None,
 ) -> HttpResponse:
-    """Answer a poll that holds the current version with 204; else the page or its fragment."""
+    """Answer a poll that holds the current version with 204; else the page or its fragment.
+
+    The fragment polls every POLL_SECONDS while its tab is visible, unless the push channel
+    is connected (pages.js sets dbsyncPushed), and at once when the channel says the
+    database changed.
+    """
     polled = bool(request.htmx) and not request.htmx.boosted
     if polled and request.GET.get("v") == token:
         return HttpResponse(status=204)
@@ -65,7 +75,8 @@ def listing_page(
     context = context_of() | {
         "version": token,
         "poll_url": f"{request.path}?{query.urlencode()}",
-        "poll_trigger": f"every {POLL_SECONDS}s [document.visibilityState === 'visible']",
+        "poll_trigger": POLL_TRIGGER,
+        "push_url": push.push_url(request, database_id),
     }
     template = f"sync/_{name}.html" if polled else f"sync/{name}.html"
     response = render(request, template, context, status=status)
@@ -119,7 +130,7 @@ def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
         return {"database": database, "badge": badge, "page": page, "search": search,
                 "dropped": dropped}  # fmt: skip
 
-    return listing_page(request, "schemas", token, context)
+    return listing_page(request, "schemas", token, context, database_id=database.id)
 
 
 @require_GET
@@ -138,7 +149,7 @@ def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
                 "folded": sum(kind.folded for kind in listed.kinds),
                 "headers": sort_headers(filters)}  # fmt: skip
 
-    return listing_page(request, "tables", token, context)
+    return listing_page(request, "tables", token, context, database_id=database.id)
 
 
 def row_links(database: Database) -> dict[str, str]:
@@ -282,7 +293,7 @@ def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     def context() -> dict[str, Any]:
         return {"database": database, "badge": badge, "page": listing.runs_of(database, number)}
 
-    return listing_page(request, "history", token, context)
+    return listing_page(request, "history", token, context, database_id=database.id)
 
 
 @require_POST
