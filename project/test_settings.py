@@ -33,3 +33,5 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("DBSYNC_TEST_METRICS_DIR") or tempfile
 os.environ["DBSYNC_TEST_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
     PROMETHEUS_MULTIPROC_DIR
 )
+# Pages poll unless a test starts a push role and points them at it (tests/test_push_browser.py).
+SYNC_PUSH_URL = "off"

@@ -1,6 +1,7 @@
 """Helpers the tests share: scratch databases, users and clients, processes, waits."""
 
 import base64
+import http.client
 import os
 import shutil
 import signal
@@ -358,3 +359,16 @@ def make_partitions(user_db: ScratchDatabase) -> None:
         ]
     statements.append("CREATE TABLE plain (id int)")
     user_db.execute("; ".join(statements))
+
+
+def push_answers(port: int) -> bool:
+    """Return whether the push role answers HTTP on the port (a bare connect can be fooled by a
+    listener on its way out)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/push/")
+        return connection.getresponse().status == 403
+    except OSError:
+        return False
+    finally:
+        connection.close()

@@ -13,6 +13,7 @@ from tests.helpers import (
     make_user,
     process_environment,
     procfile_command,
+    push_answers,
     start_procfile_role,
     stop_process,
     wait_until,
@@ -26,25 +27,12 @@ def start_push(port: int):
     return start_procfile_role("push", env, replace={"${SYNC_PUSH_PORT:-8001}": str(port)})
 
 
-def answers(port: int) -> bool:
-    """Return whether the push role answers HTTP on the port (a bare connect can be fooled by a
-    listener on its way out)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/push/")
-        return connection.getresponse().status == 403
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def push_port() -> Iterator[int]:
     port = free_port()
     process = start_push(port)
     try:
-        wait_until(lambda: answers(port), timeout=30, what="the push role to listen")
+        wait_until(lambda: push_answers(port), timeout=30, what="the push role to listen")
         yield port
     finally:
         stop_process(process)
@@ -161,13 +149,13 @@ def test_a_stream_comes_back_after_a_restart_of_the_push_role(registered):
     port = free_port()
     process = start_push(port)
     try:
-        wait_until(lambda: answers(port), timeout=30, what="the push role to listen")
+        wait_until(lambda: push_answers(port), timeout=30, what="the push role to listen")
         session = session_of("reader")
         Stream(port, "/push/", session).close()
         stop_process(process)
-        wait_until(lambda: not answers(port), timeout=30, what="the push role to stop")
+        wait_until(lambda: not push_answers(port), timeout=30, what="the push role to stop")
         process = start_push(port)
-        wait_until(lambda: answers(port), timeout=30, what="the push role to listen again")
+        wait_until(lambda: push_answers(port), timeout=30, what="the push role to listen again")
         stream = Stream(port, f"/push/databases/{registered.id}/", session)
         assert stream.next_event() == "ready"
         time.sleep(0.3)
