@@ -498,3 +498,13 @@ def test_a_search_the_api_would_refuse_is_a_400_on_the_pages_too(
 
     assert response.status_code == 400
     assert message in text(response)
+
+
+def test_every_page_names_the_favicon_and_favicon_ico_leads_to_it(shop, reader):
+    html = reader.get(f"/databases/{shop.id}/tables/").content.decode()
+    assert 'rel="icon" href="/static/sync/favicon.svg"' in html
+
+    found = reader.get("/favicon.ico", follow=True)
+
+    assert found.status_code == 200
+    assert found.redirect_chain[-1][0] == "/static/sync/favicon.svg"
