@@ -3,9 +3,10 @@
 Starts gunicorn (as the Procfile runs it), the push role (uvicorn), a Celery worker and the
 listener on a Redis server of its own, with the watch installed. Headless Chromium opens the
 tables page; each round creates a table from a second client and times it until the open page
-shows it, with the push channel (the default) and with it blocked (the page polls every 2 s).
+shows it, with the push channel (the default) and without it (the page polls every 2 s).
 Then 100 tabs sit idle on the page, and the web and push processes' CPU over 60 s is read from
-/proc, push against poll. Prints JSON.
+/proc, push against poll. Poll mode is a second web role with the push channel off
+(SYNC_PUSH_URL=off), as pages behind a proxy that drops the stream. Prints JSON.
 """
 
 import sys
@@ -71,11 +72,14 @@ def prepare() -> Database:
     return database
 
 
-def processes(web: int, push: int) -> dict[str, list[str]]:
+def processes(web: int, polled_web: int, push: int) -> dict[str, list[str]]:
+    """The roles; two web roles alike but for the push channel: on, and off (pages poll)."""
     python = sys.executable
+    gunicorn = [python, "-m", "gunicorn", "project.wsgi", "--workers", "2", "--threads", "12",
+                "--log-level", "warning", "--bind"]  # fmt: skip
     return {
-        "web": [python, "-m", "gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{web}",
-                "--workers", "2", "--threads", "12", "--log-level", "warning"],
+        "web": [*gunicorn, f"127.0.0.1:{web}"],
+        "polled_web": ["env", "SYNC_PUSH_URL=off", *gunicorn, f"127.0.0.1:{polled_web}"],
         "push": [python, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
                  "--port", str(push), "--no-access-log", "--log-level", "warning"],
         "worker": [python, "-m", "celery", "-A", "worker", "worker", "--loglevel", "WARNING",
@@ -92,11 +96,6 @@ def log_in(context: BrowserContext, base: str) -> None:
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/$"))
     page.close()
-
-
-def blocked(context: BrowserContext) -> None:
-    """Refuse the push channel, as a proxy that buffers or drops it would: the pages poll."""
-    context.route(re.compile(r".*/push/.*"), lambda route: route.abort())
 
 
 SHOWN = """name => [...document.querySelectorAll('#listing tbody th a')]
@@ -158,8 +157,6 @@ def idle_cpu(
     """Open `tabs` tabs on the page, let them sit, and read each role's CPU over `seconds`."""
     context = browser.new_context()
     log_in(context, base)
-    if not push:
-        blocked(context)
     requests: list[str] = []
     pages = []
     for _ in range(tabs):
@@ -183,24 +180,24 @@ def idle_cpu(
 
 
 @contextmanager
-def roles(web: int, push: int) -> Iterator[dict[str, int]]:
-    """Run the roles; yield the process group of the web and push roles."""
-    argv = processes(web, push)
+def roles(web: int, polled_web: int, push: int) -> Iterator[dict[str, int]]:
+    """Run the roles; yield the process group of the web roles and the push role."""
+    argv = processes(web, polled_web, push)
     with tempfile.TemporaryDirectory(prefix="dbsync-bench-push-") as logs, ExitStack() as stack:
         started = {
             name: stack.enter_context(service(name, argv[name], Path(logs))) for name in argv
         }
-        yield {"web": started["web"].pid, "push": started["push"].pid}
+        yield {name: started[name].pid for name in ("web", "polled_web", "push")}
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     database = prepare()
-    web, push = free_port(), free_port()
+    web, polled_web, push = free_port(), free_port(), free_port()
     os.environ["SYNC_PUSH_PORT"] = str(push)
-    base = f"http://127.0.0.1:{web}"
-    url = f"{base}/databases/{database.id}/tables/?schema={database.schemas.get(name='pushed').id}"
+    path = f"/databases/{database.id}/tables/?schema={database.schemas.get(name='pushed').id}"
+    bases = {"push": f"http://127.0.0.1:{web}", "poll": f"http://127.0.0.1:{polled_web}"}
     report: dict[str, Any] = {}
-    with roles(web, push) as groups, sync_playwright() as playwright:
+    with roles(web, polled_web, push) as groups, sync_playwright() as playwright:
         deadline = time.monotonic() + 60
         while listening.watch_mode(database) != "listen" and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -210,14 +207,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             context = browser.new_context()
             for _ in range(120):  # the web role may still be starting
                 try:
-                    log_in(context, base)
+                    log_in(context, bases[mode])
                     break
                 except PlaywrightError:  # a refused connection, as Playwright words it
                     time.sleep(0.5)
-            if mode == "poll":
-                blocked(context)
             page = context.new_page()
-            page.goto(url)
+            page.goto(bases[mode] + path)
             if mode == "push":
                 page.wait_for_function("window.dbsyncPushed === true", timeout=30_000)
             log(f"{mode}: {args.rounds} changes")
@@ -227,8 +222,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             context.close()
         for mode in ("push", "poll"):
             log(f"{mode}: {args.tabs} idle tabs for {args.seconds} s")
+            web_role = "web" if mode == "push" else "polled_web"
+            measured = {"web": groups[web_role], "push": groups["push"]}
             report[f"{mode}_idle"] = idle_cpu(
-                browser, base, url, args.tabs, args.seconds, groups, mode == "push"
+                browser,
+                bases[mode],
+                bases[mode] + path,
+                args.tabs,
+                args.seconds,
+                measured,
+                mode == "push",
             )
             log(f"{mode}: {report[f'{mode}_idle']}")
         browser.close()

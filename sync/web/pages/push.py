@@ -27,8 +27,12 @@ from sync.web import access
 R = TypeVar("R", bound=HttpResponseBase)
 
 
-def push_url(request: HttpRequest, database_id: int | None) -> str:
-    """Return where a page's EventSource connects: SYNC_PUSH_URL, else its host's push port."""
+def push_url(request: HttpRequest, database_id: int | None = None) -> str:
+    """Return where a page's EventSource connects: SYNC_PUSH_URL, else its host's push port.
+
+    The pages connect to the stream of every readable database, which one connection serves
+    for all the tabs of a browser (static/sync/push-worker.js); each tab keeps its own events.
+    """
     path = "/push/" if database_id is None else f"/push/databases/{database_id}/"
     if settings.SYNC_PUSH_URL == "off":
         return ""

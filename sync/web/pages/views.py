@@ -76,7 +76,8 @@ def listing_page(
         "version": token,
         "poll_url": f"{request.path}?{query.urlencode()}",
         "poll_trigger": POLL_TRIGGER,
-        "push_url": push.push_url(request, database_id),
+        "push_url": push.push_url(request),
+        "push_database": database_id or "",
     }
     template = f"sync/_{name}.html" if polled else f"sync/{name}.html"
     response = render(request, template, context, status=status)
