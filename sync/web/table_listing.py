@@ -29,6 +29,7 @@ from sync.exceptions import BadParameter, SyncError
 from sync.models import NATURAL_COLLATION, Database, Table
 from sync.remote import facts as remote_facts
 from sync.remote.facts import Facts, SortKey
+from sync.web.table_reads import reporting_unreachable
 
 SORT_KEYS = ("name", "schema", "kind", "rows", "size")
 FACT_KEYS = ("rows", "size")
@@ -148,12 +149,29 @@ class FactsRead:
     error: str = ""
 
 
-def facts_of(database: Database, oids: list[int]) -> FactsRead:
-    """Read the facts of these relations; blank with the reason when the database fails."""
+def facts_of(database: Database, oids: list[int], failing: bool = False) -> FactsRead:
+    """Read the facts of these relations; blank with the reason when the database fails.
+
+    `failing`: the database's status is failed, so it is not asked (a page would wait for its
+    connect timeout every time).
+    """
+    if failing:
+        return FactsRead({}, not_asked(database))
     try:
-        return FactsRead(remote_facts.read_facts(database.source, oids))
+        with reporting_unreachable(database):
+            return FactsRead(remote_facts.read_facts(database.source, oids))
     except SyncError as error:
         return FactsRead({}, f"facts not read: {error}")
+
+
+def failing(database: Database, status: str) -> bool:
+    """Whether the database failed lately (a read or a reflection since the last success)."""
+    return status == "failed" or bool(database.last_error)
+
+
+def not_asked(database: Database) -> str:
+    first = database.last_error.splitlines()[0] if database.last_error else "see its status"
+    return f"facts not read: {database.name} did not answer lately ({first})"
 
 
 @dataclass(frozen=True)
@@ -164,15 +182,23 @@ class FactSorted:
 
 
 def fact_sorted(
-    database: Database, tables: QuerySet[Table], ordering: Ordering, limit: int, offset: int
+    database: Database,
+    tables: QuerySet[Table],
+    ordering: Ordering,
+    limit: int,
+    offset: int,
+    failing: bool = False,
 ) -> FactSorted:
     """Let the user's database pick the page by rows or size; no oids, and why, if it cannot."""
-    oids = list(tables.order_by().values_list("oid", flat=True)[:MAX_FACT_SORTED])
     key: SortKey = "rows" if ordering.key == "rows" else "size"
+    if failing:
+        return FactSorted([], 0, FactsRead({}, f"not sorted by {key}: {not_asked(database)}"))
+    oids = list(tables.order_by().values_list("oid", flat=True)[:MAX_FACT_SORTED])
     try:
-        found = remote_facts.read_ordered(
-            database.source, oids, key, ordering.descending, limit, offset
-        )
+        with reporting_unreachable(database):
+            found = remote_facts.read_ordered(
+                database.source, oids, key, ordering.descending, limit, offset
+            )
     except SyncError as error:
         return FactSorted([], len(oids), FactsRead({}, f"not sorted by {key}: {error}"))
     return FactSorted([f.oid for f in found], len(oids), FactsRead({f.oid: f for f in found}))

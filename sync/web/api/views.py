@@ -232,7 +232,7 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         if self.ordering.by_facts:
             limit, offset = paginator.get_limit(request), paginator.get_offset(request)
             picked = table_listing.fact_sorted(
-                self.listed_database, tables, self.ordering, limit, offset
+                self.listed_database, tables, self.ordering, limit, offset, self.failing
             )
             if not picked.read.error:
                 rows = picked_rows(tables, picked.oids, self.list_fields)
@@ -245,12 +245,18 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
             ordered = table_listing.ordered(tables, self.ordering)
             rows = paginator.paginate_queryset(ordered, request, self) or []
         if read is None and query_bool(request.query_params, "facts"):
-            read = table_listing.facts_of(self.listed_database, [row["oid"] for row in rows])
+            oids = [row["oid"] for row in rows]
+            read = table_listing.facts_of(self.listed_database, oids, self.failing)
         with_extras(rows, read)
         response = paginator.get_paginated_response(rows)
         if read is not None and read.error:
             response["X-Facts-Error"] = read.error[:500]
         return with_freshness(response, self.listed_database, self.listed_freshness)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the listed database failed lately: its facts are not asked for then."""
+        return table_listing.failing(self.listed_database, self.listed_freshness.status)
 
     @property
     def strict_paginator(self) -> StrictLimitOffsetPagination:

@@ -138,7 +138,9 @@ class TablesPage:
     facts_error: str  # why the facts are blank, "" when they were read
 
 
-def tables_of(database: Database, filters: TableFilters, number: int) -> TablesPage:
+def tables_of(
+    database: Database, filters: TableFilters, number: int, failing: bool = False
+) -> TablesPage:
     """Return a page of the database's tables, their facts and the counts of each kind.
 
     One grouped count serves the kind filter's counts, the folded partitions and the total;
@@ -161,7 +163,7 @@ def tables_of(database: Database, filters: TableFilters, number: int) -> TablesP
         tables = tables.filter(kind=filters.kind)
     listed = table_listing.folded(tables, None, flat=not filters.folds)
     total = sum(k.count for k in kinds if not filters.kind or k.kind == filters.kind)
-    page, read = one_page(database, listed, filters.ordering, total, number)
+    page, read = one_page(database, listed, filters.ordering, total, number, failing)
     in_all = table_listing.partitions_in_all([row.id for row in page.rows if row.partitions])
     rows = [
         row._replace(partitions_in_all=in_all.get(row.id, 0), facts=read.facts.get(row.oid))
@@ -180,13 +182,18 @@ def kind_count(
 
 
 def one_page(
-    database: Database, tables: QuerySet[Table], ordering: Ordering, total: int, number: int
+    database: Database,
+    tables: QuerySet[Table],
+    ordering: Ordering,
+    total: int,
+    number: int,
+    failing: bool,
 ) -> tuple[Page[ListedTable], FactsRead]:
     """Cut the page in the ordering asked for, and read its facts, in one remote statement."""
     number = min(number, max(1, -(-total // PAGE_SIZE)))
     if ordering.by_facts:
         start = (number - 1) * PAGE_SIZE
-        picked = table_listing.fact_sorted(database, tables, ordering, PAGE_SIZE, start)
+        picked = table_listing.fact_sorted(database, tables, ordering, PAGE_SIZE, start, failing)
         if not picked.read.error:
             found = {
                 row[1]: ListedTable(*row)
@@ -197,7 +204,7 @@ def one_page(
         # The database did not sort: by name then, the facts blank with its reason.
         return by_name(tables, Ordering(), total, number), picked.read
     page = by_name(tables, ordering, total, number)
-    return page, table_listing.facts_of(database, [row.oid for row in page.rows])
+    return page, table_listing.facts_of(database, [row.oid for row in page.rows], failing)
 
 
 def by_name(

@@ -24,7 +24,7 @@ from sync.models import Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
 from sync.web import access, table_listing, table_reads
-from sync.web.pages import freshness, grid, listing, push
+from sync.web.pages import freshness, grid, listing, push, table_rows
 from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
 from sync.web.pages.forms import RegisterForm
 from sync.web.pages.listing import TableFilters
@@ -144,11 +144,14 @@ def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     token = freshness.version(badge.version, database.catalog_fingerprint)
 
     def context() -> dict[str, Any]:
-        listed = listing.tables_of(database, filters, number)
+        failing = table_listing.failing(database, badge.status)
+        listed = listing.tables_of(database, filters, number, failing)
         return {"database": database, "badge": badge, "page": listed.page, "kinds": listed.kinds,
                 "facts_error": listed.facts_error, "filters": filters, "links": row_links(database),
                 "folded": sum(kind.folded for kind in listed.kinds),
-                "headers": sort_headers(filters)}  # fmt: skip
+                "headers": sort_headers(filters),
+                "rows_html": table_rows.rows_html(listed.page.rows, row_links(database), filters),
+                }  # fmt: skip
 
     return listing_page(request, "tables", token, context, database_id=database.id)
 
