@@ -41,10 +41,10 @@ def row_html(table: ListedTable, links: dict[str, str], filters: TableFilters) -
         f"{parent_html(table, links, filters)}</th>",
         f'<td><a href="{links["schema"]}{int(table.schema_id)}">'
         f"{escape(table.schema_name)}</a></td>",
-        f"<td>{escape(table.kind_label)}</td>",
+        f'<td class="kind">{escape(table.kind_label)}</td>',
         f'<td class="num">{rows}</td>',
         f'<td class="num">{size}</td>',
-        f'<td class="num">{columns}</td>',
+        f'<td class="num columns">{columns}</td>',
         f'<td class="comment">{comment}</td>',
         f'<td class="oid">{int(table.oid)}</td>',
     ]
