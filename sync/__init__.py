@@ -13,17 +13,19 @@ The packages, each importing only those below it (import-linter checks it, pypro
 
     admin, apps, management, tasks, templatetags   entry points Django and Celery look for
     web/      api/ (viewsets, serializers, pagination, errors, OpenAPI), pages/ (views, forms,
-              decorators, listing, grid, freshness), and what both use: access, query,
-              table_reads, throttling, status
+              decorators, listing, table_rows, grid, freshness, push: the Server-Sent Events
+              stream), and what both use: access, query, table_listing (partitions folded,
+              sorting, facts), table_reads, throttling, status
     ops/      what operators call: health, metrics' scrape (views: /healthz, /metrics), the demo
     changes/  how dbsync hears of changes and decides to reflect: gate, leases, recency, turns,
               listening, store; the watch (event triggers), listener, debounce, polling,
-              importing, progress
-    reflection/  diff and write (runs, diff, writes), registry, retention, the name cache
+              importing, progress, pushing (reflections published to the open pages)
+    reflection/  diff and write (runs, diff, writes), registry, retention, the name cache,
+              signals (reflected: sent after a reflection commits)
     models    the registered databases, their schemas and tables, the history
     remote/   the user's database only (no ORM, cache, Redis or Celery): connections,
               credentials, catalog, relations (columns and records read on the fly),
-              relation_sql, values
+              relation_sql, values, facts (rows, size, columns, comment of a page's relations)
     leaves    exceptions, metrics (the counters), breaker (Redis' circuit breaker),
               encryption (secrets at rest), checks
 
