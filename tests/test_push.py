@@ -3,6 +3,7 @@
 import http.client
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.test import Client
@@ -140,7 +141,9 @@ def test_under_the_web_role_the_stream_answers_503_and_pages_poll(registered):
     client = Client()
     client.force_login(make_user("reader"))
 
-    response = client.get(f"/push/databases/{registered.id}/")
+    # In a thread of its own, as gunicorn's: Playwright's tests may leave an event loop in this one.
+    with ThreadPoolExecutor(1) as thread:
+        response = thread.submit(client.get, f"/push/databases/{registered.id}/").result()
 
     assert response.status_code == 503
 
