@@ -250,7 +250,8 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         with_extras(rows, read)
         response = paginator.get_paginated_response(rows)
         if read is not None and read.error:
-            response["X-Facts-Error"] = read.error[:500]
+            # One line: a header may hold no line break, and a driver's message may.
+            response["X-Facts-Error"] = " ".join(read.error.split())[:500]
         return with_freshness(response, self.listed_database, self.listed_freshness)
 
     @property
