@@ -46,19 +46,27 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": quiet}
 
 
+def start_push_role(port: int) -> Any:
+    process = start_procfile_role(
+        "push", process_environment(), replace={"${SYNC_PUSH_PORT:-8001}": str(port)}
+    )
+    wait_until(lambda: push_answers(port), timeout=30, what="the push role to listen")
+    return process
+
+
+RUNNING: dict[int, Any] = {}  # port -> the push role's process serving it
+
+
 @pytest.fixture
 def push_role(settings) -> Iterator[int]:
     """Run the Procfile's push role on a free port, and point the pages at it."""
     port = free_port()
-    process = start_procfile_role(
-        "push", process_environment(), replace={"${SYNC_PUSH_PORT:-8001}": str(port)}
-    )
     settings.SYNC_PUSH_URL, settings.SYNC_PUSH_PORT = "", port
+    RUNNING[port] = start_push_role(port)
     try:
-        wait_until(lambda: push_answers(port), timeout=30, what="the push role to listen")
         yield port
     finally:
-        stop_process(process)
+        stop_process(RUNNING.pop(port))
 
 
 @pytest.fixture
@@ -182,3 +190,24 @@ def test_eight_tabs_share_one_stream_and_every_one_is_pushed(
 
     for tab in tabs:
         expect(tab.get_by_role("link", name="seen_by_all", exact=True)).to_be_visible()
+
+
+def test_the_open_page_reconnects_after_a_restart_of_the_push_role(
+    page: Page, live_server, push_role, shop, user_db
+):
+    log_in(page, live_server.url, "reader")
+    page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
+    page.wait_for_function("window.dbsyncPushed === true")
+    page.evaluate("window.notReloaded = true")
+
+    stop_process(RUNNING[push_role])
+    wait_until(lambda: not push_answers(push_role), timeout=30, what="the push role to stop")
+    page.wait_for_function("window.dbsyncPushed !== true")  # lost: the page polls meanwhile
+    RUNNING[push_role] = start_push_role(push_role)
+
+    # The browser reconnects by itself, and push takes over again.
+    page.wait_for_function("window.dbsyncPushed === true", timeout=30_000)
+    user_db.execute("CREATE TABLE public.after_restart (id int)")
+    reflect_now(shop)
+    expect(page.get_by_role("link", name="after_restart", exact=True)).to_be_visible()
+    assert page.evaluate("window.notReloaded") is True
