@@ -211,3 +211,24 @@ def test_the_open_page_reconnects_after_a_restart_of_the_push_role(
     reflect_now(shop)
     expect(page.get_by_role("link", name="after_restart", exact=True)).to_be_visible()
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_tab_acts_only_on_its_own_databases_events(page: Page, live_server, push_role, shop):
+    scratch = create_scratch()
+    try:
+        other, _ = registry.register("other", scratch.url)  # granted to the reader too
+        sent = listing_requests(page)
+        log_in(page, live_server.url, "reader")
+        page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
+        page.wait_for_function("window.dbsyncPushed === true")
+        page.wait_for_timeout(500)
+        before = len(sent)
+
+        reflect_now(other)  # heard on the shared stream, not this tab's database
+        page.wait_for_timeout(1500)
+        assert len(sent) == before
+
+        reflect_now(shop)
+        wait_in_page(page, lambda: len(sent) > before, "the poll its own database's change sends")
+    finally:
+        drop_scratch(scratch)

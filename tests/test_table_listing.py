@@ -154,3 +154,19 @@ def test_an_unknown_ordering_is_a_400(registered, reader, ordering):
 
     assert response.status_code == 400
     assert "ordering" in response.json()["detail"]
+
+
+def test_ordering_by_schema_and_kind_then_natural_name(registered, user_db, reader):
+    user_db.execute(
+        "CREATE SCHEMA b; CREATE SCHEMA a; CREATE TABLE b.t1 (id int); CREATE VIEW a.v2 AS"
+        " SELECT 1; CREATE TABLE a.t10 (id int); CREATE TABLE a.t9 (id int)"
+    )
+    runs.reflect(registered.id)
+
+    by_schema = [
+        (r["schema_name"], r["name"]) for r in listed(reader, registered, "&ordering=schema")
+    ]
+    by_kind = [(r["kind"], r["name"]) for r in listed(reader, registered, "&ordering=-kind")]
+
+    assert by_schema == [("a", "t9"), ("a", "t10"), ("a", "v2"), ("b", "t1")]
+    assert by_kind == [("view", "v2"), ("table", "t1"), ("table", "t9"), ("table", "t10")]
