@@ -252,6 +252,16 @@ SYNC_LISTENER_LEASE_SECONDS = _env_int("SYNC_LISTENER_LEASE_SECONDS", 6, least=3
 SYNC_LISTEN_POLL_MS = _env_int("SYNC_LISTEN_POLL_MS", 100, least=10)
 # The watch's change log keeps this many rows at most, whether or not dbsync reads it.
 SYNC_CHANGE_LOG_CAP = _env_int("SYNC_CHANGE_LOG_CAP", 100_000, least=1000)
+# The push channel (Procfile role `push`, sync.web.pages.push): open pages hear of each
+# reflection over Server-Sent Events from this port, or from SYNC_PUSH_URL where a proxy serves
+# it (a URL or a path, such as /push); blank: the page's host at SYNC_PUSH_PORT. "off": pages poll.
+SYNC_PUSH_PORT = _env_int("SYNC_PUSH_PORT", 8001, least=1)
+SYNC_PUSH_URL = os.environ.get("SYNC_PUSH_URL", "").strip().rstrip("/")
+# Seconds between the comments that keep an idle stream open through proxies and find a closed
+# tab; a stream ends after SYNC_PUSH_STREAM_SECONDS and the browser reconnects, its access
+# checked again.
+SYNC_PUSH_HEARTBEAT = _env_int("SYNC_PUSH_HEARTBEAT", 25, least=1)
+SYNC_PUSH_STREAM_SECONDS = _env_int("SYNC_PUSH_STREAM_SECONDS", 600, least=1)
 SYNC_STATEMENT_TIMEOUT = _env_int("SYNC_STATEMENT_TIMEOUT", 5)
 SYNC_CONNECT_TIMEOUT = _env_int("SYNC_CONNECT_TIMEOUT", 5)
 # Records are cut in the statement that reads them: a value whose text is longer than

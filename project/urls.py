@@ -1,7 +1,9 @@
 """URL configuration of dbsync."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
@@ -13,6 +15,8 @@ urlpatterns = [
     # The browsable API's log in and log out links.
     path("api/auth/", include("rest_framework.urls")),
     path("", include("sync.web.pages.urls")),
+    # Browsers ask for it on every page the icon link does not name (the admin's, the API's).
+    path("favicon.ico", RedirectView.as_view(url=static("sync/favicon.svg"), permanent=True)),
 ]
 
 # Under /api/, unknown URLs and unexpected errors answer in the API's error shape too.

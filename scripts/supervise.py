@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # The roles that listen, the setting that names each one's port (the Procfile reads it too),
 # and its default.
-PORTS = {"web": ("SYNC_WEB_PORT", 8000), "flower": ("FLOWER_PORT", 5555)}
+PORTS = {
+    "web": ("SYNC_WEB_PORT", 8000),
+    "push": ("SYNC_PUSH_PORT", 8001),
+    "flower": ("FLOWER_PORT", 5555),
+}
 
 
 def port_setting(name: str, default: int) -> int:
@@ -62,6 +66,8 @@ def addresses(listening: dict[str, int]) -> str:
     if web is not None:
         base = f"http://127.0.0.1:{web}"
         parts += [f"pages {base}/", f"API {base}/api/v1/", f"admin {base}/admin/"]
+    if listening.get("push") is not None:
+        parts.append(f"push http://127.0.0.1:{listening['push']}/push/")
     if flower is not None:
         parts.append(f"Flower http://127.0.0.1:{flower}/")
     return "dbsync: " + "  ".join(parts)

@@ -24,10 +24,14 @@ class SyncConfig(AppConfig):
         from celery.signals import before_task_publish
 
         from sync import checks  # noqa: F401  (registers the system checks)
+        from sync.changes import pushing
         from sync.changes.progress import note_published
+        from sync.reflection.signals import reflected
 
         before_task_publish.connect(
             note_published, weak=False, dispatch_uid="sync.changes.progress"
         )
+        # Open pages hear of each committed reflection (the push channel).
+        reflected.connect(pushing.announce, weak=False, dispatch_uid="sync.changes.pushing")
 
         post_migrate.connect(after_migrate, sender=self)

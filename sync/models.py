@@ -12,6 +12,9 @@ from sync import encryption
 from sync.remote.connections import Source
 from sync.remote.credentials import redact_url
 
+# The collation of migration 0007: names in natural order ("t2" before "t10"), case-insensitive.
+NATURAL_COLLATION = "dbsync_natural"
+
 
 class WatchSignal(models.TextChoices):
     """How the watch tells the listener of a change: NOTIFY at commit, or nothing at all (the
@@ -172,6 +175,25 @@ class Table(ReflectedObject):
         Schema, on_delete=models.CASCADE, related_name="tables", db_constraint=False
     )
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The partitioned table this one is a partition of (None for any other relation). No
+    # constraint: a reflection writes parents and partitions in one set-based statement each.
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.DO_NOTHING,
+        related_name="partitions",
+        null=True,
+        blank=True,
+        db_constraint=False,
+    )
+
+    class Meta(ReflectedObject.Meta):
+        indexes = [
+            models.Index(
+                fields=["parent"],
+                condition=Q(parent__isnull=False, dropped_at__isnull=True),
+                name="table_live_partitions",
+            )
+        ]
 
 
 class ReflectionRun(models.Model):

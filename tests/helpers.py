@@ -1,6 +1,7 @@
 """Helpers the tests share: scratch databases, users and clients, processes, waits."""
 
 import base64
+import http.client
 import os
 import shutil
 import signal
@@ -395,3 +396,38 @@ class ListenerProcess:
 
     def text(self) -> str:
         return self.log.read_text()
+
+
+def make_partitions(user_db: ScratchDatabase) -> None:
+    """One table of 50 partitions, one of 3 partitions of 2 sub-partitions each, one plain."""
+    statements = ["CREATE TABLE events (id int, at int) PARTITION BY RANGE (at)"]
+    statements += [
+        f"CREATE TABLE events_{n} PARTITION OF events FOR VALUES FROM ({n * 10}) TO ({n * 10 + 10})"
+        for n in range(50)
+    ]
+    statements.append("CREATE TABLE sales (id int, region int, day int) PARTITION BY LIST (region)")
+    for region in range(3):
+        statements.append(
+            f"CREATE TABLE sales_{region} PARTITION OF sales FOR VALUES IN ({region})"
+            " PARTITION BY RANGE (day)"
+        )
+        statements += [
+            f"CREATE TABLE sales_{region}_{half} PARTITION OF sales_{region}"
+            f" FOR VALUES FROM ({half * 10}) TO ({half * 10 + 10})"
+            for half in range(2)
+        ]
+    statements.append("CREATE TABLE plain (id int)")
+    user_db.execute("; ".join(statements))
+
+
+def push_answers(port: int) -> bool:
+    """Return whether the push role answers HTTP on the port (a bare connect can be fooled by a
+    listener on its way out)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/push/")
+        return connection.getresponse().status == 403
+    except OSError:
+        return False
+    finally:
+        connection.close()

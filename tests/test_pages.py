@@ -379,8 +379,8 @@ def test_table_page_of_a_table_dropped_since_says_so(shop, user_db, reader):
 def test_history_page_lists_each_run_with_trigger_outcome_and_counts(shop, reader):
     page = reader.get(f"/databases/{shop.id}/history/")
     run = ReflectionRun.objects.get(database=shop)
-    assert rows_of(page) == [run.started_at.strftime("%Y-%m-%d %H:%M:%S")]
-    assert re.search(r"\d{2}:\d{2}:\d{2} Command \d+ ms Success 6 0 0 0 0 0", text(page))
+    assert rows_of(page) == [run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")]  # with its time zone
+    assert re.search(r"\d{2}:\d{2}:\d{2} UTC Command \d+ ms Success 6 0 0 0 0 0", text(page))
 
 
 def test_an_unchanged_poll_answers_204_and_a_change_the_new_fragment(shop, user_db, reader):
@@ -403,9 +403,12 @@ def test_an_unchanged_poll_answers_204_and_a_change_the_new_fragment(shop, user_
     assert poll(reader, url, version_of(changed)).status_code == 204
 
 
-def test_the_fragment_polls_only_while_the_tab_is_visible(shop, reader):
+def test_the_fragment_polls_only_while_the_tab_is_visible_and_not_pushed(shop, reader):
     html = reader.get(f"/databases/{shop.id}/schemas/").content.decode()
-    assert 'hx-trigger="every 2s [document.visibilityState === &#x27;visible&#x27;]"' in html
+    assert (
+        'hx-trigger="every 2s [document.visibilityState === &#x27;visible&#x27;'
+        ' &amp;&amp; !window.dbsyncPushed], dbsync:changed from:body"'
+    ) in html
     assert "/static/django_htmx/htmx-2" in html  # served by the project, no CDN
 
 
@@ -495,3 +498,13 @@ def test_a_search_the_api_would_refuse_is_a_400_on_the_pages_too(
 
     assert response.status_code == 400
     assert message in text(response)
+
+
+def test_every_page_names_the_favicon_and_favicon_ico_leads_to_it(shop, reader):
+    html = reader.get(f"/databases/{shop.id}/tables/").content.decode()
+    assert 'rel="icon" href="/static/sync/favicon.svg"' in html
+
+    found = reader.get("/favicon.ico", follow=True)
+
+    assert found.status_code == 200
+    assert found.redirect_chain[-1][0] == "/static/sync/favicon.svg"

@@ -14,7 +14,13 @@ from sync.changes import gate, recency, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
 from sync.reflection import runs
-from tests.helpers import HeldDatabaseRow, ScratchDatabase, make_user, wait_until
+from tests.helpers import (
+    HeldDatabaseRow,
+    ScratchDatabase,
+    admin_connection,
+    make_user,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -197,8 +203,24 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
         " INSERT INTO public.customers (name, email, notes) VALUES"
         " ('Ada', 'ada@example.org', NULL), ('Brian', '', 'prefers mail'),"
         " ('Chen', 'chen@example.org', repeat('a long note that goes on ', 8));"
-        " CREATE MATERIALIZED VIEW public.customer_count AS SELECT count(*) FROM public.customers"
+        " CREATE MATERIALIZED VIEW public.customer_count AS SELECT count(*) FROM public.customers;"
+        " COMMENT ON TABLE public.customers IS 'people who bought at least once';"
+        " CREATE TABLE public.events (at date, what text) PARTITION BY RANGE (at)"
     )
+    connection = admin_connection(user_db.name)
+    with connection.cursor() as cursor:  # twelve monthly partitions, rows, statistics
+        cursor.execute(
+            "SELECT format('CREATE TABLE public.events_2026_%s PARTITION OF public.events"
+            " FOR VALUES FROM (%L) TO (%L)', lpad(m::text, 2, '0'), make_date(2026, m, 1),"
+            " make_date(2026, m, 1) + interval '1 month') FROM generate_series(1, 12) m"
+        )
+        for (statement,) in cursor.fetchall():
+            cursor.execute(statement)
+        cursor.execute(
+            "INSERT INTO public.events SELECT date '2026-01-01' + n % 365, 'visit'"
+            " FROM generate_series(1, 20000) n; ANALYZE"
+        )
+    connection.close()
     runs.reflect(shop.id)
     watch.install(shop)
     runs.reflect(shop.id)  # the log's position

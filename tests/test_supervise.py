@@ -135,12 +135,13 @@ def test_a_port_setting_that_is_not_a_port_stops_the_start_naming_it(tmp_path):
 
 
 def test_the_printed_addresses_and_the_procfile_use_the_port_settings(tmp_path):
-    web, flower = free_port(), free_port()
+    web, push, flower = free_port(), free_port(), free_port()
     procfile = tmp_path / "Procfile"
-    procfile.write_text("web: exec sleep 600\nflower: exec sleep 600\n")
+    procfile.write_text("web: exec sleep 600\npush: exec sleep 600\nflower: exec sleep 600\n")
     command = [sys.executable, SUPERVISE, "--procfile", str(procfile),
                "--run-dir", str(tmp_path / "run")]  # fmt: skip
-    env = {**os.environ, "SYNC_WEB_PORT": str(web), "FLOWER_PORT": str(flower)}
+    env = {**os.environ, "SYNC_WEB_PORT": str(web), "SYNC_PUSH_PORT": str(push),
+           "FLOWER_PORT": str(flower)}  # fmt: skip
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -151,7 +152,9 @@ def test_the_printed_addresses_and_the_procfile_use_the_port_settings(tmp_path):
         process.wait(timeout=60)
 
     assert f"pages http://127.0.0.1:{web}/" in first
+    assert f"push http://127.0.0.1:{push}/push/" in first
     assert f"Flower http://127.0.0.1:{flower}/" in first
     roles = (ROOT / "Procfile").read_text()
     assert "--bind 127.0.0.1:${SYNC_WEB_PORT:-8000}" in roles
     assert "--port=${FLOWER_PORT:-5555}" in roles
+    assert "--port ${SYNC_PUSH_PORT:-8001}" in roles

@@ -28,7 +28,11 @@ def test_the_table_list_gives_the_rows_the_serializer_gives(listed, reader, quer
     tables = Table.objects.filter(database=listed).select_related("schema")
     if "include_dropped" not in query:
         tables = tables.live()
-    expected = TableSerializer(tables, many=True).data
+    # None of them is partitioned: the list adds counts of 0.
+    expected = [
+        {**row, "partitions": 0, "partitions_in_all": 0}
+        for row in TableSerializer(tables, many=True).data
+    ]
     if "limit" in query:
         expected = expected[1:2]
     body = response.json()

@@ -21,6 +21,7 @@ class TableRow(NamedTuple):
     schema_id: int
     name: str
     kind: str
+    parent_oid: int | None  # the oid of its parent's row
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Changes:
     new_tables: list[CatalogRelation] = field(default_factory=list)
     changed_tables: list[tuple[int, CatalogRelation]] = field(default_factory=list)  # (id, new)
     dropped_table_ids: list[int] = field(default_factory=list)
+    # (oid, parent oid or None) of the relations whose parent is new or another: written after
+    # the tables, so that a parent new in this run has its row.
+    parents: list[tuple[int, int | None]] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
     names: dict[int, QualifiedName] = field(default_factory=dict)  # oid -> name
 
@@ -71,8 +75,10 @@ SCHEMAS_QUERY = (
     " WHERE database_id = %s AND dropped_at IS NULL"
 )
 TABLES_QUERY = (
-    f"SELECT id, oid, schema_id, name, kind FROM {Table._meta.db_table}"
-    " WHERE database_id = %s AND dropped_at IS NULL"
+    "SELECT t.id, t.oid, t.schema_id, t.name, t.kind, p.oid"
+    f" FROM {Table._meta.db_table} AS t LEFT JOIN {Table._meta.db_table} AS p"
+    "   ON p.id = t.parent_id AND p.dropped_at IS NULL"
+    " WHERE t.database_id = %s AND t.dropped_at IS NULL"
 )
 
 
@@ -142,6 +148,7 @@ def diff_tables(
         row = live.get(relation.oid)
         if row is None:
             old = vanished.pop(qualified, None)
+            note_parent(changes, relation, None if old is None else old.parent_oid)
             if old is None:
                 # Nothing is cached under a new oid: its name is cached when first read.
                 changes.new_tables.append(relation)
@@ -150,11 +157,17 @@ def diff_tables(
             changes.changed_tables.append((old.id, relation))
             counts.recreated += 1
         elif schema_oid_of[row.schema_id] != relation.schema_oid:
+            note_parent(changes, relation, row.parent_oid)
             changes.changed_tables.append((row.id, relation))
             counts.moved += 1
         elif row.name != relation.name or row.kind != relation.kind:
+            note_parent(changes, relation, row.parent_oid)
             changes.changed_tables.append((row.id, relation))
             counts.renamed += 1
+        elif note_parent(changes, relation, row.parent_oid):
+            counts.moved += 1  # attached to or detached from a partitioned table
+            if relation.schema_oid not in renamed_schema_oids:
+                continue
         else:
             counts.unchanged += 1
             if relation.schema_oid not in renamed_schema_oids:
@@ -166,22 +179,26 @@ def diff_tables(
 
 # The live rows a targeted snapshot can speak of, each subquery by an index: the rows of the
 # oids named, the rows in the schemas named, and the rows under a name the snapshot holds (one
-# dropped and created again by name keeps its row). The schemas: those and the tables' own.
+# dropped and created again by name keeps its row), each with its parent's oid, as TABLES_QUERY
+# gives it. The schemas: those and the tables' own.
 TARGETED_TABLES_QUERY = f"""
-    SELECT t.id, t.oid, t.schema_id, t.name, t.kind FROM {Table._meta.db_table} t
-    WHERE t.database_id = %(database)s AND t.dropped_at IS NULL AND t.oid = ANY(%(oids)s)
-    UNION
-    SELECT t.id, t.oid, t.schema_id, t.name, t.kind
-    FROM {Schema._meta.db_table} s JOIN {Table._meta.db_table} t ON t.schema_id = s.id
-    WHERE s.database_id = %(database)s AND s.dropped_at IS NULL AND s.oid = ANY(%(named)s)
-      AND t.dropped_at IS NULL
-    UNION
-    SELECT t.id, t.oid, t.schema_id, t.name, t.kind
-    FROM unnest(%(schema_names)s::text[], %(names)s::text[]) AS u(schema_name, name)
-    JOIN {Schema._meta.db_table} s
-      ON s.database_id = %(database)s AND s.dropped_at IS NULL AND s.name = u.schema_name
-    JOIN {Table._meta.db_table} t
-      ON t.schema_id = s.id AND t.dropped_at IS NULL AND t.name = u.name
+    SELECT r.id, r.oid, r.schema_id, r.name, r.kind, p.oid FROM (
+        SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
+        FROM {Table._meta.db_table} t
+        WHERE t.database_id = %(database)s AND t.dropped_at IS NULL AND t.oid = ANY(%(oids)s)
+        UNION
+        SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
+        FROM {Schema._meta.db_table} s JOIN {Table._meta.db_table} t ON t.schema_id = s.id
+        WHERE s.database_id = %(database)s AND s.dropped_at IS NULL AND s.oid = ANY(%(named)s)
+          AND t.dropped_at IS NULL
+        UNION
+        SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
+        FROM unnest(%(schema_names)s::text[], %(names)s::text[]) AS u(schema_name, name)
+        JOIN {Schema._meta.db_table} s
+          ON s.database_id = %(database)s AND s.dropped_at IS NULL AND s.name = u.schema_name
+        JOIN {Table._meta.db_table} t
+          ON t.schema_id = s.id AND t.dropped_at IS NULL AND t.name = u.name
+    ) AS r LEFT JOIN {Table._meta.db_table} p ON p.id = r.parent_id AND p.dropped_at IS NULL
 """
 TARGETED_SCHEMAS_QUERY = (
     f"SELECT id, oid, name FROM {Schema._meta.db_table}"
@@ -230,3 +247,11 @@ def diff_targeted(snapshot: Snapshot, state: ModelState, named: set[int]) -> Cha
     changes.counts.dropped -= kept
     changes.counts.unchanged += kept
     return changes
+
+
+def note_parent(changes: Changes, relation: CatalogRelation, known: int | None) -> bool:
+    """Note the relation's parent to write if it is not the known one; return whether it was."""
+    if relation.parent_oid == known:
+        return False
+    changes.parents.append((relation.oid, relation.parent_oid))
+    return True

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import events, history, names, outbox
+from sync.reflection import events, history, names, outbox, signals
 from sync.reflection.diff import (
     Changes,
     Counts,
@@ -110,6 +110,7 @@ def reflect(
             if log is not None and trim_due(database.log_position, log):
                 applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
                 transaction.on_commit(applied)
+            transaction.on_commit(partial(announce, database.id))
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
@@ -315,5 +316,11 @@ def record_failure(database_id: int, trigger: str, started_at: datetime, error: 
             outcome=outcome,
             error=str(error),
         )
+        transaction.on_commit(partial(announce, database_id))
     metrics.REFLECTIONS.labels(trigger, outcome).inc()
     logger.warning("reflection of database %s %s: %s", database_id, outcome, error)
+
+
+def announce(database_id: int) -> None:
+    """Tell whoever listens (the push channel) that the database's models just changed."""
+    signals.reflected.send(sender=ReflectionRun, database_id=database_id)

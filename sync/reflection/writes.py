@@ -46,7 +46,7 @@ def apply(database_id: int, changes: Changes, now: datetime) -> None:
             )
         if changes.changed_tables:
             ids, oids, schema_oids, table_names, kinds = columns(
-                ((table_id, *relation) for table_id, relation in changes.changed_tables), 5
+                ((table_id, *relation[:4]) for table_id, relation in changes.changed_tables), 5
             )
             park_oids(cursor, table_table, ids)
             cursor.execute(
@@ -60,7 +60,9 @@ def apply(database_id: int, changes: Changes, now: datetime) -> None:
                 [ids, oids, schema_oids, table_names, kinds, database_id],
             )
         if changes.new_tables:
-            oids, schema_oids, table_names, kinds = columns(changes.new_tables, 4)
+            oids, schema_oids, table_names, kinds = columns(
+                (relation[:4] for relation in changes.new_tables), 4
+            )
             cursor.execute(
                 f"INSERT INTO {table_table} (database_id, schema_id, oid, name, kind)"
                 " SELECT %s, s.id, u.oid, u.name, u.kind"
@@ -70,6 +72,25 @@ def apply(database_id: int, changes: Changes, now: datetime) -> None:
                 "   ON s.database_id = %s AND s.oid = u.schema_oid AND s.dropped_at IS NULL",
                 [database_id, oids, schema_oids, table_names, kinds, database_id],
             )
+        if changes.parents:
+            write_parents(cursor, database_id, changes.parents)
+
+
+def write_parents(cursor: Any, database_id: int, parents: list[tuple[int, int | None]]) -> None:
+    """Point each listed relation at its parent's live row (or at none), in one statement.
+
+    Last of the writes, so that a parent and its partitions created together all have rows.
+    """
+    oids, parent_oids = columns(((oid, "" if p is None else p) for oid, p in parents), 2)
+    table_table = Table._meta.db_table
+    cursor.execute(
+        f"UPDATE {table_table} AS t SET parent_id = p.id"
+        " FROM unnest(%s::bigint[], %s::text[]) AS u(oid, parent_oid)"
+        f" LEFT JOIN {table_table} AS p ON p.database_id = %s"
+        "   AND p.oid = nullif(u.parent_oid, '')::bigint AND p.dropped_at IS NULL"
+        " WHERE t.database_id = %s AND t.oid = u.oid AND t.dropped_at IS NULL",
+        [oids, parent_oids, database_id, database_id],
+    )
 
 
 def columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[str]:

@@ -60,11 +60,15 @@ KIND = """
 """
 LISTED_RELKINDS = "c.relkind IN ('r', 'p', 'v', 'm', 'f')"
 
+# The partitioned table a partition belongs to: a partition has exactly one pg_inherits row,
+# and plain inheritance children (relispartition false) are not partitions.
+PARENT = "(SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition)"
+
 # One round trip for the whole catalog: schemas without relations come back with NULLs.
-# Columns 3 to 6 are a CatalogRelation as they stand.
+# Columns 3 to 7 are a CatalogRelation as they stand.
 CATALOG_QUERY = text(
     f"""
-    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, {KIND}, {PARENT}
     FROM pg_namespace n
     LEFT JOIN pg_class c ON c.relnamespace = n.oid AND {LISTED_RELKINDS}
     WHERE {LISTED_SCHEMAS}
@@ -83,7 +87,7 @@ FINGERPRINT_QUERY = text(
             SELECT concat_ws('/', n.oid, n.nspname) AS item
             FROM pg_namespace n WHERE {LISTED_SCHEMAS}
             UNION ALL
-            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND})
+            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND}, {PARENT})
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE {LISTED_RELKINDS} AND {LISTED_SCHEMAS}
         ) AS objects
@@ -98,17 +102,21 @@ IDENTITY_VERSION_QUERY = text(
 )
 
 # The catalog rows of the objects a change log names, in CATALOG_QUERY's shape: the relations of
-# those oids, all relations of the schemas of those oids (a renamed schema renames its
-# relations' qualified names), and the schemas of both. Index lookups only, whatever the size
+# those oids, their partitions (an ATTACH PARTITION logs the parent only), all relations of the
+# schemas of those oids (a renamed schema renames its relations' qualified names), and the
+# schemas of both. Index lookups only, whatever the size
 # of the catalog.
 TARGETED_QUERY = text(
     f"""
     WITH c AS (
-        SELECT c.oid, c.relnamespace, c.relname, {KIND} AS kind FROM pg_class c
-        WHERE (c.oid = ANY(CAST(:oids AS oid[])) OR c.relnamespace = ANY(CAST(:oids AS oid[])))
+        SELECT c.oid, c.relnamespace, c.relname, {KIND} AS kind, {PARENT} AS parent_oid
+        FROM pg_class c
+        WHERE (c.oid = ANY(CAST(:oids AS oid[])) OR c.relnamespace = ANY(CAST(:oids AS oid[]))
+               OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i
+                            WHERE i.inhparent = ANY(CAST(:oids AS oid[]))))
           AND {LISTED_RELKINDS}
     )
-    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, c.kind
+    SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, c.kind, c.parent_oid
     FROM pg_namespace n LEFT JOIN c ON c.relnamespace = n.oid
     WHERE (n.oid = ANY(CAST(:oids AS oid[])) OR n.oid IN (SELECT relnamespace FROM c))
       AND {LISTED_SCHEMAS}
@@ -131,6 +139,7 @@ class CatalogRelation(NamedTuple):
     schema_oid: int
     name: str
     kind: str
+    parent_oid: int | None = None  # the partitioned table it is a partition of
 
 
 @dataclass(frozen=True)

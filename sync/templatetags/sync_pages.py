@@ -4,9 +4,9 @@ from datetime import datetime
 
 from django import template
 from django.http import QueryDict
-from django.utils import timezone
 
 from sync.models import ChangeEvent, ReflectionRun
+from sync.web.pages import freshness
 
 register = template.Library()
 
@@ -14,20 +14,7 @@ register = template.Library()
 @register.filter
 def ago(moment: datetime | None) -> str:
     """Say how long ago a moment was, as pages.js says it when it refreshes the text."""
-    if moment is None:
-        return "never"
-    seconds = max(0, int((timezone.now() - moment).total_seconds()))
-    return f"{span(seconds)} ago"
-
-
-def span(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
+    return freshness.ago(moment)
 
 
 @register.filter

@@ -35,13 +35,18 @@ def may_read_records(user: Any, database: Database) -> bool:
     return grants.exists()
 
 
+def records_denied(database: Database) -> str:
+    """Say why a reader who may list the database's tables is not shown their records."""
+    return (
+        f"you may list the tables of {database.name} but not read their records: "
+        "ask an administrator for the records grant"
+    )
+
+
 def check_records(user: Any, database: Database) -> None:
     """Raise AccessDenied (403) unless the user may read the database's records."""
     if not may_read_records(user, database):
-        raise AccessDenied(
-            f"you may list the tables of {database.name} but not read their records: "
-            "ask an administrator for the records grant"
-        )
+        raise AccessDenied(records_denied(database))
 
 
 def only_readable(user: Any, objects: ObjectsT) -> ObjectsT:

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from sync.models import Table
 from sync.remote import relations
 from sync.web.query import MAX_SEARCH, MAX_WHOLE
+from sync.web.table_listing import SORT_KEYS
 
 
 def whole(least: int, most: int = MAX_WHOLE) -> dict[str, Any]:
@@ -70,6 +71,25 @@ TABLE_LIST_PARAMETERS = [
     KIND,
     SEARCH,
     INCLUDE_DROPPED,
+    OpenApiParameter(
+        "parent", whole(1), description="id of a partitioned table: list its partitions"
+    ),
+    OpenApiParameter(
+        "flat",
+        {"type": "string", "enum": ["true", "false", "1", "0"]},
+        description="list partitions in place instead of folded under their parent; false "
+        "unless given",
+    ),
+    OpenApiParameter(
+        "ordering",
+        {"type": "string", "enum": [*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS)]},
+        description="sort key, - for descending; name (natural, any case) if not given",
+    ),
+    OpenApiParameter(
+        "facts",
+        {"type": "string", "enum": ["true", "false", "1", "0"]},
+        description="read each row's estimated rows, size, columns and comment now",
+    ),
 ]
 
 Error = inline_serializer(

@@ -91,10 +91,41 @@ class SchemaSerializer(serializers.ModelSerializer[Schema]):
 
 class TableSerializer(serializers.ModelSerializer[Table]):
     schema_name = serializers.CharField(source="schema.name", read_only=True)
+    parent_name = serializers.CharField(
+        source="parent.name", read_only=True, allow_null=True, default=None,
+        help_text="the partitioned table it is a partition of",
+    )  # fmt: skip
 
     class Meta:
         model = Table
-        fields = ["id", "database", "schema", "schema_name", "oid", "name", "kind", "dropped_at"]
+        fields = [
+            "id", "database", "schema", "schema_name", "oid", "name", "kind", "dropped_at",
+            "parent", "parent_name",
+        ]  # fmt: skip
+
+
+class FactsSerializer(serializers.Serializer[dict[str, Any]]):
+    oid = serializers.IntegerField()
+    rows = serializers.IntegerField(
+        allow_null=True, help_text="the planner's estimate; null before any ANALYZE and for views"
+    )
+    size = serializers.IntegerField(allow_null=True, help_text="bytes, indexes and TOAST included")
+    columns = serializers.IntegerField()
+    comment = serializers.CharField(allow_null=True)
+
+
+class ListedTableSerializer(TableSerializer):
+    """A row of the tables list: with its partitions' counts and, if asked, its facts."""
+
+    partitions = serializers.IntegerField(help_text="partitions right under it")
+    partitions_in_all = serializers.IntegerField(help_text="partitions under it, nested included")
+    facts = FactsSerializer(
+        required=False, allow_null=True,
+        help_text="with facts=true or ordering by rows or size: read now; null if not read",
+    )  # fmt: skip
+
+    class Meta(TableSerializer.Meta):
+        fields = [*TableSerializer.Meta.fields, "partitions", "partitions_in_all", "facts"]
 
 
 class ReflectionRunSerializer(serializers.ModelSerializer[ReflectionRun]):

@@ -20,18 +20,27 @@ from sync.exceptions import QueueUnavailable
 from sync.models import Database, LiveQuerySet, ReflectionRun, Schema, Table
 from sync.remote import relations
 from sync.remote.values import as_text
-from sync.web import access, table_reads
+from sync.web import access, table_listing, table_reads
 from sync.web.api import openapi as doc
+from sync.web.api.pagination import StrictLimitOffsetPagination
 from sync.web.api.renderers import ExactJSONRenderer
 from sync.web.api.serializers import (
     DatabaseDetailSerializer,
     DatabaseSerializer,
+    ListedTableSerializer,
     ReflectionRunSerializer,
     SchemaSerializer,
     TableSerializer,
     TaskSerializer,
 )
-from sync.web.query import StrictIdMixin, query_bool, query_int, query_kind, query_text
+from sync.web.query import (
+    StrictIdMixin,
+    query_bool,
+    query_int,
+    query_kind,
+    query_text,
+    query_value,
+)
 
 
 def with_freshness(response: Response, database: Database, freshness: Freshness) -> Response:
@@ -192,7 +201,9 @@ class SchemaViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVi
 
 
 @extend_schema_view(
-    list=extend_schema(parameters=doc.TABLE_LIST_PARAMETERS, responses=_listed(TableSerializer)),
+    list=extend_schema(
+        parameters=doc.TABLE_LIST_PARAMETERS, responses=_listed(ListedTableSerializer)
+    ),
     retrieve=extend_schema(
         parameters=[doc.ID], responses={200: TableSerializer, **doc.READ_ERRORS}
     ),
@@ -204,8 +215,56 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
     list_fields = {
         "id": "id", "database": "database_id", "schema": "schema_id",
         "schema_name": "schema__name", "oid": "oid", "name": "name", "kind": "kind",
-        "dropped_at": "dropped_at",
+        "dropped_at": "dropped_at", "parent": "parent_id", "parent_name": "parent__name",
+        "partitions": "partition_count",
     }  # fmt: skip
+    ordering = table_listing.Ordering()
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Answer one page of rows; sorted by rows or size, the user's database picks the page.
+
+        With facts=true (or sorted by rows or size), each row carries the facts read from the
+        database now; if it does not answer, they are null and X-Facts-Error says why.
+        """
+        tables = self.get_queryset()
+        paginator = self.strict_paginator
+        read = None
+        if self.ordering.by_facts:
+            limit, offset = paginator.get_limit(request), paginator.get_offset(request)
+            picked = table_listing.fact_sorted(
+                self.listed_database, tables, self.ordering, limit, offset, self.failing
+            )
+            if not picked.read.error:
+                rows = picked_rows(tables, picked.oids, self.list_fields)
+                paginator.request, paginator.limit, paginator.offset = request, limit, offset
+                paginator.count, read = picked.total, picked.read
+            else:
+                read = picked.read
+                self.ordering = table_listing.Ordering()
+        if not self.ordering.by_facts:
+            ordered = table_listing.ordered(tables, self.ordering)
+            rows = paginator.paginate_queryset(ordered, request, self) or []
+        if read is None and query_bool(request.query_params, "facts"):
+            oids = [row["oid"] for row in rows]
+            read = table_listing.facts_of(self.listed_database, oids, self.failing)
+        with_extras(rows, read)
+        response = paginator.get_paginated_response(rows)
+        if read is not None and read.error:
+            # One line: a header may hold no line break, and a driver's message may.
+            response["X-Facts-Error"] = " ".join(read.error.split())[:500]
+        return with_freshness(response, self.listed_database, self.listed_freshness)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the listed database failed lately: its facts are not asked for then."""
+        return table_listing.failing(self.listed_database, self.listed_freshness.status)
+
+    @property
+    def strict_paginator(self) -> StrictLimitOffsetPagination:
+        paginator = self.paginator
+        if not isinstance(paginator, StrictLimitOffsetPagination):
+            raise TypeError("the tables list needs StrictLimitOffsetPagination")
+        return paginator
 
     def get_queryset(self) -> QuerySet[Table]:
         user = self.request.user
@@ -229,15 +288,28 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
             database = get_object_or_404(access.readable_databases(user), pk=database_id)
         return self.filtered(tables.filter(database=self.listed(database)))
 
-    def filtered(self, tables: LiveQuerySet[Table]) -> LiveQuerySet[Table]:
-        """Apply the kind, search and include_dropped parameters of the query string."""
-        kind = query_kind(self.request.query_params)
+    def filtered(self, tables: LiveQuerySet[Table]) -> QuerySet[Table]:
+        """Apply kind, search, include_dropped, parent, flat and ordering of the query string.
+
+        Partitions are folded under their parent: parent=ID lists those of one table, flat=true
+        lists them all in place; a search finds them too.
+        """
+        params = self.request.query_params
+        self.ordering = table_listing.parse_ordering(query_value(params, "ordering"))
+        kind = query_kind(params)
         if kind:
             tables = tables.filter(kind=kind)
-        search = query_text(self.request.query_params, "search")
+        search = query_text(params, "search")
         if search:
             tables = tables.filter(name__icontains=search)
-        return tables if query_bool(self.request.query_params, "include_dropped") else tables.live()
+        parent_id = query_int(params, "parent", least=1)
+        parent = None
+        if parent_id is not None:
+            parent = get_object_or_404(
+                Table.objects.filter(database=self.listed_database), pk=parent_id
+            )
+        tables = tables if query_bool(params, "include_dropped") else tables.live()
+        return table_listing.folded(tables, parent, query_bool(params, "flat"), search)
 
     @extend_schema(parameters=[doc.ID], responses={200: doc.Columns, **doc.ON_THE_FLY_ERRORS})
     @action(detail=True)
@@ -285,6 +357,29 @@ class TableViewSet(StrictIdMixin, ListedDatabaseMixin, viewsets.ReadOnlyModelVie
         found = table_reads.read_value(table, name, offset)
         value = as_text(found.value) if textual else found.value
         return Response({**asdict(found), "value": value})
+
+
+def picked_rows(
+    tables: QuerySet[Table], oids: list[int], fields: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Return the listed rows of these oids as the list's dicts, in the order given."""
+    names, paths = zip(*fields.items(), strict=True)
+    found = {
+        row[names.index("oid")]: dict(zip(names, row, strict=True))
+        for row in tables.filter(oid__in=oids).values_list(*paths)
+    }
+    return [found[oid] for oid in oids if oid in found]
+
+
+def with_extras(rows: list[dict[str, Any]], read: table_listing.FactsRead | None) -> None:
+    """Add each row's partitions in all (nested too) and, if read, its facts."""
+    parents = [row["id"] for row in rows if row["partitions"]]
+    in_all = table_listing.partitions_in_all(parents)
+    for row in rows:
+        row["partitions_in_all"] = in_all.get(row["id"], 0)
+        if read is not None:
+            found = read.facts.get(row["oid"])
+            row["facts"] = None if found is None else asdict(found)
 
 
 class TaskViewSet(viewsets.ViewSet):

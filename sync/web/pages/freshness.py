@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.utils import timezone
+
 from sync.changes import gate, listening
 from sync.changes.progress import TaskProgress, task_progress
 from sync.exceptions import UnknownTask
@@ -77,3 +79,21 @@ def version(*parts: object) -> str:
     """Return a short token that changes whenever one of the parts does."""
     text = "\x1f".join(str(part) for part in parts)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def ago(moment: datetime | None) -> str:
+    """Say how long ago a moment was, as pages.js says it when it refreshes the text."""
+    if moment is None:
+        return "never"
+    seconds = max(0, int((timezone.now() - moment).total_seconds()))
+    return f"{span(seconds)} ago"
+
+
+def span(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"

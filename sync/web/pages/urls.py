@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, register_converter
 
-from sync.web.pages import changes, views
+from sync.web.pages import changes, push, views
 from sync.web.throttling import LockedAuthenticationForm
 
 
@@ -39,4 +39,7 @@ urlpatterns = [
     path("databases/<id:database_id>/refresh/", views.refresh, name="refresh"),
     path("databases/<id:database_id>/import/", views.import_now, name="import"),
     path("tables/<id:table_id>/", views.table, name="table"),
+    # The push channel's streams, served by the push role (project.asgi).
+    path("push/", push.stream, name="push"),
+    path("push/databases/<id:database_id>/", push.stream, name="push-database"),
 ]

@@ -23,14 +23,18 @@ from sync.exceptions import SyncError
 from sync.models import ChangeEvent, Database, ReflectionRun, Schema, Table
 from sync.reflection import registry
 from sync.remote import relations
-from sync.web import access, change_feed, table_reads
-from sync.web.pages import freshness, grid, listing
+from sync.web import access, change_feed, table_listing, table_reads
+from sync.web.pages import freshness, grid, listing, push, table_rows
 from sync.web.pages.decorators import HtmxHttpRequest, login_required, staff_required
 from sync.web.pages.forms import RegisterForm
 from sync.web.pages.listing import TableFilters
 from sync.web.query import query_int, query_kind, query_text, query_value
 
 POLL_SECONDS = 2
+POLL_TRIGGER = (
+    f"every {POLL_SECONDS}s [document.visibilityState === 'visible' && !window.dbsyncPushed],"
+    " dbsync:changed from:body"
+)
 RECORDS_LIMIT = 50
 MAX_PAGE = 10**9
 
@@ -55,8 +59,14 @@ def listing_page(
     token: str,
     context_of: Callable[[], dict[str, Any]],
     status: int = 200,
+    database_id: int | None = None,
 ) -> HttpResponse:
-    """Answer a poll that holds the current version with 204; else the page or its fragment."""
+    """Answer a poll that holds the current version with 204; else the page or its fragment.
+
+    The fragment polls every POLL_SECONDS while its tab is visible, unless the push channel
+    is connected (pages.js sets dbsyncPushed), and at once when the channel says the
+    database changed.
+    """
     polled = bool(request.htmx) and not request.htmx.boosted
     if polled and request.GET.get("v") == token:
         return HttpResponse(status=204)
@@ -65,7 +75,9 @@ def listing_page(
     context = context_of() | {
         "version": token,
         "poll_url": f"{request.path}?{query.urlencode()}",
-        "poll_trigger": f"every {POLL_SECONDS}s [document.visibilityState === 'visible']",
+        "poll_trigger": POLL_TRIGGER,
+        "push_url": push.push_url(request),
+        "push_database": database_id or "",
     }
     template = f"sync/_{name}.html" if polled else f"sync/{name}.html"
     response = render(request, template, context, status=status)
@@ -119,7 +131,7 @@ def schemas(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
         return {"database": database, "badge": badge, "page": page, "search": search,
                 "dropped": dropped}  # fmt: skip
 
-    return listing_page(request, "schemas", token, context)
+    return listing_page(request, "schemas", token, context, database_id=database.id)
 
 
 @require_GET
@@ -134,11 +146,16 @@ def tables(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     token = freshness.version(badge.version, database.catalog_fingerprint, latest)
 
     def context() -> dict[str, Any]:
-        page, kinds = listing.tables_of(database, filters, number)
-        return {"database": database, "badge": badge, "page": page, "kinds": kinds,
-                "filters": filters, "links": row_links(database)}  # fmt: skip
+        failing = table_listing.failing(database, badge.status)
+        listed = listing.tables_of(database, filters, number, failing)
+        return {"database": database, "badge": badge, "page": listed.page, "kinds": listed.kinds,
+                "facts_error": listed.facts_error, "filters": filters, "links": row_links(database),
+                "folded": sum(kind.folded for kind in listed.kinds),
+                "headers": sort_headers(filters),
+                "rows_html": table_rows.rows_html(listed.page.rows, row_links(database), filters),
+                }  # fmt: skip
 
-    return listing_page(request, "tables", token, context)
+    return listing_page(request, "tables", token, context, database_id=database.id)
 
 
 def row_links(database: Database) -> dict[str, str]:
@@ -146,7 +163,33 @@ def row_links(database: Database) -> dict[str, str]:
     return {
         "table": reverse("table", args=[0]).removesuffix("0/"),
         "schema": reverse("tables", args=[database.id]) + "?schema=",
+        "partitions": reverse("tables", args=[database.id]) + "?parent=",
     }
+
+
+@dataclass(frozen=True)
+class SortHeader:
+    key: str
+    label: str
+    ordering: str  # the ordering= its link asks for
+    sorted: str  # "ascending", "descending" or "" (its aria-sort)
+    numeric: bool = False
+
+
+def sort_headers(filters: TableFilters) -> list[SortHeader]:
+    """Return the sortable column headers: a click sorts by one, a second click reverses it."""
+    current = filters.ordering
+    labels = {"name": "Name", "schema": "Schema", "kind": "Kind", "rows": "Rows", "size": "Size"}
+    return [
+        SortHeader(
+            key,
+            label,
+            current.toggled(key),
+            ("descending" if current.descending else "ascending") if key == current.key else "",
+            key in table_listing.FACT_KEYS,
+        )
+        for key, label in labels.items()
+    ]
 
 
 def table_filters(request: HttpRequest, database: Database) -> TableFilters:
@@ -155,11 +198,18 @@ def table_filters(request: HttpRequest, database: Database) -> TableFilters:
     schema = None
     if schema_id is not None:
         schema = get_object_or_404(Schema, pk=schema_id, database=database)
+    parent_id = query_int(request.GET, "parent", least=1) if request.GET.get("parent") else None
+    parent = None
+    if parent_id is not None:
+        parent = get_object_or_404(Table, pk=parent_id, database=database)
     return TableFilters(
         search=search_of(request),
         kind=query_kind(request.GET, blank_is_every=True),
         schema=schema,
         dropped=dropped_of(request),
+        parent=parent,
+        flat=query_value(request.GET, "flat") == "on",
+        ordering=table_listing.parse_ordering(query_value(request.GET, "ordering")),
     )
 
 
@@ -183,7 +233,7 @@ def page_number(request: HttpRequest) -> int:
 @login_required
 def table(request: HttpRequest, table_id: int) -> HttpResponse:
     """Show a table's columns and a page of its records, both read from its database now."""
-    tables = Table.objects.select_related("schema", "database")
+    tables = Table.objects.select_related("schema", "database", "parent")
     table = get_object_or_404(
         tables.filter(database__in=access.readable_databases(request.user)), pk=table_id
     )
@@ -191,6 +241,7 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
     context: dict[str, Any] = {
         "table": table, "database": table.database, "offset": offset,
         "history": change_feed.table_history(table.id),
+        "partitions": partitions_of(table),
     }  # fmt: skip
     status = 200
     try:
@@ -199,9 +250,24 @@ def table(request: HttpRequest, table_id: int) -> HttpResponse:
             relations.check_page(RECORDS_LIMIT, offset)
             records = table_reads.read_records(table, RECORDS_LIMIT, offset)
             context |= records_context(records)
+        else:
+            context["records_denied"] = access.records_denied(table.database)
     except SyncError as error:
         context["error"], status = str(error), error.http_status
     return render(request, "sync/table.html", context, status=status)
+
+
+def partitions_of(table: Table) -> listing.Page[listing.ListedTable] | None:
+    """Return the first page of a partitioned table's partitions, None for any other relation."""
+    if table.kind != Table.Kind.PARTITIONED_TABLE:
+        return None
+    filters = TableFilters(parent=table)
+    return listing.by_name(
+        table_listing.folded(Table.objects.live().filter(parent=table), flat=True),
+        filters.ordering,
+        Table.objects.live().filter(parent=table).count(),
+        1,
+    )
 
 
 def records_context(records: relations.RecordsPage) -> dict[str, Any]:
@@ -234,7 +300,7 @@ def history(request: HtmxHttpRequest, database_id: int) -> HttpResponse:
     def context() -> dict[str, Any]:
         return {"database": database, "badge": badge, "page": listing.runs_of(database, number)}
 
-    return listing_page(request, "history", token, context)
+    return listing_page(request, "history", token, context, database_id=database.id)
 
 
 @require_POST
