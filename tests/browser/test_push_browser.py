@@ -1,7 +1,6 @@
 """Pages in a real browser beside the push role: changes shown by push, or by polling without it."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from playwright.sync_api import Page, expect
 from sync.changes import recency
 from sync.models import Database, DatabaseGrant
 from sync.reflection import registry, runs
+from tests.browser.waiting import wait_in_page
 from tests.helpers import (
     create_scratch,
     drop_scratch,
@@ -25,25 +25,7 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def allow_orm_beside_playwright() -> Iterator[None]:
-    """Let the test body use the ORM: Playwright's sync API runs an event loop in this thread."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    quiet = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run"]  # fmt: skip
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": quiet}
 
 
 def start_push_role(port: int) -> Any:
@@ -90,15 +72,6 @@ def listing_requests(page: Page) -> list[str]:
     sent: list[str] = []
     page.on("request", lambda request: sent.append(request.url) if "v=" in request.url else None)
     return sent
-
-
-def wait_in_page(page: Page, predicate: Any, what: str, seconds: float = 15) -> None:
-    """Wait while letting the browser's events in (a sleep would hold them back)."""
-    for _ in range(int(seconds * 20)):
-        if predicate():
-            return
-        page.wait_for_timeout(50)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 def reflect_now(database: Database) -> None:

@@ -2,7 +2,6 @@
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from sync.changes import gate, recency, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
 from sync.reflection import runs
+from tests.browser.waiting import wait_in_page
 from tests.helpers import (
     HeldDatabaseRow,
     ScratchDatabase,
@@ -24,30 +24,12 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = "/usr/bin/chromium"
 SCRIPT_NAME = "<img src=x onerror=alert(1)>"
 SLOW = 30_000  # milliseconds to wait for what a worker does on a shared machine
 SCREENSHOTS = os.environ.get("DBSYNC_SCREENSHOTS", "")
 
 # A page answers in milliseconds, but the machine is shared: give each expectation room.
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def allow_orm_beside_playwright() -> Iterator[None]:
-    """Let the test body use the ORM: Playwright's sync API runs an event loop in this thread."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        yield
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
-    quiet = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run"]  # fmt: skip
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": quiet}
 
 
 @pytest.fixture
@@ -72,15 +54,6 @@ def log_in(page: Page, base: str, username: str, staff: bool = False) -> None:
     page.get_by_label("Password").fill(f"{username}-pw")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Databases")).to_be_visible()
-
-
-def wait_in_page(page: Page, predicate: Any, what: str, seconds: float = 15) -> None:
-    """Wait while letting the browser's events in (a sleep would hold them back)."""
-    for _ in range(int(seconds * 10)):
-        if predicate():
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 def badge(page: Page, database: Database) -> Any:
