@@ -105,27 +105,14 @@ def engine(source: Source) -> Engine:
     """Return this process's pooled engine for a database, renewed when its URL changed."""
     if settings.SYNC_POOLED_DATABASES == 0:
         return unpooled_engine(source)
+    # Autocommit: an on-the-fly read is one Query message, its own transaction (see
+    # read_once). No ping before every checkout: a read on a connection the server dropped
+    # is tried once more instead (see once_more_if_dropped), free when all is well.
+    # Overflow connections are closed when given back.
     with _engines_lock:
-        cached = _kept(_engines, source)
-        if cached is not None:
-            return cached
-        # Autocommit: an on-the-fly read is one Query message, its own transaction (see
-        # read_once). No ping before every checkout: a read on a connection the server dropped
-        # is tried once more instead (see once_more_if_dropped), free when all is well.
-        # Overflow connections are closed when given back.
-        new_engine = create_user_engine(
-            source.url,
-            pool_size=2,
-            max_overflow=2,
-            pool_recycle=600,
-            pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
-            isolation_level="AUTOCOMMIT",
+        return _kept(_engines, source) or _pool(
+            _engines, source, pool_size=2, isolation_level="AUTOCOMMIT"
         )
-        _engines[source.key] = (source.url, new_engine)
-        while len(_engines) > settings.SYNC_POOLED_DATABASES:
-            _, (_, oldest) = _engines.popitem(last=False)
-            oldest.dispose()  # connections in use are closed when given back
-        return new_engine
 
 
 def unpooled_engine(source: Source) -> Engine:
@@ -158,23 +145,30 @@ def snapshot_engine(source: Source) -> Engine:
             return _kept(_snapshots, source) or _keep(
                 _snapshots, source, poolclass=NullPool, **snapshot
             )
-        cached = _kept(_kept_snapshots, source)
-        if cached is not None:
-            return cached
         # One connection kept; the overflow (a second reflection of it at once) is closed.
-        new_engine = create_user_engine(
-            source.url,
-            pool_size=1,
-            max_overflow=2,
-            pool_recycle=600,
-            pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
-            **snapshot,
+        return _kept(_kept_snapshots, source) or _pool(
+            _kept_snapshots, source, pool_size=1, **snapshot
         )
-        _kept_snapshots[source.key] = (source.url, new_engine)
-        while len(_kept_snapshots) > settings.SYNC_POOLED_DATABASES:
-            _, (_, oldest) = _kept_snapshots.popitem(last=False)
-            oldest.dispose()
-        return new_engine
+
+
+def _pool(
+    engines: OrderedDict[int, tuple[str, Engine]], source: Source, pool_size: int, **options: Any
+) -> Engine:
+    """Create a pooled engine and keep it, closing the least recently used past
+    SYNC_POOLED_DATABASES (connections in use are closed when given back)."""
+    new_engine = create_user_engine(
+        source.url,
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_recycle=600,
+        pool_timeout=settings.SYNC_CONNECT_TIMEOUT,
+        **options,
+    )
+    engines[source.key] = (source.url, new_engine)
+    while len(engines) > settings.SYNC_POOLED_DATABASES:
+        _, (_, oldest) = engines.popitem(last=False)
+        oldest.dispose()
+    return new_engine
 
 
 def _keep(engines: OrderedDict[int, tuple[str, Engine]], source: Source, **options: Any) -> Engine:
