@@ -51,5 +51,6 @@ os.environ["DBSYNC_TEST_METRICS_DIR"] = os.environ["PROMETHEUS_MULTIPROC_DIR"] =
 SYNC_WEBHOOK_ALLOW_PRIVATE = True
 # Retries of a failing receiver after 1 s, 2 s, ... so that tests of them stay short.
 SYNC_WEBHOOK_RETRY_SECONDS = 1
-# Pages poll unless a test starts a push role and points them at it (tests/browser/test_push_browser.py).
+# Pages poll unless a test starts a push role and points them at it
+# (tests/browser/test_push_browser.py).
 SYNC_PUSH_URL = "off"
