@@ -169,3 +169,23 @@ def test_a_new_identity_is_a_full_run(watched, user_db):
     result = runs.reflect(watched.id, trigger=LISTENER, accept_new_identity=True)
 
     assert not result.targeted
+
+
+def parent_name(database: Database, schema: str, name: str) -> str | None:
+    table = database.tables.live().select_related("parent").get(schema__name=schema, name=name)
+    return table.parent.name if table.parent else None
+
+
+def test_a_partition_of_another_schema_attached_and_detached_follows_its_parent(watched, user_db):
+    user_db.execute("ALTER TABLE a.parent ATTACH PARTITION b.t0 FOR VALUES FROM (10) TO (20)")
+    attached = runs.reflect(watched.id, trigger=LISTENER)
+    assert attached.targeted
+    assert parent_name(watched, "b", "t0") == "parent"
+    assert parent_name(watched, "a", "part1") == "parent"
+
+    user_db.execute("ALTER TABLE a.parent DETACH PARTITION b.t0")
+    runs.reflect(watched.id, trigger=LISTENER)
+    assert parent_name(watched, "b", "t0") is None
+    assert parent_name(watched, "a", "part1") == "parent"
+
+    assert nothing_changed(runs.reflect(watched.id, trigger=RENEWAL).counts)

@@ -179,8 +179,9 @@ def diff_tables(
 
 # The live rows a targeted snapshot can speak of, each subquery by an index: the rows of the
 # oids named, the rows in the schemas named, and the rows under a name the snapshot holds (one
-# dropped and created again by name keeps its row), each with its parent's oid, as TABLES_QUERY
-# gives it. The schemas: those and the tables' own.
+# dropped and created again by name keeps its row), and the partitions the models hold of the
+# oids named; each with its parent's oid, as TABLES_QUERY gives it. The schemas: those and the
+# tables' own.
 TARGETED_TABLES_QUERY = f"""
     SELECT r.id, r.oid, r.schema_id, r.name, r.kind, p.oid FROM (
         SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
@@ -198,6 +199,11 @@ TARGETED_TABLES_QUERY = f"""
           ON s.database_id = %(database)s AND s.dropped_at IS NULL AND s.name = u.schema_name
         JOIN {Table._meta.db_table} t
           ON t.schema_id = s.id AND t.dropped_at IS NULL AND t.name = u.name
+        UNION
+        SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
+        FROM {Table._meta.db_table} named JOIN {Table._meta.db_table} t ON t.parent_id = named.id
+        WHERE named.database_id = %(database)s AND named.dropped_at IS NULL
+          AND named.oid = ANY(%(named)s) AND t.dropped_at IS NULL
     ) AS r LEFT JOIN {Table._meta.db_table} p ON p.id = r.parent_id AND p.dropped_at IS NULL
 """
 TARGETED_SCHEMAS_QUERY = (
@@ -227,6 +233,20 @@ def load_targeted_state(database_id: int, snapshot: Snapshot, named: set[int]) -
         cursor.execute(TARGETED_SCHEMAS_QUERY, parameters)
         schemas = list(map(SchemaRow._make, cursor.fetchall()))
     return ModelState(schemas=schemas, tables=tables)
+
+
+def partitions_unread(snapshot: Snapshot, state: ModelState, named: set[int]) -> bool:
+    """Whether the models hold a partition of a named table that the targeted read did not
+    find: detached into another schema (the log names the parent only), it needs a whole read."""
+    read = {relation.oid for relation in snapshot.relations}
+    schema_oid = {row.id: row.oid for row in state.schemas}
+    return any(
+        row.parent_oid in named
+        and row.oid not in read
+        and row.oid not in named  # dropped: the log vouches for it
+        and schema_oid.get(row.schema_id) not in named  # its schema was read whole
+        for row in state.tables
+    )
 
 
 def diff_targeted(snapshot: Snapshot, state: ModelState, named: set[int]) -> Changes:

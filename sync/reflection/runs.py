@@ -25,6 +25,7 @@ from sync.reflection.diff import (
     diff_targeted,
     load_state,
     load_targeted_state,
+    partitions_unread,
 )
 from sync.reflection.writes import apply
 from sync.remote import catalog, changelog
@@ -240,7 +241,10 @@ def compute_changes(
         step(1)
         named = {entry.objid for entry in read.log.entries}
         state = load_targeted_state(database.id, read.snapshot, named)
-        return diff_targeted(read.snapshot, state, named), stored, read
+        if not partitions_unread(read.snapshot, state, named):
+            return diff_targeted(read.snapshot, state, named), stored, read
+        read = catalog.read_catalog(database.source, "", position, 0)
+        stored = stored_fields(database, read, accept_new_identity)
     if read.snapshot is None:
         return Changes(counts=Counts(unchanged=read.fingerprint.objects)), stored, read
     step(1)
