@@ -9,7 +9,7 @@ from django.db import connection
 from sync.encryption import encrypt
 from sync.exceptions import CatalogUnavailable, IdentityChanged
 from sync.models import Database, ReflectionRun, Schema, Table
-from sync.reflection import names, runs
+from sync.reflection import names, runs, unchanged
 from tests.helpers import ODD_NAMES, ScratchDatabase, create_scratch, quote
 
 pytestmark = pytest.mark.django_db
@@ -208,6 +208,28 @@ def test_the_fingerprint_of_the_applied_catalog_is_kept_and_follows_changes(regi
     assert reflect(registered)["renamed"] == 1
     registered.refresh_from_db()
     assert registered.catalog_fingerprint == first
+
+
+def test_a_catalog_back_to_what_this_process_last_saw_still_gets_what_another_applied(
+    registered, user_db
+):
+    user_db.execute("CREATE TABLE a (id int)")
+    reflect(registered)
+    assert reflect(registered)["unchanged"] == 2
+    # What this process knew then, kept while another process applies a table added...
+    knew_then = dict(unchanged._known)
+    assert knew_then
+    user_db.execute("CREATE TABLE b (id int)")
+    reflect(registered)
+    unchanged._known.update(knew_then)
+    # ...and the table is dropped again: the catalog is the one this process last saw.
+    user_db.execute("DROP TABLE b")
+
+    counts = reflect(registered)
+
+    assert counts["dropped"] == 1
+    assert list(live_tables(registered)) == ["public.a"]
+    assert reflect(registered)["unchanged"] == 2  # and the next run confirms it unlocked
 
 
 @pytest.mark.parametrize("name", ODD_NAMES.values(), ids=ODD_NAMES.keys())

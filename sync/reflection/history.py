@@ -1,6 +1,7 @@
 """Record a successful reflection: the database's row and the history, where a run of unchanged
 reflections is one row, counted."""
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,27 @@ REPEAT_SQL = f"""
                 ORDER BY started_at DESC, id DESC LIMIT 1)
       AND outcome = %(success)s AND trigger = %(trigger)s AND targeted = %(targeted)s
       AND added = 0 AND renamed = 0 AND moved = 0 AND dropped = 0 AND recreated = 0
+"""
+
+# A run that found the catalog's fingerprint the one the models last applied, recorded without
+# the database's lock: the database's row is stamped only while it still holds that fingerprint
+# (a reflection that applied changes meanwhile changed it, and the caller then reflects under
+# the lock), and the history's latest row counts the run only if the stamp was made. One
+# statement, its own transaction.
+CONFIRM_SQL = f"""
+    SET LOCAL synchronous_commit = off;
+    WITH confirmed AS (
+        UPDATE {DATABASES} SET reflected_at = %(finished)s, last_error = '', last_error_at = NULL,
+                               catalog_version = %(version)s
+        WHERE id = %(database)s AND encrypted_url = %(encrypted_url)s
+          AND catalog_fingerprint = %(fingerprint)s AND catalog_fingerprint <> ''
+          AND database_oid IS NOT DISTINCT FROM %(database_oid)s
+          AND server_identifier = %(server_identifier)s AND watch_installed_at IS NULL
+        RETURNING id
+    ), repeated AS (
+        {REPEAT_SQL} AND EXISTS (SELECT FROM confirmed) RETURNING id
+    )
+    SELECT EXISTS (SELECT FROM confirmed), EXISTS (SELECT FROM repeated)
 """
 
 
@@ -65,6 +87,19 @@ def record_unchanged(run: Run, fields: dict[str, Any]) -> None:
         if cursor.rowcount == 1:
             return
     create(run)
+
+
+def confirm_unchanged(run: Run, expected: Mapping[str, Any], version: int | None) -> bool:
+    """Record a run that found the catalog's fingerprint unchanged, if the database's row still
+    holds the `expected` URL, fingerprint and identity (see CONFIRM_SQL); return whether it
+    was recorded."""
+    parameters = {**repeat_parameters(run), **expected, "version": version}
+    with connection.cursor() as cursor:
+        cursor.execute(CONFIRM_SQL, parameters)
+        confirmed, repeated = cursor.fetchone()
+    if confirmed and not repeated:
+        create(run)
+    return bool(confirmed)
 
 
 def repeat_parameters(run: Run) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import events, history, names, outbox, signals
+from sync.reflection import events, history, names, outbox, signals, unchanged
 from sync.reflection.diff import (
     Changes,
     Counts,
@@ -85,6 +85,7 @@ def reflect(
 
     The row lock on the database serializes reflections of it across processes, and the
     catalog is read under that lock, so the later of two runs sees the earlier one's result.
+    A run that finds the catalog unchanged first needs no lock (see unchanged.confirm).
     """
     started_at = timezone.now()
     clock = time.perf_counter()
@@ -94,6 +95,12 @@ def reflect(
             progress(done, len(STEPS) - 1, STEPS[done])
 
     try:
+        confirmed = (
+            None if accept_new_identity else unchanged.confirm(database_id, trigger, started_at)
+        )
+        if confirmed is not None:
+            transaction.on_commit(partial(announce, database_id))
+            return finished(*confirmed, trigger=trigger, clock=clock)
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
             changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
@@ -111,21 +118,29 @@ def reflect(
             if log is not None and trim_due(database.log_position, log):
                 applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
                 transaction.on_commit(applied)
+            transaction.on_commit(partial(unchanged.remember, database, stored))
             transaction.on_commit(partial(announce, database.id))
     except (CatalogUnavailable, IdentityChanged) as error:
         record_failure(database_id, trigger, started_at, error)
         raise
     step(3)
+    count_drift(trigger, log, changes.counts)
+    return finished(
+        database.name, changes.counts, entries, read.targeted,
+        trigger=trigger, clock=clock, events=written.count, deliveries=owed,
+    )  # fmt: skip
+
+
+def finished(
+    name: str, counts: Counts, *details: Any, trigger: str, clock: float, **more: Any
+) -> ReflectionResult:
+    """Count and log a successful run that started at `clock`, and return its result."""
     seconds = time.perf_counter() - clock
     metrics.REFLECTION_SECONDS.labels(trigger).observe(seconds)
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
-    logger.info("reflected %s in %d ms: %s", database.name, duration_ms, changes.counts)
-    count_drift(trigger, log, changes.counts)
-    return ReflectionResult(
-        database.name, changes.counts, duration_ms, entries, read.targeted,
-        events=written.count, deliveries=owed,
-    )  # fmt: skip
+    logger.info("reflected %s in %d ms: %s", name, duration_ms, counts)
+    return ReflectionResult(name, counts, duration_ms, *details, **more)
 
 
 def changed(counts: Counts) -> bool:

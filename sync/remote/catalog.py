@@ -77,19 +77,23 @@ CATALOG_QUERY = text(
 
 # The identity, and an order-free digest of what CATALOG_QUERY returns, computed by the server:
 # a digest equal to the one of the catalog last applied means nothing to do, no rows moved.
+# The sum of 64-bit hashes, each of one row with its relkind (which names its kind): summed
+# as bigint and hashing the relkind, it reads 1,000 relations in 0.93 ms against 1.04 ms
+# summed as numeric over the kind's name (100,000: 44 ms against 51 ms).
 FINGERPRINT_QUERY = text(
     f"""
     SELECT identity.*, digest.objects, digest.digest, {VERSION_SQL} AS version
     FROM ({IDENTITY_SQL}) AS identity, (
-        SELECT count(*) AS objects,
-               coalesce(sum(hashtextextended(item, 0)::numeric), 0)::text AS digest
+        SELECT count(*) AS objects, coalesce(sum(hash), 0)::text AS digest
         FROM (
-            SELECT concat_ws('/', n.oid, n.nspname) AS item
+            SELECT hashtextextended(concat_ws('/', n.oid, n.nspname), 0) AS hash
             FROM pg_namespace n WHERE {LISTED_SCHEMAS}
             UNION ALL
-            SELECT concat_ws('/', c.oid, c.relnamespace, c.relname, {KIND}, {PARENT})
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE {LISTED_RELKINDS} AND {LISTED_SCHEMAS}
+            SELECT hashtextextended(
+                concat_ws('/', c.oid, c.relnamespace, c.relname, c.relkind, {PARENT}), 0)
+            FROM pg_class c
+            WHERE {LISTED_RELKINDS}
+              AND c.relnamespace IN (SELECT n.oid FROM pg_namespace n WHERE {LISTED_SCHEMAS})
         ) AS objects
     ) AS digest
     """
@@ -103,22 +107,28 @@ IDENTITY_VERSION_QUERY = text(
 
 # The catalog rows of the objects a change log names, in CATALOG_QUERY's shape: the relations of
 # those oids, their partitions (an ATTACH PARTITION logs the parent only), all relations of the
-# schemas of those oids (a renamed schema renames its relations' qualified names), and the
-# schemas of both. Index lookups only, whatever the size
-# of the catalog.
+# schemas named (a renamed schema renames its relations' qualified names), and the schemas of
+# both. Relations and schemas come as two arrays, each looked up in its own branch: one
+# condition ORed over both read all of pg_class (14 ms at 100,000 relations, against 0.1 ms),
+# and an empty array costs its index scan nothing.
 TARGETED_QUERY = text(
     f"""
     WITH c AS (
         SELECT c.oid, c.relnamespace, c.relname, {KIND} AS kind, {PARENT} AS parent_oid
         FROM pg_class c
-        WHERE (c.oid = ANY(CAST(:oids AS oid[])) OR c.relnamespace = ANY(CAST(:oids AS oid[]))
-               OR c.oid IN (SELECT i.inhrelid FROM pg_inherits i
-                            WHERE i.inhparent = ANY(CAST(:oids AS oid[]))))
+        WHERE c.oid IN (SELECT unnest(CAST(:relations AS oid[]))
+                        UNION
+                        SELECT i.inhrelid FROM pg_inherits i
+                        WHERE i.inhparent = ANY(CAST(:relations AS oid[])))
           AND {LISTED_RELKINDS}
+        UNION
+        SELECT c.oid, c.relnamespace, c.relname, {KIND}, {PARENT}
+        FROM pg_class c
+        WHERE c.relnamespace = ANY(CAST(:schemas AS oid[])) AND {LISTED_RELKINDS}
     )
     SELECT n.oid, n.nspname, c.oid, c.relnamespace, c.relname, c.kind, c.parent_oid
     FROM pg_namespace n LEFT JOIN c ON c.relnamespace = n.oid
-    WHERE (n.oid = ANY(CAST(:oids AS oid[])) OR n.oid IN (SELECT relnamespace FROM c))
+    WHERE (n.oid = ANY(CAST(:schemas AS oid[])) OR n.oid IN (SELECT relnamespace FROM c))
       AND {LISTED_SCHEMAS}
     """
 )
@@ -271,9 +281,22 @@ def _read_targeted(connection: Connection, position: Position, limit: int) -> Ca
     unknown = Fingerprint(0, "")
     if log is None or log.gap or not targetable(log.entries, limit):
         return CatalogRead(identity_of(row), unknown, row.version, None, log)
-    oids = "{" + ",".join(sorted({str(entry.objid) for entry in log.entries})) + "}"
-    rows = connection.execute(TARGETED_QUERY, {"oids": oids}).all() if log.entries else []
+    rows = (
+        connection.execute(TARGETED_QUERY, targeted_oids(log.entries)).all() if log.entries else []
+    )
     return CatalogRead(identity_of(row), unknown, row.version, snapshot_of(rows), log, True)
+
+
+def targeted_oids(entries: tuple[LogEntry, ...]) -> dict[str, str]:
+    """Return TARGETED_QUERY's parameters: the oids the entries name, relations apart from
+    schemas, as array literals."""
+    schemas = {entry.objid for entry in entries if entry.object_type == "schema"}
+    relations = {entry.objid for entry in entries} - schemas
+    return {"relations": oid_array(relations), "schemas": oid_array(schemas)}
+
+
+def oid_array(oids: set[int]) -> str:
+    return "{" + ",".join(str(oid) for oid in sorted(oids)) + "}"
 
 
 def targetable(entries: tuple[LogEntry, ...], limit: int) -> bool:
@@ -305,6 +328,14 @@ def read_version(source: Source) -> int | None:
     """
     ((version,),) = read_once(source, VERSION_CHECK, {}, pooled=False)
     return None if version is None else int(version)
+
+
+def check_catalog(source: Source) -> CatalogRead:
+    """Return the identity, fingerprint and version, without the catalog, in one round trip on
+    the database's kept connection: what a reflection that finds nothing changed reads."""
+    ((oid, name, server, objects, digest, version),) = read_once(source, FINGERPRINT_CHECK, {})
+    identity = Identity(database_oid=oid, database_name=name, server_identifier=server or "")
+    return CatalogRead(identity, Fingerprint(objects, digest), version, None)
 
 
 def read_fingerprint(source: Source) -> Fingerprint:
