@@ -177,6 +177,8 @@ class Table(ReflectedObject):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # The partitioned table this one is a partition of (None for any other relation). No
     # constraint: a reflection writes parents and partitions in one set-based statement each.
+    # No index of every row's parent either, only the live partitions' (Meta): the other one
+    # took a sixth of a first import's writes (100,000 relations: 556 ms -> 460 ms).
     parent = models.ForeignKey(
         "self",
         on_delete=models.DO_NOTHING,
@@ -184,6 +186,7 @@ class Table(ReflectedObject):
         null=True,
         blank=True,
         db_constraint=False,
+        db_index=False,
     )
 
     class Meta(ReflectedObject.Meta):
