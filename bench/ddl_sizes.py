@@ -25,6 +25,7 @@ from bench.ddl_latency import (
     Lister,
     latency,
     processes,
+    round_ddl,
     rounds,
     storm,
     token,
@@ -38,6 +39,7 @@ from sync.reflection import registry, runs
 PREFIX = "dbsync_bench_ddl"  # the kept databases dbsync_bench_ddl_<n>, this bench's own
 OVERHEAD_DATABASE = f"{PREFIX}_overhead"
 OVERHEAD_MARKER = "dbsync bench: watch overhead"
+CHANGE_KINDS = ("added", "renamed", "moved", "dropped", "recreated")
 
 
 def prepare(n: int) -> tuple[Database, str, dict[str, Any]]:
@@ -88,27 +90,39 @@ def one_change(database: Database, since: Any) -> dict[str, Any]:
 
 
 def reflected_alone(database: Database, dbname: str, changes: int) -> dict[str, Any]:
-    """Time targeted reflections of one change each, in this process with nothing else running
-    (the worker's figures above share the two cores with gunicorn answering the polls)."""
+    """Time targeted reflections of one change each, the rounds' five kinds in turn (create,
+    rename, move, drop, create again), in this process with nothing else running (the
+    worker's figures above share the two cores with gunicorn answering the polls)."""
     ddl = connect(dbname, name="dbsync-bench-one")
-    ms = []
+    first = 5 * 1000  # objects of their own, apart from the rounds' (round_ddl's numbering)
+    numbers = range(first, first + changes)
+    ms: dict[str, list[float]] = {}
     try:
         runs.reflect(database.id)  # the position, on a connection now kept
-        for i in range(changes):
+        for number in numbers:
+            statement, _, _ = round_ddl(number)
             with ddl.cursor() as cursor:
-                cursor.execute(f"CREATE TABLE {SCHEMAS[1]}.alone{i} (id int)")
+                cursor.execute(statement)
             started = time.perf_counter()
             result = runs.reflect(database.id, trigger=ReflectionRun.Trigger.LISTENER)
-            ms.append((time.perf_counter() - started) * 1000)
-            if not result.targeted or result.counts.added != 1:
+            elapsed = (time.perf_counter() - started) * 1000
+            if not result.targeted or result.counts.changed() != 1:
                 raise RuntimeError(f"not one targeted change: {result}")
-        with ddl.cursor() as cursor:
-            for i in range(changes):
-                cursor.execute(f"DROP TABLE {SCHEMAS[1]}.alone{i}")
+            kind = next(k for k in CHANGE_KINDS if getattr(result.counts, k))
+            ms.setdefault(kind, []).append(elapsed)
     finally:
+        with ddl.cursor() as cursor:
+            for i in sorted({number // 5 for number in numbers}):
+                a, b = SCHEMAS
+                cursor.execute(f"DROP TABLE IF EXISTS {a}.t{i}, {a}.u{i}, {b}.u{i}")
         ddl.close()
-    ms.sort()
-    return {"runs": changes, "p50_ms": round(statistics.median(ms), 1), "max_ms": round(ms[-1], 1)}
+    every = sorted(value for values in ms.values() for value in values)
+    return {
+        "runs": changes,
+        "p50_ms": round(statistics.median(every), 1),
+        "max_ms": round(every[-1], 1),
+        "p50_ms_by_kind": {kind: round(statistics.median(v), 1) for kind, v in ms.items()},
+    }
 
 
 def size_run(port: int, n: int, args: Any, storm_here: bool) -> dict[str, Any]:

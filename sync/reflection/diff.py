@@ -180,10 +180,14 @@ def diff_tables(
 # The live rows a targeted snapshot can speak of, each subquery by an index: the rows of the
 # oids named, the rows in the schemas named, and the rows under a name the snapshot holds (one
 # dropped and created again by name keeps its row), and the partitions the models hold of the
-# oids named; each with its parent's oid, as TABLES_QUERY gives it. The schemas: those and the
-# tables' own.
+# oids named; each with its parent's oid, as TABLES_QUERY gives it, looked up row by row: as a
+# join, the planner's guess of a whole schema's rows made it hash every table of every database
+# (21 ms of a rename's 25 ms with 111,000 rows). The schemas: those and the tables' own.
 TARGETED_TABLES_QUERY = f"""
-    SELECT r.id, r.oid, r.schema_id, r.name, r.kind, p.oid FROM (
+    SELECT r.id, r.oid, r.schema_id, r.name, r.kind,
+           (SELECT p.oid FROM {Table._meta.db_table} p
+            WHERE p.id = r.parent_id AND p.dropped_at IS NULL)
+    FROM (
         SELECT t.id, t.oid, t.schema_id, t.name, t.kind, t.parent_id
         FROM {Table._meta.db_table} t
         WHERE t.database_id = %(database)s AND t.dropped_at IS NULL AND t.oid = ANY(%(oids)s)
@@ -204,7 +208,7 @@ TARGETED_TABLES_QUERY = f"""
         FROM {Table._meta.db_table} named JOIN {Table._meta.db_table} t ON t.parent_id = named.id
         WHERE named.database_id = %(database)s AND named.dropped_at IS NULL
           AND named.oid = ANY(%(named)s) AND t.dropped_at IS NULL
-    ) AS r LEFT JOIN {Table._meta.db_table} p ON p.id = r.parent_id AND p.dropped_at IS NULL
+    ) AS r
 """
 TARGETED_SCHEMAS_QUERY = (
     f"SELECT id, oid, name FROM {Schema._meta.db_table}"
