@@ -4,6 +4,7 @@ failures retried with back-off and shown; private addresses refused."""
 import hashlib
 import hmac
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Receiver:
     url: str
     failures: int = 0
     answered: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
     def accepted(self) -> list[dict[str, Any]]:
         return [json.loads(body) for status, _, body in self.answered if status == 200]
@@ -46,6 +48,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.paths.append(self.path)
             with lock:
                 status = 500 if state.failures > 0 else 200
                 state.failures -= 1
@@ -220,6 +223,34 @@ def test_a_url_repointed_at_a_private_address_is_refused_at_delivery(
     assert webhooks.deliver_pending(imported.id).outcomes == {"retried": 1}
     assert receiver.answered == []
     assert "private" in WebhookDelivery.objects.get().last_error
+
+
+@pytest.mark.django_db
+def test_a_delivery_connects_to_the_address_checked_and_never_resolves_the_name_again(
+    imported, user_db, receiver, monkeypatch
+):
+    port = receiver.url.split(":")[2].split("/")[0]
+    subscribe(f"http://localhost:{port}/hook?from=dbsync", imported)
+    user_db.execute("CREATE TABLE pinned (id int)")
+    runs.reflect(imported.id)
+    resolve = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def rebinding(host: str, *args: Any, **kwargs: Any) -> Any:
+        # The check's answer is the loopback receiver; any later lookup of the name (where a
+        # rebinding server would answer another address) fails the delivery instead.
+        looked_up.append(host)
+        if looked_up.count("localhost") > 1:
+            raise OSError("the name was resolved twice")
+        return [entry for entry in resolve(host, *args, **kwargs) if entry[0] == socket.AF_INET]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    assert webhooks.deliver_pending(imported.id).outcomes == {"delivered": 1}
+    assert looked_up == ["localhost", "127.0.0.1"]  # the name once, then the address checked
+    ((_, headers, _),) = receiver.answered
+    assert headers["Host"] == f"localhost:{port}"  # the name, for a receiver's virtual host
+    assert receiver.paths == ["/hook?from=dbsync"]
 
 
 @pytest.mark.django_db

@@ -2,11 +2,15 @@
 
 The check is by the resolved address, not by the name (a name can point anywhere), at
 registration and again before every delivery, so that a name re-pointed at an internal
-address since is refused then (SYNC_WEBHOOK_ALLOW_PRIVATE lifts it, for local receivers).
+address since is refused then (SYNC_WEBHOOK_ALLOW_PRIVATE lifts it, for local receivers). A
+delivery connects to the addresses this check vetted, never resolving the name again: a name
+that answers a public address to the check and a private one a moment later (DNS rebinding)
+still gets only the public one.
 """
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -14,8 +18,20 @@ from django.conf import settings
 from sync.exceptions import WebhookRefused
 
 
-def check_url(url: str) -> None:
-    """Raise WebhookRefused unless the URL is http(s) to a host whose addresses are all public."""
+@dataclass(frozen=True)
+class Target:
+    """A webhook URL as a delivery calls it: the addresses its host resolved to when checked."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # with the query, if any
+    addresses: tuple[str, ...]
+
+
+def check_url(url: str) -> Target:
+    """Return the URL's target; raise WebhookRefused unless it is http(s) to a host whose
+    addresses are all public."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused(f"a webhook URL must be http:// or https:// with a host: {url!r}")
@@ -26,12 +42,14 @@ def check_url(url: str) -> None:
         found = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as error:
         raise WebhookRefused(f"the host of {url!r} does not resolve: {error}") from None
-    if settings.SYNC_WEBHOOK_ALLOW_PRIVATE:
-        return
-    for *_, address in found:
-        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
-            raise WebhookRefused(
-                f"the host of {url!r} resolves to {ip}, a loopback, private or link-local "
-                "address: refused (set SYNC_WEBHOOK_ALLOW_PRIVATE=true to allow it)"
-            )
+    addresses = tuple(dict.fromkeys(str(address[0]) for *_, address in found))
+    if not settings.SYNC_WEBHOOK_ALLOW_PRIVATE:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            if not ip.is_global or ip.is_multicast:
+                raise WebhookRefused(
+                    f"the host of {url!r} resolves to {ip}, a loopback, private or link-local "
+                    "address: refused (set SYNC_WEBHOOK_ALLOW_PRIVATE=true to allow it)"
+                )
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, parts.hostname, port, path, addresses)

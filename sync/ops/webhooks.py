@@ -9,14 +9,14 @@ Receivers deduplicate by the events' ids and the delivery id (delivery is at lea
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -26,7 +26,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import SyncError
 from sync.models import ChangeEvent, WebhookDelivery
-from sync.ops.webhook_targets import check_url
+from sync.ops.webhook_targets import Target, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -68,22 +68,39 @@ def body_of(delivery: WebhookDelivery) -> bytes:
     return json.dumps(document, cls=DjangoJSONEncoder, sort_keys=True).encode()
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is a failure: it could lead to an address the URL check would refuse."""
+class _PinnedConnection(http.client.HTTPConnection):
+    """An HTTP connection to one vetted address, sending the URL's host name (Host, and SNI and
+    the certificate's check over TLS)."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self, target: Target, address: str, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self.address = address
+        self.tls = ssl.create_default_context() if target.scheme == "https" else None
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host) if self.tls else sock
 
 
-_opener = urllib.request.build_opener(_NoRedirects())
-
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> None:
-    """POST the body; raise OSError (urllib's errors among them) unless answered with a 2xx."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
-    with _opener.open(request, timeout=settings.SYNC_WEBHOOK_TIMEOUT) as answer:
-        if not 200 <= answer.status < 300:
-            raise OSError(f"answered {answer.status}")
+def post(target: Target, body: bytes, headers: dict[str, str]) -> None:
+    """POST the body to the first of the target's addresses that answers; raise OSError or
+    HTTPException unless answered with a 2xx. A redirect is a failure: it could lead to an
+    address the URL check would refuse."""
+    error: OSError | None = None
+    for address in target.addresses:
+        connection = _PinnedConnection(target, address, settings.SYNC_WEBHOOK_TIMEOUT)
+        try:
+            connection.request("POST", target.path, body=body, headers=headers)
+            status = connection.getresponse().status
+        except ConnectionRefusedError as refused:  # the next address may answer
+            error = refused
+            continue
+        finally:
+            connection.close()
+        if not 200 <= status < 300:
+            raise OSError(f"answered {status}")
+        return
+    raise error or OSError("no address to connect to")
 
 
 def attempt(delivery: WebhookDelivery) -> str:
@@ -91,11 +108,11 @@ def attempt(delivery: WebhookDelivery) -> str:
     webhook = delivery.webhook
     now = timezone.now()
     try:
-        check_url(webhook.url)
+        target = check_url(webhook.url)
         body = body_of(delivery)
         stamp = int(time.time())
         post(
-            webhook.url,
+            target,
             body,
             {
                 "Content-Type": "application/json",
@@ -104,7 +121,7 @@ def attempt(delivery: WebhookDelivery) -> str:
                 DELIVERY_HEADER: str(delivery.id),
             },
         )
-    except (OSError, SyncError) as error:
+    except (OSError, http.client.HTTPException, SyncError) as error:
         return _failed(delivery, now, error)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=WebhookDelivery.Status.DELIVERED,
