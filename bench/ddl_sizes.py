@@ -91,12 +91,14 @@ def one_change(database: Database, since: Any) -> dict[str, Any]:
 
 def reflected_alone(database: Database, dbname: str, changes: int) -> dict[str, Any]:
     """Time targeted reflections of one change each, the rounds' five kinds in turn (create,
-    rename, move, drop, create again), in this process with nothing else running (the
-    worker's figures above share the two cores with gunicorn answering the polls)."""
+    rename, move, drop, create again), each followed by one that finds nothing logged, in this
+    process with nothing else running (the worker's figures above share the two cores with
+    gunicorn answering the polls)."""
     ddl = connect(dbname, name="dbsync-bench-one")
     first = 5 * 1000  # objects of their own, apart from the rounds' (round_ddl's numbering)
     numbers = range(first, first + changes)
     ms: dict[str, list[float]] = {}
+    idle: list[float] = []
     try:
         runs.reflect(database.id)  # the position, on a connection now kept
         for number in numbers:
@@ -110,6 +112,12 @@ def reflected_alone(database: Database, dbname: str, changes: int) -> dict[str, 
                 raise RuntimeError(f"not one targeted change: {result}")
             kind = next(k for k in CHANGE_KINDS if getattr(result.counts, k))
             ms.setdefault(kind, []).append(elapsed)
+            # And once more with nothing logged since: what a list's expired key costs.
+            started = time.perf_counter()
+            result = runs.reflect(database.id, trigger=ReflectionRun.Trigger.LIST)
+            idle.append((time.perf_counter() - started) * 1000)
+            if not result.targeted or result.counts.changed():
+                raise RuntimeError(f"not a targeted run that found nothing: {result}")
     finally:
         with ddl.cursor() as cursor:
             for i in sorted({number // 5 for number in numbers}):
@@ -122,6 +130,7 @@ def reflected_alone(database: Database, dbname: str, changes: int) -> dict[str, 
         "p50_ms": round(statistics.median(every), 1),
         "max_ms": round(every[-1], 1),
         "p50_ms_by_kind": {kind: round(statistics.median(v), 1) for kind, v in ms.items()},
+        "nothing_logged_p50_ms": round(statistics.median(idle), 2),
     }
 
 

@@ -5,6 +5,8 @@ import random
 from dataclasses import asdict
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from sync import metrics
 from sync.changes import watch
@@ -189,3 +191,30 @@ def test_a_partition_of_another_schema_attached_and_detached_follows_its_parent(
     assert parent_name(watched, "a", "part1") == "parent"
 
     assert nothing_changed(runs.reflect(watched.id, trigger=RENEWAL).counts)
+
+
+def test_runs_that_find_nothing_logged_are_one_history_row_and_keep_the_fingerprint(
+    watched, user_db
+):
+    fingerprint = watched.catalog_fingerprint  # from the full first run
+    results = []
+    for _ in range(3):
+        user_db.execute("SELECT txid_current()")  # another client's transaction: a new snapshot
+        with CaptureQueriesContext(connection) as queries:
+            results.append(runs.reflect(watched.id, trigger=LISTENER))
+        # Each confirmed by the log without taking the database's lock.
+        assert not [q for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+
+    assert all(result.targeted and nothing_changed(result.counts) for result in results)
+    latest = ReflectionRun.objects.filter(database=watched).order_by("-started_at", "-id")[0]
+    assert (latest.trigger, latest.targeted, latest.repeats) == (LISTENER, True, 3)
+    watched.refresh_from_db()
+    # Nothing logged since the full run: its fingerprint still describes the models, and the
+    # renewal compares with it instead of reading the catalog whole.
+    assert watched.catalog_fingerprint == fingerprint
+    assert runs.reflect(watched.id, trigger=RENEWAL).counts.unchanged > 0
+
+    user_db.execute("CREATE TABLE a.later (id int)")
+    assert runs.reflect(watched.id, trigger=LISTENER).counts.added == 1
+    watched.refresh_from_db()
+    assert watched.catalog_fingerprint == ""  # the models moved on from the catalog it read

@@ -28,20 +28,23 @@ REPEAT_SQL = f"""
       AND added = 0 AND renamed = 0 AND moved = 0 AND dropped = 0 AND recreated = 0
 """
 
-# A run that found the catalog's fingerprint the one the models last applied, recorded without
-# the database's lock: the database's row is stamped only while it still holds that fingerprint
-# (a reflection that applied changes meanwhile changed it, and the caller then reflects under
-# the lock), and the history's latest row counts the run only if the stamp was made. One
-# statement, its own transaction.
+# A run that found nothing to do, recorded without the database's lock: the database's row is
+# stamped only while it still holds what the run compared with (URL, identity, the fingerprint
+# last applied, the change log's position; a reflection that applied changes meanwhile changed
+# them, and the caller then reflects under the lock), and the history's latest row counts the
+# run only if the stamp was made. One statement, its own transaction.
 CONFIRM_SQL = f"""
     SET LOCAL synchronous_commit = off;
     WITH confirmed AS (
         UPDATE {DATABASES} SET reflected_at = %(finished)s, last_error = '', last_error_at = NULL,
-                               catalog_version = %(version)s
+                               catalog_version = %(version)s, log_snapshot = %(new_log_snapshot)s
         WHERE id = %(database)s AND encrypted_url = %(encrypted_url)s
-          AND catalog_fingerprint = %(fingerprint)s AND catalog_fingerprint <> ''
           AND database_oid IS NOT DISTINCT FROM %(database_oid)s
-          AND server_identifier = %(server_identifier)s AND watch_installed_at IS NULL
+          AND server_identifier = %(server_identifier)s
+          AND (watch_installed_at IS NOT NULL) = %(watched)s
+          AND catalog_fingerprint = %(fingerprint)s
+          AND log_position IS NOT DISTINCT FROM %(log_position)s
+          AND log_snapshot = %(log_snapshot)s AND log_trimmed IS NOT DISTINCT FROM %(log_trimmed)s
         RETURNING id
     ), repeated AS (
         {REPEAT_SQL} AND EXISTS (SELECT FROM confirmed) RETURNING id
@@ -89,11 +92,18 @@ def record_unchanged(run: Run, fields: dict[str, Any]) -> None:
     create(run)
 
 
-def confirm_unchanged(run: Run, expected: Mapping[str, Any], version: int | None) -> bool:
-    """Record a run that found the catalog's fingerprint unchanged, if the database's row still
-    holds the `expected` URL, fingerprint and identity (see CONFIRM_SQL); return whether it
+def confirm_unchanged(
+    run: Run, expected: Mapping[str, Any], version: int | None, log_snapshot: str
+) -> bool:
+    """Record a run that found nothing to do, if the database's row still holds the `expected`
+    columns (see CONFIRM_SQL), with the counter and log snapshot it read; return whether it
     was recorded."""
-    parameters = {**repeat_parameters(run), **expected, "version": version}
+    parameters = {
+        **repeat_parameters(run),
+        **expected,
+        "version": version,
+        "new_log_snapshot": log_snapshot,
+    }
     with connection.cursor() as cursor:
         cursor.execute(CONFIRM_SQL, parameters)
         confirmed, repeated = cursor.fetchone()

@@ -95,12 +95,16 @@ def reflect(
             progress(done, len(STEPS) - 1, STEPS[done])
 
     try:
+        targeted = trigger in TARGETED_TRIGGERS
         confirmed = (
-            None if accept_new_identity else unchanged.confirm(database_id, trigger, started_at)
+            None
+            if accept_new_identity
+            else unchanged.confirm(database_id, trigger, started_at, targeted)
         )
         if confirmed is not None:
             transaction.on_commit(partial(announce, database_id))
-            return finished(*confirmed, trigger=trigger, clock=clock)
+            name, counts, confirmed_targeted = confirmed
+            return finished(name, counts, (), confirmed_targeted, trigger=trigger, clock=clock)
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
             changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
@@ -284,8 +288,12 @@ def log_position(database: Database, accept_new_identity: bool) -> Position | No
 def stored_fields(database: Database, read: CatalogRead, accept_new: bool) -> dict[str, Any]:
     """Return the identity, fingerprint, version and log position to store with the changes."""
     stored = identity_fields(database, read.identity, accept_new)
-    # A targeted read leaves the rest of the catalog unread: its fingerprint is not known.
-    stored["catalog_fingerprint"] = "" if read.targeted else read.fingerprint.text
+    # A targeted read leaves the rest of the catalog unread: its fingerprint is not known, and
+    # the one stored still holds only where the log named nothing since.
+    if not read.targeted:
+        stored["catalog_fingerprint"] = read.fingerprint.text
+    elif read.log is None or read.log.entries:
+        stored["catalog_fingerprint"] = ""
     stored["catalog_version"] = read.version
     if read.log is not None:
         stored["log_position"] = read.log.position.id

@@ -318,6 +318,12 @@ def snapshot_of(rows: Sequence[Row[Any]]) -> Snapshot:
 VERSION_CHECK = str(text(f"SELECT {VERSION_SQL}").compile(dialect=_DIALECT))
 FINGERPRINT_CHECK = str(FINGERPRINT_QUERY.compile(dialect=_DIALECT))
 IDENTITY_VERSION_CHECK = str(IDENTITY_VERSION_QUERY.compile(dialect=_DIALECT))
+LOG_CHECK = str(
+    text(
+        f"SELECT identity.*, {VERSION_SQL} AS version, log.*"
+        f" FROM ({IDENTITY_SQL}) AS identity, ({changelog.PENDING_SELECT}) AS log"
+    ).compile(dialect=_DIALECT)
+)
 
 
 def read_version(source: Source) -> int | None:
@@ -336,6 +342,37 @@ def check_catalog(source: Source) -> CatalogRead:
     ((oid, name, server, objects, digest, version),) = read_once(source, FINGERPRINT_CHECK, {})
     identity = Identity(database_oid=oid, database_name=name, server_identifier=server or "")
     return CatalogRead(identity, Fingerprint(objects, digest), version, None)
+
+
+class LogCheck(NamedTuple):
+    """What a reflection that finds nothing to do reads of a watched database: who answers, the
+    watch's counter, and the log's state past the position given."""
+
+    identity: Identity
+    version: int
+    here: Position  # the log's trimmed counter and this read's snapshot (no id)
+    pending: bool  # entries past the position
+
+
+def check_log(source: Source, position: Position) -> LogCheck | None:
+    """Read the identity, the counter and whether the change log holds entries past the
+    position, in one round trip on the database's kept connection; None where the log is not
+    readable (or the read failed: the reflection under the lock says why)."""
+    parameters = {"position": position.id, "snapshot": position.snapshot}
+    try:
+        rows = read_once(source, LOG_CHECK, parameters, failure=_LogUnreadable)
+    except _LogUnreadable:
+        return None
+    if not rows or not rows[0][4]:
+        return None
+    oid, name, server, version, _, trimmed, snapshot, pending = rows[0]
+    identity = Identity(database_oid=oid, database_name=name, server_identifier=server or "")
+    return LogCheck(identity, int(version or 0), Position(None, snapshot, int(trimmed)), pending)
+
+
+class _LogUnreadable(Exception):
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
 
 
 def read_fingerprint(source: Source) -> Fingerprint:

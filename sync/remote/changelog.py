@@ -66,8 +66,7 @@ class LogRead:
 
 
 # The log's state in the reader's snapshot; NULLs where no log is installed or readable.
-STATE_SQL = text(
-    f"""
+STATE_SELECT = f"""
     SELECT has_table_privilege(log.oid, 'SELECT') AS readable,
            coalesce(pg_sequence_last_value(to_regclass('{WATCH_SCHEMA}.ddl_version')), 0)
                AS version,
@@ -77,22 +76,33 @@ STATE_SQL = text(
     FROM (SELECT to_regclass('{WATCH_SCHEMA}.change_log') AS oid) AS log
     WHERE log.oid IS NOT NULL
       AND has_sequence_privilege(to_regclass('{WATCH_SCHEMA}.log_trimmed'), 'SELECT')
-    """
-)
+"""
+STATE_SQL = text(STATE_SELECT)
 
 ENTRY_COLUMNS = (
     "id, objid, object_type, schema_name, command_tag, role, application, client_addr,"
     " backend_pid, xid, statement_time"
 )
+# The entries past a position: above its id, or of a transaction its snapshot did not see.
+PAST_POSITION = """
+    id > :position
+    OR (xid >= txid_snapshot_xmin(CAST(:snapshot AS txid_snapshot))
+        AND NOT txid_visible_in_snapshot(xid, CAST(:snapshot AS txid_snapshot)))
+"""
 ENTRIES_SQL = text(
     f"""
-    SELECT {ENTRY_COLUMNS} FROM {WATCH_SCHEMA}.change_log
-    WHERE id > :position
-       OR (xid >= txid_snapshot_xmin(CAST(:snapshot AS txid_snapshot))
-           AND NOT txid_visible_in_snapshot(xid, CAST(:snapshot AS txid_snapshot)))
+    SELECT {ENTRY_COLUMNS} FROM {WATCH_SCHEMA}.change_log WHERE {PAST_POSITION}
     ORDER BY id LIMIT :limit
     """
 )
+# The log's state and whether any entry lies past a position, in one statement (one snapshot):
+# what a reflection that finds nothing to do reads of the log. It fails where the log is not
+# there or not readable; read_log says what then.
+PENDING_SELECT = f"""
+    SELECT state.readable, state.trimmed, state.snapshot,
+           EXISTS (SELECT FROM {WATCH_SCHEMA}.change_log WHERE {PAST_POSITION}) AS pending
+    FROM ({STATE_SELECT}) AS state
+"""
 # The position where none is known: every entry there is now counts as applied.
 NEWEST_SQL = text(f"SELECT coalesce(max(id), 0) FROM {WATCH_SCHEMA}.change_log")
 
