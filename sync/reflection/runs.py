@@ -85,7 +85,7 @@ def reflect(
 
     The row lock on the database serializes reflections of it across processes, and the
     catalog is read under that lock, so the later of two runs sees the earlier one's result.
-    A run that finds the catalog unchanged first needs no lock (see unchanged.confirm).
+    A run that finds nothing to do needs no lock (see unchanged.confirm).
     """
     started_at = timezone.now()
     clock = time.perf_counter()
@@ -103,8 +103,8 @@ def reflect(
         )
         if confirmed is not None:
             transaction.on_commit(partial(announce, database_id))
-            name, counts, confirmed_targeted = confirmed
-            return finished(name, counts, (), confirmed_targeted, trigger=trigger, clock=clock)
+            name, counts, by_log = confirmed
+            return finished(name, counts, trigger, clock, targeted=by_log)
         with collector_paused(), transaction.atomic():
             database = lock_database(database_id)
             changes, stored, read = compute_changes(database, trigger, accept_new_identity, step)
@@ -130,21 +130,22 @@ def reflect(
     step(3)
     count_drift(trigger, log, changes.counts)
     return finished(
-        database.name, changes.counts, entries, read.targeted,
-        trigger=trigger, clock=clock, events=written.count, deliveries=owed,
+        database.name, changes.counts, trigger, clock,
+        entries=entries, targeted=read.targeted, events=written.count, deliveries=owed,
     )  # fmt: skip
 
 
 def finished(
-    name: str, counts: Counts, *details: Any, trigger: str, clock: float, **more: Any
+    name: str, counts: Counts, trigger: str, clock: float, **details: Any
 ) -> ReflectionResult:
-    """Count and log a successful run that started at `clock`, and return its result."""
+    """Count and log a successful run that started at `clock`; return its result (`details`:
+    ReflectionResult's fields after the duration)."""
     seconds = time.perf_counter() - clock
     metrics.REFLECTION_SECONDS.labels(trigger).observe(seconds)
     metrics.REFLECTIONS.labels(trigger, ReflectionRun.Outcome.SUCCESS).inc()
     duration_ms = round(seconds * 1000)
     logger.info("reflected %s in %d ms: %s", name, duration_ms, counts)
-    return ReflectionResult(name, counts, duration_ms, *details, **more)
+    return ReflectionResult(name, counts, duration_ms, **details)
 
 
 def changed(counts: Counts) -> bool:
