@@ -82,35 +82,44 @@ def _reflect(self: "Task[..., str]", database_id: int, force: bool, trigger: str
     with leases.lease(database_id, run_id(self)) as lease:
         if lease is None:
             return "duplicate"
-        if not force and recency.is_recent(database_id) and not lease.dirty():
-            return "fresh"
-        try:
-            for _ in range(MAX_RERUNS + 1):
-                # Cleared before the snapshot: a change after this point marks it again.
-                trigger = lease.take_dirty() or trigger
-                result = runs.reflect(database_id, trigger=trigger)
-                if result.deliveries:
-                    deliveries.queue_delivery(database_id)
-                heard = lease.succeeded(timezone.now())
-                if heard is not None:
-                    metrics.DDL_TO_VISIBLE.labels(trigger).observe(heard)
-                if not lease.dirty():
-                    return "reflected"
-        except CatalogUnavailable as error:
-            # The database is not hammered meanwhile: every caller sees the back-off and waits.
-            delay = backoff_seconds(self.request.retries)
-            if self.request.retries >= MAX_RETRIES:
-                lease.failed(delay)
-                return "unavailable"
-            lease.retry_after(delay)
-            raise self.retry(exc=error, countdown=delay) from None
-        except (IdentityChanged, UnknownDatabase) as error:
-            logger.warning("reflection of database %s refused: %s", database_id, error)
-            return "refused"
-    # Still changing after MAX_RERUNS: hand the rest to a new task, behind other databases'.
-    requeue = Database.objects.filter(pk=database_id).first()
-    if requeue is not None:
-        gate.notice_change(requeue, trigger)
+        outcome = _reflect_held(self, lease, database_id, force, trigger)
+    if lease.left_dirty:
+        # Still changing after MAX_RERUNS, or a change noticed after the last look at the mark:
+        # a new task takes the rest, behind other databases'.
+        requeue = Database.objects.filter(pk=database_id).first()
+        if requeue is not None:
+            gate.notice_change(requeue, trigger)
+    return outcome
+
+
+def _reflect_held(
+    self: "Task[..., str]", lease: leases.Lease, database_id: int, force: bool, trigger: str
+) -> str:
+    if not force and recency.is_recent(database_id) and not lease.dirty():
+        return "fresh"
+    try:
+        for _ in range(MAX_RERUNS + 1):
+            # Cleared before the snapshot: a change after this point marks it again.
+            trigger = lease.take_dirty() or trigger
+            result = runs.reflect(database_id, trigger=trigger)
+            if result.deliveries:
+                deliveries.queue_delivery(database_id)
+            heard = lease.succeeded(timezone.now())
+            if heard is not None:
+                metrics.DDL_TO_VISIBLE.labels(trigger).observe(heard)
+            if not lease.dirty():
+                return "reflected"
+    except CatalogUnavailable as error:
+        # The database is not hammered meanwhile: every caller sees the back-off and waits.
+        delay = backoff_seconds(self.request.retries)
+        if self.request.retries >= MAX_RETRIES:
+            lease.failed(delay)
+            return "unavailable"
+        lease.retry_after(delay)
+        raise self.retry(exc=error, countdown=delay) from None
+    except (IdentityChanged, UnknownDatabase) as error:
+        logger.warning("reflection of database %s refused: %s", database_id, error)
+        return "refused"
     return "reflected"
 
 

@@ -153,3 +153,25 @@ def test_fifty_concurrent_notices_publish_one_task_and_end_in_at_most_two_runs(
     wait_until(lambda: leases.holder(fresh.id) is None, what="the task to end")
     assert Table.objects.live().filter(name="noticed").exists()
     assert 1 <= ReflectionRun.objects.filter(trigger="listener").count() <= 2
+
+
+def test_a_change_noticed_right_after_a_runs_last_look_queues_the_next_run(
+    fresh, published, monkeypatch
+):
+    looked = leases.Lease.dirty
+
+    def then_noticed(lease: leases.Lease) -> bool:
+        # The notice lands between the run's last look at the mark and its lease going: the
+        # lease deduplicates it, so only the release can tell.
+        found = looked(lease)
+        if not published:
+            assert gate.notice_change(fresh, ReflectionRun.Trigger.LISTENER).status == "running"
+        return found
+
+    monkeypatch.setattr(leases.Lease, "dirty", then_noticed)
+    outcome = tasks.reflect_db_objects.apply(
+        kwargs={"database_id": fresh.id, "force": True, "trigger": ReflectionRun.Trigger.LIST}
+    ).get()
+
+    assert outcome == "reflected"
+    assert len(published) == 1  # the next run, for the change noticed

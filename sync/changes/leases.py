@@ -40,12 +40,27 @@ return 0
 """
 
 
+# RELEASE, answering 2 where a change was noticed meanwhile (the dirty mark is set): a notice
+# that came after the run's last look at the mark, while the lease still deduplicated it, would
+# otherwise wait for the next list or renewal.
+RELEASE_SEEING_DIRTY = """
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, -string.len(ARGV[1])) == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+    return 1
+end
+return 0
+"""
+
+
 class Lease:
     """A running reflection's hold on its database, renewed by a thread while the run works."""
 
     def __init__(self, database_id: int, token: str) -> None:
         self.database_id, self.token = database_id, token
         self.released = False
+        self.left_dirty = False  # released with a change noticed and not reflected
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="dbsync-lease", daemon=True)
 
@@ -97,7 +112,8 @@ class Lease:
     def release(self) -> None:
         self._stop.set()
         if not self.released:
-            store.script(RELEASE)(keys=(lease_key(self.database_id),), args=(self.token,))
+            keys = (lease_key(self.database_id), dirty_key(self.database_id))
+            self.left_dirty = store.script(RELEASE_SEEING_DIRTY)(keys=keys, args=(self.token,)) == 2
             self.released = True
 
 
