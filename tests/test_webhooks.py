@@ -204,6 +204,23 @@ def test_a_public_address_is_allowed():
     check_url("https://93.184.215.14/hook")
 
 
+@override_settings(SYNC_WEBHOOK_ALLOW_PRIVATE=False)
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://93.184.215.14/hook", "93.184.215.14"),
+        ("http://93.184.215.14:80/hook", "93.184.215.14"),
+        ("https://93.184.215.14:8443/hook", "93.184.215.14:8443"),
+        (
+            "https://[2606:2800:21f:cb07:6820:80da:af6b:8b2c]/hook",
+            "[2606:2800:21f:cb07:6820:80da:af6b:8b2c]",
+        ),
+    ],
+)
+def test_a_delivery_names_the_host_as_a_browser_would(url, host):
+    assert check_url(url).host_header == host
+
+
 @pytest.mark.django_db
 @override_settings(SYNC_WEBHOOK_ALLOW_PRIVATE=False)
 def test_the_admin_form_refuses_a_private_url():

@@ -28,6 +28,14 @@ class Target:
     path: str  # with the query, if any
     addresses: tuple[str, ...]
 
+    @property
+    def host_header(self) -> str:
+        """The Host header a browser would send for the URL: the port only where it is not the
+        scheme's own, an IPv6 address in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
 
 def check_url(url: str) -> Target:
     """Return the URL's target; raise WebhookRefused unless it is http(s) to a host whose

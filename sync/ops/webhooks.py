@@ -90,7 +90,9 @@ def post(target: Target, body: bytes, headers: dict[str, str]) -> None:
     for address in target.addresses:
         connection = _PinnedConnection(target, address, settings.SYNC_WEBHOOK_TIMEOUT)
         try:
-            connection.request("POST", target.path, body=body, headers=headers)
+            # Host given: http.client's own would add :443 to an https URL on its default port.
+            sent = {"Host": target.host_header, **headers}
+            connection.request("POST", target.path, body=body, headers=sent)
             status = connection.getresponse().status
         except ConnectionRefusedError as refused:  # the next address may answer
             error = refused
