@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from sync import metrics
 from sync.changes import watch
 from sync.models import Database, ReflectionRun
-from sync.reflection import runs
+from sync.reflection import runs, unchanged
 from sync.reflection.diff import Counts
 from sync.remote.changelog import WATCH_SCHEMA
 from tests.helpers import ScratchDatabase, admin_connection
@@ -19,6 +19,7 @@ from tests.helpers import ScratchDatabase, admin_connection
 pytestmark = pytest.mark.django_db
 
 LISTENER = ReflectionRun.Trigger.LISTENER
+LIST = ReflectionRun.Trigger.LIST
 RENEWAL = ReflectionRun.Trigger.RENEWAL
 
 
@@ -201,13 +202,13 @@ def test_runs_that_find_nothing_logged_are_one_history_row_and_keep_the_fingerpr
     for _ in range(3):
         user_db.execute("SELECT txid_current()")  # another client's transaction: a new snapshot
         with CaptureQueriesContext(connection) as queries:
-            results.append(runs.reflect(watched.id, trigger=LISTENER))
+            results.append(runs.reflect(watched.id, trigger=LIST))  # a list's expired key
         # Each confirmed by the log without taking the database's lock.
         assert not [q for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
 
     assert all(result.targeted and nothing_changed(result.counts) for result in results)
     latest = ReflectionRun.objects.filter(database=watched).order_by("-started_at", "-id")[0]
-    assert (latest.trigger, latest.targeted, latest.repeats) == (LISTENER, True, 3)
+    assert (latest.trigger, latest.targeted, latest.repeats) == (LIST, True, 3)
     watched.refresh_from_db()
     # Nothing logged since the full run: its fingerprint still describes the models, and the
     # renewal compares with it instead of reading the catalog whole.
@@ -215,6 +216,10 @@ def test_runs_that_find_nothing_logged_are_one_history_row_and_keep_the_fingerpr
     assert runs.reflect(watched.id, trigger=RENEWAL).counts.unchanged > 0
 
     user_db.execute("CREATE TABLE a.later (id int)")
+    assert watched.id in unchanged._known
     assert runs.reflect(watched.id, trigger=LISTENER).counts.added == 1
+    # A notice says a change is known: reflected under the lock at once, with no check first
+    # (a check that found the entry would have dropped what the process knew of the row).
+    assert watched.id in unchanged._known
     watched.refresh_from_db()
     assert watched.catalog_fingerprint == ""  # the models moved on from the catalog it read
