@@ -8,7 +8,8 @@ Where to start reading: data flows one way, from a request to the user's catalog
       -> tasks                  Celery tasks: reflect a database, import, renew, poll, purge,
                                 deliver webhooks
       -> reflection/runs        read, diff by oid (diff), write in one transaction (writes),
-                                with its change events (events) and webhooks owed (outbox)
+                                with its change events as one batch (events); the change feed
+                                (feed) makes them events and webhooks owed, on its own queue
       -> remote/catalog         the user's catalog in one snapshot (connections: engines, bounds)
 
 The packages, each importing only those below it (import-linter checks it, pyproject.toml):
@@ -25,7 +26,8 @@ The packages, each importing only those below it (import-linter checks it, pypro
               sharing the databases: ownership), debounce, polling, importing, progress; the
               delivery task's queuing (deliveries); pushing (reflections published to the pages)
     reflection/  diff and write (runs, diff, writes; whole or targeted), the history of runs,
-              change events and the webhooks' outbox, registry, retention, the name cache,
+              change events (events) and the change feed that records them with the webhooks'
+              outbox (feed), registry, retention, the name cache,
               signals (reflected: sent after a reflection commits)
     models    the registered databases, their schemas and tables, the history, change events,
               webhooks and their deliveries

@@ -328,6 +328,38 @@ class ChangeEvent(models.Model):
         return f"xid-{self.xid}" if self.xid is not None else f"run-{self.run_id}"
 
 
+class EventBatch(models.Model):
+    """A reflection's events, described in its transaction, waiting for the change feed.
+
+    A reflection writes its events as one row, in one statement whatever their number; the
+    change feed's task (on the webhooks queue) turns each batch into ChangeEvent rows and the
+    webhooks' deliveries, in one transaction, and deletes it. A batch is as durable as the
+    changes it describes, and writing a thousand events costs the reflection one row, not a
+    thousand rows and their index entries (bench/change_feed.py).
+    """
+
+    database = models.ForeignKey(
+        Database, on_delete=models.CASCADE, related_name="event_batches", db_constraint=False,
+        db_index=False,
+    )  # fmt: skip
+    run = models.ForeignKey(
+        ReflectionRun, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+",
+        db_constraint=False, db_index=False,
+    )  # fmt: skip
+    recorded_at = models.DateTimeField()
+    # A JSON array of rows in the order of sync.reflection.events.COLUMNS, sorted by time: text,
+    # which PostgreSQL stores without parsing until the feed reads it.
+    rows = models.TextField()
+    count = models.IntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["database", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.count} events of {self.database_id} at {self.recorded_at:%H:%M:%S}"
+
+
 class Webhook(models.Model):
     """A URL that receives each transaction's change events of one database, or of all."""
 

@@ -24,7 +24,7 @@ from sync.changes import (
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
 from sync.ops import webhooks
-from sync.reflection import registry, retention, runs
+from sync.reflection import feed, registry, retention, runs
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _reflect_held(
             # Cleared before the snapshot: a change after this point marks it again.
             trigger = lease.take_dirty() or trigger
             result = runs.reflect(database_id, trigger=trigger)
-            if result.deliveries:
+            if result.events:  # the delivery pass records them first (sync.reflection.feed)
                 deliveries.queue_delivery(database_id)
             heard = lease.succeeded(timezone.now())
             if heard is not None:
@@ -203,8 +203,10 @@ LONGEST_DELIVERY_COUNTDOWN = 300
 
 @shared_task(name=task_names.DELIVER, soft_time_limit=120, time_limit=150, ignore_result=True)
 def deliver_webhooks(database_id: int | None = None) -> dict[str, int]:
-    """Deliver the due webhook deliveries (of one database, or all), in order per database;
-    queue the next pass for when a failed one is due again."""
+    """Record the events the reflections left (of one database, or all) with the deliveries
+    they owe, deliver the due deliveries in order per database, and queue the next pass for
+    when a failed one is due again."""
+    feed.record(database_id)
     report = webhooks.deliver_pending(database_id)
     if report.next_due is not None:
         wait = (report.next_due - timezone.now()).total_seconds()

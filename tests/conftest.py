@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 from project import test_settings
 from sync.breaker import REDIS_BREAKER
 from sync.changes import queues, recency
+from sync.changes.task_names import DELIVER
 from sync.models import Database
 from sync.reflection import registry, runs
 from tests import helpers
@@ -193,11 +194,12 @@ def routed() -> Iterator[list[Routed]]:
 
 @pytest.fixture
 def published() -> Iterator[list[str]]:
-    """Collect the ids of the messages of dbsync's tasks that the broker accepted."""
+    """Collect the ids of the messages of dbsync's tasks that the broker accepted, but the
+    change feed's passes a reflection that changed something queues after it."""
     ids: list[str] = []
 
     def count(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-        if sender and sender.startswith("sync.tasks.") and headers:
+        if sender and sender.startswith("sync.tasks.") and sender != DELIVER and headers:
             ids.append(headers["id"])
 
     after_task_publish.connect(count, weak=False)

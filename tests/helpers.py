@@ -30,6 +30,8 @@ from bench.rabbit import RABBITMQ_SERVER, RabbitNode
 from sync.changes import queues, store
 from sync.models import Database, DatabaseGrant
 from sync.ops import demo
+from sync.reflection import feed, runs
+from sync.reflection.runs import ReflectionResult
 
 T = TypeVar("T")
 
@@ -431,3 +433,11 @@ def push_answers(port: int) -> bool:
         return False
     finally:
         connection.close()
+
+
+def reflect_recorded(database_id: int, **options: Any) -> ReflectionResult:
+    """Reflect, then record the run's events as the webhooks' worker does before it delivers
+    them: what the change feed's pages and API then show."""
+    result = runs.reflect(database_id, **options)
+    feed.record(database_id)
+    return result

@@ -6,9 +6,9 @@ import pytest
 from rest_framework.utils.encoders import JSONEncoder
 
 from sync.models import ChangeEvent, Database, Schema, Table
-from sync.reflection import registry, runs
+from sync.reflection import registry
 from sync.web.api.serializers import ChangeEventSerializer
-from tests.helpers import ScratchDatabase, client_for, create_scratch, make_user
+from tests.helpers import ScratchDatabase, client_for, create_scratch, make_user, reflect_recorded
 
 pytestmark = pytest.mark.django_db
 
@@ -17,12 +17,12 @@ pytestmark = pytest.mark.django_db
 def changed(registered: Database, user_db: ScratchDatabase) -> Database:
     """A database imported, then changed: a schema and two tables created, one renamed."""
     user_db.execute("CREATE TABLE a (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     user_db.execute(
         "CREATE SCHEMA app; CREATE TABLE app.b (id int); CREATE TABLE app.c (id int);"
         "ALTER TABLE a RENAME TO a2"
     )
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     return registered
 
 

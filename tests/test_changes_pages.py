@@ -6,8 +6,7 @@ import pytest
 from django.test import Client
 
 from sync.models import ChangeEvent, Database, Table
-from sync.reflection import runs
-from tests.helpers import make_user
+from tests.helpers import make_user, reflect_recorded
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +24,9 @@ def text(response) -> str:
 @pytest.fixture
 def changed(registered: Database, user_db) -> Database:
     user_db.execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     user_db.execute("ALTER TABLE shop.orders RENAME TO purchases; CREATE TABLE shop.lines (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     # As the watch's log would have it: one transaction by alice from psql.
     ChangeEvent.objects.update(role="alice", application="psql", xid=777, time_seen=False)
     return registered
@@ -44,9 +43,9 @@ def test_the_changes_page_groups_a_transactions_events_and_names_who(changed):
 
 
 def test_without_a_log_the_page_says_who_is_unknown_and_when_it_was_seen(registered, user_db):
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     user_db.execute("CREATE TABLE t (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     shown = text(logged_in().get(f"/databases/{registered.id}/changes/"))
     assert "(when dbsync saw it) by someone unknown" in shown
 
@@ -79,7 +78,7 @@ def test_a_poll_with_the_current_version_gets_204_and_a_new_event_changes_it(cha
     poll = client.get(f"{url}?v={version.group(1)}", headers={"HX-Request": "true"})
     assert poll.status_code == 204
     user_db.execute("CREATE TABLE shop.later (id int)")
-    runs.reflect(changed.id)
+    reflect_recorded(changed.id)
     fresh = client.get(f"{url}?v={version.group(1)}", headers={"HX-Request": "true"})
     assert fresh.status_code == 200
     assert "shop.later" in text(fresh)

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from sync.encryption import encrypt
-from sync.models import Database, Table
+from sync.models import ChangeEvent, Database, EventBatch, Table
 
 pytestmark = pytest.mark.django_db
 
@@ -79,3 +79,13 @@ def test_reflect_unreachable_database_fails_with_one_line():
 def test_reflect_unknown_name_fails():
     with pytest.raises(CommandError, match="no database is registered as 'nope'"):
         call_command("reflect", "nope", stdout=StringIO())
+
+
+def test_the_reflect_command_records_its_events_itself(user_db):
+    call_command("register_database", "shop", user_db.url, stdout=StringIO())
+    call_command("reflect", "shop", stdout=StringIO())  # the first import: no events
+    user_db.execute("CREATE TABLE added (id int)")
+    call_command("reflect", "shop", stdout=StringIO())
+    events = ChangeEvent.objects.values_list("kind", "name_after")
+    assert list(events) == [("created", "added")]
+    assert not EventBatch.objects.exists()  # no webhooks' worker needed

@@ -11,8 +11,7 @@ from django.db import connection as service
 from sync.changes import watch
 from sync.models import ChangeEvent, Database, Table, Webhook, WebhookDelivery
 from sync.ops import webhooks
-from sync.reflection import runs
-from tests.helpers import ScratchDatabase, admin_connection, one_row
+from tests.helpers import ScratchDatabase, admin_connection, one_row, reflect_recorded
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def watched(registered: Database, user_db: ScratchDatabase, alice: str) -> Database:
     watch.install(registered)
-    runs.reflect(registered.id)  # the import: no events, and the log's position
+    reflect_recorded(registered.id)  # the import: no events, and the log's position
     registered.refresh_from_db()
     return registered
 
@@ -57,9 +56,9 @@ def test_each_change_names_its_role_application_address_tag_and_statement_time(
 ):
     run_as(user_db, alice, "psql", "CREATE TABLE app.created (id int)")
     run_as(user_db, alice, "psql", "ALTER TABLE app.orders RENAME TO purchases")
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     run_as(user_db, alice, "deploy", "ALTER TABLE app.created SET SCHEMA public")
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     events = {e.kind: e for e in ChangeEvent.objects.filter(database=watched)}
     assert set(events) == {"created", "renamed", "moved"}
     created, renamed, moved = events["created"], events["renamed"], events["moved"]
@@ -84,11 +83,11 @@ def test_each_change_names_its_role_application_address_tag_and_statement_time(
 
 def test_drop_and_recreate_name_who_did_them(watched, user_db, alice):
     run_as(user_db, alice, "psql", "DROP TABLE app.orders; CREATE TABLE app.orders (id int)")
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     (event,) = ChangeEvent.objects.filter(database=watched)
     assert (event.kind, event.role, event.command_tag) == ("recreated", alice, "CREATE TABLE")
     run_as(user_db, alice, "cleanup", "DROP TABLE app.orders")
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     dropped = ChangeEvent.objects.filter(database=watched).latest("id")
     assert (dropped.kind, dropped.role, dropped.application) == ("dropped", alice, "cleanup")
     assert dropped.command_tag == "DROP TABLE"
@@ -97,7 +96,7 @@ def test_drop_and_recreate_name_who_did_them(watched, user_db, alice):
 def test_an_alter_that_changes_no_name_is_an_altered_event(watched, user_db, alice):
     table = Table.objects.get(database=watched, name="orders")
     run_as(user_db, alice, "django-migrate", "ALTER TABLE app.orders ADD COLUMN total numeric")
-    result = runs.reflect(watched.id)
+    result = reflect_recorded(watched.id)
     assert result.events == 1
     (event,) = table.events.all()
     assert (event.kind, event.name_before, event.name_after) == ("altered", "orders", "orders")
@@ -117,7 +116,7 @@ def test_a_migration_of_many_statements_is_one_transaction_and_one_delivery(
         "CREATE TABLE app.a (id int); CREATE TABLE app.b (id int);"
         "ALTER TABLE app.orders RENAME TO orders_old; CREATE VIEW app.v AS SELECT 1 AS one",
     )
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     events = list(ChangeEvent.objects.filter(database=watched))
     assert len(events) == 4
     assert {event.xid for event in events} == {xid}
@@ -129,7 +128,7 @@ def test_a_migration_of_many_statements_is_one_transaction_and_one_delivery(
 def test_two_transactions_seen_by_one_reflection_are_two_groups(watched, user_db, alice):
     first = run_as(user_db, alice, "psql", "CREATE TABLE app.one (id int)")
     second = run_as(user_db, alice, "psql", "CREATE TABLE app.two (id int)")
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     by_xid = dict(ChangeEvent.objects.values_list("name_after", "xid"))
     assert by_xid == {"one": first, "two": second}
 
@@ -141,7 +140,7 @@ def test_a_rolled_back_ddl_on_a_watched_database_has_no_event(watched, user_db):
         cursor.execute("CREATE TABLE app.never (id int); ALTER TABLE app.orders RENAME TO x")
     connection.rollback()
     connection.close()
-    runs.reflect(watched.id)
+    reflect_recorded(watched.id)
     assert not ChangeEvent.objects.exists()
 
 
@@ -161,7 +160,7 @@ def test_a_user_mapping_password_is_stored_nowhere(
             f" dummy_fdw; CREATE USER MAPPING FOR CURRENT_USER SERVER remote OPTIONS"
             f" (password '{PASSWORD}'); CREATE TABLE app.beside (id int)"
         )
-        runs.reflect(watched.id)
+        reflect_recorded(watched.id)
     assert ChangeEvent.objects.filter(name_after="beside").exists()
     with service.cursor() as cursor:
         for table in (ChangeEvent._meta.db_table, WebhookDelivery._meta.db_table):
@@ -185,10 +184,10 @@ def test_a_user_mapping_password_is_stored_nowhere(
 
 def test_a_targeted_reflection_records_the_same_events(watched, user_db, alice):
     run_as(user_db, alice, "psql", "CREATE TABLE app.made (id int); DROP TABLE app.orders")
-    result = runs.reflect(watched.id, trigger="listener")
+    result = reflect_recorded(watched.id, trigger="listener")
     assert result.targeted
     run_as(user_db, alice, "psql", "ALTER TABLE app.made RENAME TO kept")
-    assert runs.reflect(watched.id, trigger="listener").targeted
+    assert reflect_recorded(watched.id, trigger="listener").targeted
     found = ChangeEvent.objects.filter(database=watched).order_by("id")
     assert [(e.kind, e.name_before, e.name_after, e.role) for e in found] == [
         ("created", "", "made", alice),

@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from sync.models import ChangeEvent, Database, Table
-from sync.reflection import retention, runs
-from tests.helpers import ScratchDatabase
+from sync import tasks
+from sync.models import ChangeEvent, Database, EventBatch, Table
+from sync.reflection import feed, retention, runs
+from tests.helpers import ScratchDatabase, reflect_recorded, run_together, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def events_of(database: Database) -> list[tuple[str, str, str, str, str, str]]:
 @pytest.fixture
 def imported(registered: Database, user_db: ScratchDatabase) -> Database:
     user_db.execute("CREATE SCHEMA app; CREATE TABLE app.a (id int); CREATE TABLE app.b (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     return registered
 
 
@@ -38,7 +39,7 @@ def test_each_kind_of_change_is_one_event_with_its_names(imported, user_db):
         "CREATE SCHEMA other; ALTER TABLE app.b SET SCHEMA other;"
         "CREATE VIEW app.v AS SELECT 1 AS one"
     )
-    result = runs.reflect(imported.id)
+    result = reflect_recorded(imported.id)
     assert result.events == 5
     assert sorted(events_of(imported)) == sorted(
         [
@@ -50,7 +51,7 @@ def test_each_kind_of_change_is_one_event_with_its_names(imported, user_db):
         ]
     )
     user_db.execute("DROP TABLE app.c; DROP TABLE other.b; CREATE TABLE other.b (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     latest = events_of(imported)[5:]
     assert sorted(latest) == [
         ("dropped", "table", "app", "c", "", ""),
@@ -61,16 +62,16 @@ def test_each_kind_of_change_is_one_event_with_its_names(imported, user_db):
 def test_an_event_keeps_the_object_by_its_model_id_across_a_rename(imported, user_db):
     table = Table.objects.get(database=imported, name="a")
     user_db.execute("ALTER TABLE app.a RENAME TO a2")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     user_db.execute("ALTER TABLE app.a2 RENAME TO a3")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     history = list(table.events.order_by("id").values_list("name_before", "name_after"))
     assert history == [("a", "a2"), ("a2", "a3")]
 
 
 def test_without_the_change_log_the_actor_is_unknown_and_the_time_is_when_seen(imported, user_db):
     user_db.execute("CREATE TABLE app.seen (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     event = ChangeEvent.objects.get(database=imported, name_after="seen")
     assert event.role == ""
     assert not event.actor_known
@@ -85,19 +86,19 @@ def test_without_the_change_log_the_actor_is_unknown_and_the_time_is_when_seen(i
 
 
 def test_a_reflection_that_changes_nothing_records_nothing(imported):
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     assert events_of(imported) == []
 
 
 def test_a_rolled_back_ddl_has_no_event(imported, user_db):
     user_db.execute("BEGIN; CREATE TABLE app.never (id int); ROLLBACK")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     assert events_of(imported) == []
 
 
 def test_a_schema_dropped_with_its_tables_is_one_event_each(imported, user_db):
     user_db.execute("DROP SCHEMA app CASCADE")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     assert sorted(events_of(imported)) == [
         ("dropped", "schema", "app", "app", "", ""),
         ("dropped", "table", "app", "a", "", ""),
@@ -107,7 +108,7 @@ def test_a_schema_dropped_with_its_tables_is_one_event_each(imported, user_db):
 
 def test_a_renamed_schema_is_one_event(imported, user_db):
     user_db.execute("ALTER SCHEMA app RENAME TO application")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     assert events_of(imported) == [
         ("renamed", "schema", "app", "app", "application", "application")
     ]
@@ -115,8 +116,40 @@ def test_a_renamed_schema_is_one_event(imported, user_db):
 
 def test_events_go_after_the_retention_period(imported, user_db):
     user_db.execute("CREATE TABLE app.old (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     ChangeEvent.objects.update(recorded_at=timezone.now() - timedelta(days=40))
     purged = retention.purge_expired(days=30)
     assert purged["events"] == 1
     assert not ChangeEvent.objects.exists()
+
+
+def test_a_reflection_leaves_its_events_as_one_batch_the_feed_records_once(imported, user_db):
+    user_db.execute("CREATE TABLE app.c (id int); CREATE TABLE app.d (id int)")
+    assert runs.reflect(imported.id).events == 2
+    batch = EventBatch.objects.get(database=imported)
+    assert (batch.count, events_of(imported)) == (2, [])  # nothing recorded yet
+    assert feed.record(imported.id).kinds == {"created": 2}
+    assert not EventBatch.objects.exists()
+    assert feed.record(imported.id).events == 0
+    assert [name for *_, name in events_of(imported)] == ["c", "d"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_feeds_at_once_record_each_event_once_in_order(imported, user_db):
+    for name in ("c", "d", "e"):
+        user_db.execute(f"CREATE TABLE app.{name} (id int)")
+        runs.reflect(imported.id)
+    recorded = run_together(2, lambda: feed.record(imported.id).events)
+    assert sorted(recorded) == [0, 3]
+    assert [name for *_, name in events_of(imported)] == ["c", "d", "e"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_webhooks_worker_records_a_task_s_reflection_without_being_asked(
+    worker, imported, user_db
+):
+    user_db.execute("CREATE TABLE app.c (id int)")
+    tasks.reflect_db_objects.delay(imported.id, force=True)
+    wait_until(lambda: events_of(imported), timeout=30, what="the event recorded")
+    assert events_of(imported) == [("created", "table", "", "", "app", "c")]
+    assert not EventBatch.objects.exists()

@@ -371,8 +371,8 @@ def test_statement_count_does_not_grow_with_the_number_of_objects(
         " EXECUTE format('CREATE TABLE n%s (id int)', i); END LOOP; END $$"
     )
     # A change writes its events too, in a bounded number more: the rows they replace (2), the
-    # live rows they name (2), the events (1) and the webhooks' outbox (1).
-    with django_assert_max_num_queries(12 + 6):
+    # live rows they name (2) and the batch of events (1).
+    with django_assert_max_num_queries(12 + 5):
         counts = reflect(registered)
     assert (counts["renamed"], counts["dropped"], counts["added"]) == (100, 100, 100)
 

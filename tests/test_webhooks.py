@@ -21,8 +21,8 @@ from sync.exceptions import WebhookRefused
 from sync.models import Database, Webhook, WebhookDelivery
 from sync.ops import webhooks
 from sync.ops.webhook_targets import check_url
-from sync.reflection import runs
-from tests.helpers import ScratchDatabase, wait_until
+from sync.reflection import feed, runs
+from tests.helpers import ScratchDatabase, reflect_recorded, wait_until
 
 SECRET = "receiver-shared-secret"
 
@@ -72,7 +72,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def imported(registered: Database, user_db: ScratchDatabase) -> Database:
     user_db.execute("CREATE TABLE first (id int)")
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     return registered
 
 
@@ -97,8 +97,8 @@ def test_a_receiver_that_fails_twice_gets_each_event_once_signed_and_in_order(
     receiver.failures = 2
     for name in ("one", "two", "three"):
         user_db.execute(f"CREATE TABLE {name} (id int)")
-        assert runs.reflect(imported.id).deliveries == 1
-    deliveries.queue_delivery(imported.id)
+        assert runs.reflect(imported.id).events == 1
+    deliveries.queue_delivery(imported.id)  # the worker records the events, then delivers
     wait_until(lambda: len(receiver.accepted()) == 3, timeout=60, what="three deliveries")
     statuses = [status for status, _, _ in receiver.answered]
     assert statuses == [500, 500, 200, 200, 200]
@@ -123,7 +123,7 @@ def test_a_delivery_that_keeps_failing_is_marked_failed_with_its_error_and_can_b
     subscribe(receiver.url, imported)
     receiver.failures = 1
     user_db.execute("CREATE TABLE fails (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     assert webhooks.deliver_pending(imported.id).outcomes == {"failed": 1}
     failed = WebhookDelivery.objects.get()
     assert failed.status == "failed"
@@ -139,7 +139,7 @@ def test_a_failed_attempt_holds_the_later_transactions_back(imported, user_db, r
     receiver.failures = 1
     for name in ("early", "late"):
         user_db.execute(f"CREATE TABLE {name} (id int)")
-        runs.reflect(imported.id)
+        reflect_recorded(imported.id)
     report = webhooks.deliver_pending(imported.id)
     assert report.outcomes == {"retried": 1}
     assert report.next_due is not None
@@ -154,7 +154,7 @@ def test_a_webhook_of_all_databases_and_one_of_another_database(imported, user_d
     everywhere = subscribe(receiver.url)
     elsewhere = subscribe(receiver.url, Database.objects.create(name="elsewhere"))
     user_db.execute("CREATE TABLE seen (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     owed = set(WebhookDelivery.objects.values_list("webhook_id", flat=True))
     assert owed == {everywhere.id}
     assert elsewhere.id not in owed
@@ -163,7 +163,8 @@ def test_a_webhook_of_all_databases_and_one_of_another_database(imported, user_d
 @pytest.mark.django_db
 def test_no_webhook_no_delivery(imported, user_db):
     user_db.execute("CREATE TABLE alone (id int)")
-    assert runs.reflect(imported.id).deliveries == 0
+    assert runs.reflect(imported.id).events == 1
+    assert feed.record(imported.id).deliveries == 0
     assert not WebhookDelivery.objects.exists()
 
 
@@ -235,7 +236,7 @@ def test_a_url_repointed_at_a_private_address_is_refused_at_delivery(
 ):
     subscribe(receiver.url, imported)
     user_db.execute("CREATE TABLE guarded (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     settings.SYNC_WEBHOOK_ALLOW_PRIVATE = False
     assert webhooks.deliver_pending(imported.id).outcomes == {"retried": 1}
     assert receiver.answered == []
@@ -249,7 +250,7 @@ def test_a_delivery_connects_to_the_address_checked_and_never_resolves_the_name_
     port = receiver.url.split(":")[2].split("/")[0]
     subscribe(f"http://localhost:{port}/hook?from=dbsync", imported)
     user_db.execute("CREATE TABLE pinned (id int)")
-    runs.reflect(imported.id)
+    reflect_recorded(imported.id)
     resolve = socket.getaddrinfo
     looked_up: list[str] = []
 
@@ -277,7 +278,7 @@ def test_events_by_kind_deliveries_by_outcome_and_the_lag_reach_metrics(
     subscribe(receiver.url, imported)
     user_db.execute("CREATE TABLE measured (id int); DROP TABLE first")
     with django_capture_on_commit_callbacks(execute=True):
-        runs.reflect(imported.id)
+        reflect_recorded(imported.id)
     webhooks.deliver_pending(imported.id)
     text = staff.get("/metrics").content.decode()
     samples = {

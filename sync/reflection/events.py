@@ -1,23 +1,23 @@
 """Change events: what each reflection applied, object by object, with the actor where logged.
 
 A reflection reads the rows it is about to change (`read_before`), applies its diff, then
-`record` writes one event per created, renamed, moved, dropped or recreated object, and one
-`altered` event per logged ALTER of an object whose name did not change. Events are written
-with one set-based INSERT whatever their number, in the reflection's transaction: a rolled
-back DDL, which leaves no change, leaves no event either.
+`describe` finds one event per created, renamed, moved, dropped or recreated object, and one
+`altered` event per logged ALTER of an object whose name did not change, and `write_batch`
+writes them as one row in the reflection's transaction: a rolled back DDL, which leaves no
+change, leaves no event either. The change feed (sync.reflection.feed) makes them events.
 """
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import orjson
 from django.db import connection
 
-from sync.models import ChangeEvent, Schema, Table
+from sync.models import ChangeEvent, EventBatch, ReflectionRun, Schema, Table
 from sync.reflection.diff import Changes
-from sync.reflection.writes import array_literal
+from sync.reflection.writes import Written, array_literal
 from sync.remote.changelog import LogEntry
 
 Kind = ChangeEvent.Kind
@@ -90,11 +90,16 @@ def _old_rows(query: str, ids: list[int]) -> dict[int, OldRow]:
 
 
 def describe(
-    database_id: int, changes: Changes, before: Before, entries: Sequence[LogEntry]
+    database_id: int,
+    changes: Changes,
+    before: Before,
+    written: Written,
+    entries: Sequence[LogEntry],
 ) -> list[Event]:
-    """Return the events of an applied diff, and `altered` ones for logged ALTERs it explains
-    by no other change. Reads the live rows of the touched oids (two queries at most)."""
-    tables, schemas = _live_rows(database_id, changes, entries)
+    """Return the events of an applied diff (`written`: the rows it wrote), and `altered` ones
+    for logged ALTERs it explains by no other change, whose live rows it reads (two queries at
+    most, none without such ALTERs)."""
+    tables, schemas = _live_rows(database_id, written, entries)
     found = list(_schema_events(changes, before, schemas)) + list(
         _table_events(changes, before, tables)
     )
@@ -104,15 +109,13 @@ def describe(
 
 
 def _live_rows(
-    database_id: int, changes: Changes, entries: Sequence[LogEntry]
+    database_id: int, written: Written, entries: Sequence[LogEntry]
 ) -> tuple[dict[int, tuple[Any, ...]], dict[int, tuple[Any, ...]]]:
     """Return the live table rows and schema rows, by oid, of what changed or was logged."""
     logged = {entry.objid for entry in entries if entry.command_tag.startswith("ALTER")}
-    table_oids = {r.oid for r in changes.new_tables} | {r.oid for _, r in changes.changed_tables}
-    schema_oids = {oid for oid, _ in changes.new_schemas}
-    schema_oids |= {row.oid for row in changes.changed_schemas}
-    tables = _by_oid(LIVE_TABLES, database_id, table_oids | logged)
-    schemas = _by_oid(LIVE_SCHEMAS, database_id, schema_oids | logged)
+    logged -= written.tables.keys() | written.schemas.keys()
+    tables = written.tables | _by_oid(LIVE_TABLES, database_id, logged)
+    schemas = written.schemas | _by_oid(LIVE_SCHEMAS, database_id, logged)
     return tables, schemas
 
 
@@ -192,21 +195,8 @@ def _altered_events(
     return list(found.values())
 
 
-@dataclass(frozen=True)
-class Written:
-    """The events written: their ids and kinds, grouped by transaction (None: unlogged)."""
-
-    groups: dict[int | None, list[int]]
-    kinds: dict[str, int]
-
-    @property
-    def count(self) -> int:
-        return sum(self.kinds.values())
-
-
-# The events come as one JSON array of rows, in Event's order then _actor's: one parameter
-# that json.dumps writes in C, where per-column array literals cost more than the INSERT itself
-# (bench/change_feed.py).
+# The events go as one JSON array of rows, in Event's order then _actor's, written by orjson
+# with their datetimes: one text value of one batch row, whatever their number.
 COLUMNS = (
     ("kind", "text"), ("object_type", "text"), ("oid", "bigint"), ("schema_id", "bigint"),
     ("table_id", "bigint"), ("name_before", "text"), ("name_after", "text"),
@@ -215,43 +205,37 @@ COLUMNS = (
     ("client_addr", "inet"), ("backend_pid", "integer"), ("command_tag", "text"),
     ("xid", "bigint"),
 )  # fmt: skip
-INSERT = (
-    f"INSERT INTO {ChangeEvent._meta.db_table} (database_id, run_id, recorded_at, "
-    + ", ".join(name for name, _ in COLUMNS)
-    + ") SELECT %s, %s, %s, "
-    + ", ".join(f"(r->>{i})::{kind}" for i, (_, kind) in enumerate(COLUMNS))
-    + " FROM jsonb_array_elements(%s::jsonb) AS r"  # ids follow the rows' order, sorted by time
-    " RETURNING id, xid, kind"
+# The run that recorded them is the database's latest, written just before in the transaction.
+WRITE_BATCH = (
+    f"INSERT INTO {EventBatch._meta.db_table} (database_id, run_id, recorded_at, rows, count)"
+    " VALUES (%(database)s, (SELECT id FROM"
+    f" {ReflectionRun._meta.db_table} WHERE database_id = %(database)s"
+    " ORDER BY started_at DESC, id DESC LIMIT 1), %(seen_at)s, %(rows)s, %(count)s)"
 )
 
 
-def record(
-    database_id: int,
-    run_id: int | None,
-    events: list[Event],
-    entries: Sequence[LogEntry],
-    seen_at: datetime,
-) -> Written:
-    """Write the events with their actors in one statement; return what was written.
+def write_batch(
+    database_id: int, events: list[Event], entries: Sequence[LogEntry], seen_at: datetime
+) -> int:
+    """Write the events with their actors as one batch for the change feed; return how many.
 
     An event's actor is the last log entry of its object's oid; without one, the actor is
-    unknown and its time is `seen_at`, marked as such.
+    unknown and its time is `seen_at`, marked as such. The rows are in the order of their
+    statements' time, which the feed gives their ids.
     """
     if not events:
-        return Written(groups={}, kinds={})
+        return 0
     last = {entry.objid: entry for entry in sorted(entries, key=lambda entry: entry.id)}
-    unknown = (seen_at.isoformat(), True, "", "", None, None, "", None)
+    unknown = (seen_at, True, "", "", None, None, "", None)
     actors = sorted(((event, last.get(event.oid)) for event in events), key=_when)
     rows = [(*event, *_actor(entry, unknown)) for event, entry in actors]
     with connection.cursor() as cursor:
-        cursor.execute(INSERT, [database_id, run_id, seen_at, json.dumps(rows)])
-        written = cursor.fetchall()
-    groups: dict[int | None, list[int]] = {}
-    kinds: dict[str, int] = {}
-    for event_id, xid, kind in written:
-        groups.setdefault(xid, []).append(event_id)
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return Written(groups=groups, kinds=kinds)
+        cursor.execute(
+            WRITE_BATCH,
+            {"database": database_id, "seen_at": seen_at, "rows": orjson.dumps(rows).decode(),
+             "count": len(rows)},
+        )  # fmt: skip
+    return len(rows)
 
 
 def _when(pair: tuple[Event, LogEntry | None]) -> tuple[float, int]:
@@ -265,6 +249,6 @@ def _actor(entry: LogEntry | None, unknown: tuple[Any, ...]) -> tuple[Any, ...]:
     if entry is None:
         return unknown
     return (
-        entry.statement_time.isoformat(), False, entry.role, entry.application,
+        entry.statement_time, False, entry.role, entry.application,
         entry.client_addr, entry.backend_pid, entry.command_tag, entry.xid,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from django.utils import timezone
 from sync import metrics
 from sync.exceptions import CatalogUnavailable, IdentityChanged, UnknownDatabase
 from sync.models import Database, ReflectionRun
-from sync.reflection import events, history, names, outbox, signals, unchanged
+from sync.reflection import events, history, names, signals, unchanged, writes
 from sync.reflection.diff import (
     Changes,
     Counts,
@@ -27,7 +27,6 @@ from sync.reflection.diff import (
     load_targeted_state,
     partitions_unread,
 )
-from sync.reflection.writes import apply
 from sync.remote import catalog, changelog
 from sync.remote.catalog import CatalogRead, Identity
 from sync.remote.changelog import LogEntry, LogRead, Position
@@ -44,8 +43,7 @@ class ReflectionResult:
     # and whether it read only the objects they name.
     entries: tuple[LogEntry, ...] = ()
     targeted: bool = False
-    events: int = 0  # change events written
-    deliveries: int = 0  # webhook deliveries owed for them
+    events: int = 0  # change events left for the change feed (sync.reflection.feed) to record
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, **asdict(self.counts), "duration_ms": self.duration_ms}
@@ -112,13 +110,11 @@ def reflect(
             step(2)
             # The first import is what the database holds, not a change: it has no events.
             before = events.read_before(changes) if database.imported_at else None
-            record(database, changes, stored, read, trigger, started_at)
+            written = record(database, changes, stored, read, trigger, started_at)
             entries = () if log is None else log.entries
             seen_at = timezone.now()
-            written = record_events(database.id, changes, before, seen_at, entries)
-            owed = outbox.owe(database.id, list(written.groups.values()), seen_at)
+            described = record_events(database.id, changes, before, written, seen_at, entries)
             transaction.on_commit(partial(names.remember, database.id, changes.names))
-            transaction.on_commit(partial(count_events, written))
             if log is not None and trim_due(database.log_position, log):
                 applied = partial(changelog.mark_applied, database.source, log.applied_snapshot)
                 transaction.on_commit(applied)
@@ -131,7 +127,7 @@ def reflect(
     count_drift(trigger, log, changes.counts)
     return finished(
         database.name, changes.counts, trigger, clock,
-        entries=entries, targeted=read.targeted, events=written.count, deliveries=owed,
+        entries=entries, targeted=read.targeted, events=described,
     )  # fmt: skip
 
 
@@ -161,11 +157,15 @@ def record(
     read: CatalogRead,
     trigger: str,
     started_at: datetime,
-) -> None:
-    """Write the changes, the database's new state and the history row (in the transaction)."""
+) -> writes.Written:
+    """Write the changes, the database's new state and the history row (in the transaction);
+    return the rows written, those the change events name (none for a first import)."""
     unchanged = not changes.counts.changed() and not (read.log and read.log.entries)
+    written = writes.Written()
     if not unchanged:
-        apply(database.id, changes, started_at)
+        written = writes.apply(
+            database.id, changes, started_at, returning=bool(database.imported_at)
+        )
     finished_at = timezone.now()
     fields = {
         "imported_at": database.imported_at or finished_at,
@@ -177,9 +177,10 @@ def record(
     run = history.Run(database.id, trigger, started_at, finished_at, changes.counts, read.targeted)
     if unchanged:
         history.record_unchanged(run, fields)
-        return
+        return written
     Database.objects.filter(pk=database.id).update(**fields)
     history.record_success(run)
+    return written
 
 
 # The watch trims its log every thousandth id: telling it how far the log is applied every few
@@ -232,24 +233,16 @@ def record_events(
     database_id: int,
     changes: Changes,
     before: events.Before | None,
+    written: writes.Written,
     seen_at: datetime,
     entries: tuple[LogEntry, ...],
-) -> events.Written:
-    """Write the change events of an applied diff and of the log's entries (none for a first
-    import: `before` None), with the history row that recorded them."""
+) -> int:
+    """Write the change events of an applied diff and of the log's entries as one batch for
+    the change feed (none for a first import: `before` None); return how many."""
     if before is None:
-        return events.Written(groups={}, kinds={})
-    found = events.describe(database_id, changes, before, entries)
-    if not found:
-        return events.Written(groups={}, kinds={})
-    latest = ReflectionRun.objects.filter(database_id=database_id).order_by("-started_at", "-id")
-    run_id = latest.values_list("id", flat=True).first()
-    return events.record(database_id, run_id, found, entries, seen_at)
-
-
-def count_events(written: events.Written) -> None:
-    for kind, count in written.kinds.items():
-        metrics.CHANGE_EVENTS.labels(kind).inc(count)
+        return 0
+    found = events.describe(database_id, changes, before, written, entries)
+    return events.write_batch(database_id, found, entries, seen_at)
 
 
 def compute_changes(

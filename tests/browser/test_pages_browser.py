@@ -12,13 +12,13 @@ from playwright.sync_api import Dialog, Page, expect
 from sync.changes import gate, recency, watch
 from sync.encryption import encrypt
 from sync.models import Database, ReflectionRun, Table
-from sync.reflection import runs
 from tests.browser.waiting import wait_in_page
 from tests.helpers import (
     HeldDatabaseRow,
     ScratchDatabase,
     admin_connection,
     make_user,
+    reflect_recorded,
     wait_until,
 )
 
@@ -39,7 +39,7 @@ def shop(registered: Database, user_db) -> Database:
         " INSERT INTO shop.orders VALUES (1, 'first'), (2, NULL), (3, '');"
         " CREATE VIEW shop.recent_orders AS SELECT 1 AS id; CREATE TABLE public.notes (id int)"
     )
-    runs.reflect(registered.id)
+    reflect_recorded(registered.id)
     registered.refresh_from_db()
     assert registered.reflected_at is not None
     recency.mark_recent(registered.id, registered.reflected_at)
@@ -132,7 +132,7 @@ def test_an_unknown_id_gives_a_not_found_page(page: Page, live_server, db):
 
 def test_a_script_named_table_renders_as_text(page: Page, live_server, shop, user_db):
     user_db.execute(f'CREATE TABLE public."{SCRIPT_NAME}" (id int)')
-    runs.reflect(shop.id)
+    reflect_recorded(shop.id)
     dialogs: list[str] = []
 
     def record(dialog: Dialog) -> None:
@@ -194,16 +194,16 @@ def test_screenshots_of_each_page(page: Page, live_server, shop, user_db):
             " FROM generate_series(1, 20000) n; ANALYZE"
         )
     connection.close()
-    runs.reflect(shop.id)
+    reflect_recorded(shop.id)
     watch.install(shop)
-    runs.reflect(shop.id)  # the log's position
+    reflect_recorded(shop.id)  # the log's position
     run_ddl(
         user_db,
         "django-migrate",
         "ALTER TABLE shop.orders RENAME TO purchases;"
         " ALTER TABLE public.customers ADD COLUMN phone text; DROP TABLE public.notes",
     )
-    runs.reflect(shop.id)
+    reflect_recorded(shop.id)
     table = Table.objects.get(name="customers")
     log_in(page, live_server.url, "admin", staff=True)
     pages = {
@@ -247,7 +247,7 @@ def test_a_ddl_from_psql_appears_on_the_open_changes_page_with_who_ran_it(
     page: Page, live_server, shop, user_db, worker
 ):
     watch.install(shop)
-    runs.reflect(shop.id)  # the log's position
+    reflect_recorded(shop.id)  # the log's position
     log_in(page, live_server.url, "reader")
     page.goto(f"{live_server.url}/databases/{shop.id}/changes/")
     expect(page.locator("#listing .empty")).to_contain_text("No change recorded")
@@ -273,9 +273,9 @@ def test_a_ddl_from_psql_appears_on_the_open_changes_page_with_who_ran_it(
 
 def test_the_tables_listing_shows_who_changed_each_table(page: Page, live_server, shop, user_db):
     watch.install(shop)
-    runs.reflect(shop.id)
+    reflect_recorded(shop.id)
     run_ddl(user_db, "deploy", "ALTER TABLE public.notes ADD COLUMN body text")
-    runs.reflect(shop.id)
+    reflect_recorded(shop.id)
     log_in(page, live_server.url, "reader")
     page.goto(f"{live_server.url}/databases/{shop.id}/tables/")
     row = page.locator("#listing tbody tr", has=page.get_by_role("rowheader", name="notes"))

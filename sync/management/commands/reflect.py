@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from sync.changes import deliveries
 from sync.exceptions import SyncError
 from sync.models import ReflectionRun
-from sync.reflection import registry, runs
+from sync.reflection import feed, registry, runs
 
 
 class Command(BaseCommand):
@@ -39,7 +39,8 @@ class Command(BaseCommand):
                 failure = {"database": name, "error": error.code, "detail": str(error)}
                 self.stdout.write(json.dumps(failure))
             raise CommandError(str(error)) from None
-        if result.deliveries:
+        # Its events, recorded here rather than left for the webhooks' worker, which may not run.
+        if result.events and feed.record(database.id).deliveries:
             deliveries.queue_delivery(database.id)  # else the beat job's next pass sends them
         if as_json:
             self.stdout.write(json.dumps(result.as_dict()))
