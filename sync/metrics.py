@@ -45,7 +45,7 @@ GATE_DECISIONS = Counter(
     ["decision", "trigger"],
 )
 CHANGE_EVENTS = Counter(
-    "dbsync_change_events", "Change events recorded by reflections, by kind.", ["kind"]
+    "dbsync_change_events", "Change events recorded by the change feed, by kind.", ["kind"]
 )
 WEBHOOK_DELIVERIES = Counter(
     "dbsync_webhook_deliveries",

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from sync.changes import gate, leases, listening, recency
 from sync.models import Database, ReflectionRun
-from sync.reflection import registry
+from sync.reflection import feed, registry, runs
 from sync.tasks import reflect_db_objects
 from tests.helpers import (
     process_environment,
@@ -150,3 +150,17 @@ def test_a_worker_started_by_the_procfile_writes_its_reflection_metrics_for_the_
     text = generate_latest(collected).decode()
     assert 'dbsync_reflections_total{outcome="success",trigger="api"} 1.0' in text
     assert 'dbsync_reflection_duration_seconds_count{trigger="api"} 1.0' in text
+
+
+def test_events_waiting_for_the_change_feed_are_counted_until_it_records_them(
+    registered, user_db, staff
+):
+    runs.reflect(registered.id)  # the first import: no events
+    user_db.execute("CREATE TABLE a (id int); CREATE TABLE b (id int)")
+    runs.reflect(registered.id)
+    families = scrape(staff)
+    assert families["dbsync_change_events_waiting"] == [({"database": "userdb"}, 2.0)]
+    [(_, age)] = families["dbsync_change_events_waiting_oldest_seconds"]
+    assert 0 <= age < 60
+    feed.record(registered.id)
+    assert scrape(staff)["dbsync_change_events_waiting"] == []

@@ -1,7 +1,8 @@
 """What /metrics serves: the processes' counters, and the figures read at each scrape.
 
 Figures that are a state rather than an event (last success, objects, listener connected,
-queue depth) are read from their source when scraped: no process's stale copy can outlive it.
+queue depth, change events waiting) are read from their source when scraped: no process's
+stale copy can outlive it.
 """
 
 import contextlib
@@ -15,6 +16,8 @@ from amqp.exceptions import ChannelError
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Min, Sum
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -22,7 +25,7 @@ from redis.exceptions import RedisError
 
 from sync.changes import listening, ownership, queues, store, turns
 from sync.changes.publisher import PUBLISH_ERRORS
-from sync.models import Database, Schema, Table
+from sync.models import Database, EventBatch, Schema, Table
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +68,30 @@ def database_figures(names: dict[int, str]) -> Iterator[Metric]:
         for database_id, count in model.objects.live_counts().items():
             objects.add_metric([names.get(database_id, str(database_id)), kind], count)
     yield objects
+    yield from waiting_events(names)
+
+
+def waiting_events(names: dict[int, str]) -> Iterator[Metric]:
+    """The events reflections left that the change feed has not recorded yet: a count that
+    stays up, or an age that grows, says no worker consumes the webhooks queue."""
+    waiting = GaugeMetricFamily(
+        "dbsync_change_events_waiting",
+        "Change events a reflection described that the change feed has not yet recorded.",
+        labels=["database"],
+    )
+    oldest = GaugeMetricFamily(
+        "dbsync_change_events_waiting_oldest_seconds",
+        "Age of the oldest change events waiting for the change feed.",
+        labels=["database"],
+    )
+    now = timezone.now()
+    batches = EventBatch.objects.order_by().values("database_id")
+    for row in batches.annotate(events=Sum("count"), since=Min("recorded_at")):
+        name = names.get(row["database_id"], str(row["database_id"]))
+        waiting.add_metric([name], row["events"])
+        oldest.add_metric([name], (now - row["since"]).total_seconds())
+    yield waiting
+    yield oldest
 
 
 def state_figures(names: dict[int, str], watched: dict[int, str]) -> Iterator[Metric]:
