@@ -3,7 +3,8 @@
 `make run` calls this. The Procfile stays the one list of roles: the supervisord configuration
 is generated from it at every start (into .run/), never kept by hand. Each role runs in a shell
 of its own, as under honcho or foreman, so a line may set variables (`A=${A:-x} command`);
-stopping or restarting a role signals its whole process group.
+stopping or restarting a role signals its whole process group, and waits until its command
+has ended.
 
     python scripts/supervise.py                   # start everything, in the foreground
     python scripts/supervise.py --print-config    # show the generated configuration
@@ -103,8 +104,12 @@ def supervisor_config(roles: dict[str, str], root: Path, run_dir: Path, bin_dir:
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
     ]
     for name, command in roles.items():
+        # The shell waits out its command's shutdown: a TERM it gets (the group's) runs its trap
+        # only once the command has ended, so supervisord, which watches the shell, waits for
+        # the command too (up to stopwaitsecs, then SIGKILL to the group). Without it the shell
+        # died at once, supervisord exited, and a Celery worker shutting down was left behind.
         # '%' is supervisord's interpolation character: a literal one is written '%%'.
-        shell = shlex.quote(command).replace("%", "%%")
+        shell = shlex.quote(f"trap 'exit 143' TERM; {command}").replace("%", "%%")
         sections.append(
             f"[program:{name}]\n"
             f"command=/bin/sh -c {shell}\n"

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,35 @@ def test_a_killed_role_is_restarted_and_the_others_keep_running(supervised):
         what="the killed role to be restarted",
     )
     assert supervised.pids()["steady"] == before["steady"]
+
+
+def test_stopping_waits_for_a_role_that_takes_time_to_shut_down(tmp_path):
+    stopped = tmp_path / "stopped"
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(2)  # a worker finishing its task\n"
+        f"    open({str(stopped)!r}, 'w').close()\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "time.sleep(600)\n"
+    )
+    procfile = tmp_path / "Procfile"
+    procfile.write_text(f"slow: {sys.executable} {script}\n")  # not exec'd: a shell's child
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, SUPERVISE, "--procfile", str(procfile), "--run-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_until(lambda: "slow" in Supervised(run_dir).pids(), timeout=30, what="the role to run")
+    time.sleep(0.5)  # its handler installed
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+    assert stopped.exists()  # supervise ended after the role, not before
 
 
 def start(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
