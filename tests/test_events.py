@@ -153,3 +153,16 @@ def test_the_webhooks_worker_records_a_task_s_reflection_without_being_asked(
     wait_until(lambda: events_of(imported), timeout=30, what="the event recorded")
     assert events_of(imported) == [("created", "table", "", "", "app", "c")]
     assert not EventBatch.objects.exists()
+
+
+def test_a_batch_that_cannot_be_recorded_holds_up_no_other_database(imported, user_db, caplog):
+    broken = Database.objects.create(name="broken")
+    EventBatch.objects.create(database=broken, recorded_at=timezone.now(), rows="[[", count=1)
+    user_db.execute("CREATE TABLE app.c (id int)")
+    runs.reflect(imported.id)
+
+    assert feed.record().events == 1
+
+    assert [name for *_, name in events_of(imported)] == ["c"]
+    assert EventBatch.objects.filter(database=broken).count() == 1  # kept, not lost
+    assert f"the events of database {broken.id} not recorded" in caplog.text

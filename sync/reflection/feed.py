@@ -8,15 +8,18 @@ It runs on the webhooks queue before each delivery pass, off the reflection's pa
 thousand event rows and their index entries cost the reflection nothing (bench/change_feed.py).
 """
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from sync import metrics
 from sync.models import ChangeEvent, EventBatch, Webhook, WebhookDelivery
 from sync.reflection import signals
 from sync.reflection.events import COLUMNS
+
+logger = logging.getLogger(__name__)
 
 EVENTS, BATCHES = ChangeEvent._meta.db_table, EventBatch._meta.db_table
 DELIVERIES, WEBHOOKS = WebhookDelivery._meta.db_table, Webhook._meta.db_table
@@ -60,14 +63,24 @@ class Recorded:
 
 
 def record(database_id: int | None = None) -> Recorded:
-    """Record the waiting batches of one database (or of all) as events and deliveries."""
+    """Record the waiting batches of one database (or of all) as events and deliveries.
+
+    Over all databases, one whose batches cannot be recorded is logged and left waiting (the
+    metrics show it): the others' events and webhooks do not wait behind it.
+    """
     if database_id is not None:
         return _record(database_id)
     waiting = EventBatch.objects.order_by().values_list("database_id", flat=True).distinct()
     kinds: dict[str, int] = {}
     deliveries = 0
     for waiting_id in list(waiting):
-        recorded = _record(waiting_id)
+        try:
+            recorded = _record(waiting_id)
+        except DatabaseError as error:
+            logger.error(
+                "change feed: the events of database %s not recorded: %s", waiting_id, error
+            )
+            continue
         for kind, count in recorded.kinds.items():
             kinds[kind] = kinds.get(kind, 0) + count
         deliveries += recorded.deliveries
