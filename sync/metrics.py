@@ -55,6 +55,6 @@ WEBHOOK_DELIVERIES = Counter(
 )
 WEBHOOK_LAG = Histogram(
     "dbsync_webhook_delivery_lag_seconds",
-    "Time from a transaction's events being recorded to their delivery to a webhook.",
+    "Time from the reflection that saw a transaction's events to their delivery to a webhook.",
     buckets=SECONDS,
 )
