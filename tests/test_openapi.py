@@ -10,6 +10,7 @@ import os
 
 import pytest
 import schemathesis
+from django.test import Client
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -69,3 +70,14 @@ def test_every_answer_is_the_one_the_schema_documents(
     case: schemathesis.Case, staff_basic_auth: dict[str, str]
 ) -> None:
     case.call_and_validate(headers=staff_basic_auth, checks=CHECKS)
+
+
+def test_a_body_without_a_media_type_is_a_documented_415(staff_basic_auth):
+    client = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=staff_basic_auth["Authorization"])
+
+    response = client.post("/api/v1/databases/", b"name=x", content_type="")
+
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"
+    documented = client.get("/api/schema/?format=json").json()
+    assert "415" in documented["paths"]["/api/v1/databases/"]["post"]["responses"]

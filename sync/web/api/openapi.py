@@ -128,8 +128,9 @@ ON_THE_FLY_ERRORS: dict[int, OpenApiResponse] = {
     502: error("the database answered with an error reading the relation"),
     503: error("the database did not answer, or the read outran SYNC_STATEMENT_TIMEOUT"),
 }
+UNSUPPORTED_BODY = error("a body in a media type the endpoint does not take, or unreadable as one")
 WRITE_ERRORS: dict[int, OpenApiResponse] = {
-    400: BAD_INPUT, 401: NOT_LOGGED_IN, 403: FORBIDDEN, 404: UNKNOWN
+    400: BAD_INPUT, 401: NOT_LOGGED_IN, 403: FORBIDDEN, 404: UNKNOWN, 415: UNSUPPORTED_BODY
 }  # fmt: skip
 
 COLUMN_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
