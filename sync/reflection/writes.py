@@ -34,11 +34,13 @@ def apply(database_id: int, changes: Changes, now: datetime, returning: bool) ->
     schemas_back = " RETURNING s.oid, s.id, s.name" if returning else ""
     tables_back = " RETURNING t.oid, t.id, t.name, t.kind, t.schema_id, s.name" if returning else ""
 
-    def keep(rows: dict[int, tuple[Any, ...]]) -> None:
-        if returning:
-            rows.update((row[0], row[1:]) for row in cursor.fetchall())
-
     with connection.cursor() as cursor:
+
+        def keep(rows: dict[int, tuple[Any, ...]]) -> None:
+            """Keep the rows the statement just run returned, by oid, where asked for."""
+            if returning:
+                rows.update((row[0], row[1:]) for row in cursor.fetchall())
+
         # Drops first, so that their oids leave the live-row unique index.
         for db_table, dropped in (
             (table_table, changes.dropped_table_ids),
@@ -103,15 +105,9 @@ def apply(database_id: int, changes: Changes, now: datetime, returning: bool) ->
                     " SELECT t.oid, t.id, t.name, t.kind, t.schema_id, s.name FROM t"
                     f" JOIN {schema_table} AS s ON s.id = t.schema_id"
                 )
-            values: list[int | str] = [
-                database_id,
-                oids,
-                schema_oids,
-                table_names,
-                kinds,
-                database_id,
-            ]
-            cursor.execute(insert, values)
+            cursor.execute(
+                insert, [database_id, oids, schema_oids, table_names, kinds, database_id]
+            )
             keep(written.tables)
         if changes.parents:
             write_parents(cursor, database_id, changes.parents)
